@@ -1,0 +1,48 @@
+"""Developer sessions: tests (default), lint, typecheck and bench."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import nox
+
+nox.options.sessions = ["tests"]
+nox.options.reuse_existing_virtualenvs = True
+nox.options.default_venv_backend = "venv"
+
+HERE = Path(__file__).parent
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Run the whole test suite (unit, async and integration)."""
+    session.install("-e", ".[test]")
+    env = {"HYPOTHESIS_PROFILE": "ci"} if os.environ.get("CI") else {}
+    session.run("pytest", *session.posargs, env=env)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff check and ruff format --check."""
+    session.install("ruff>=0.6")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict over src, tests, bench and examples."""
+    session.install("-e", ".[test]", "mypy>=1.10", "types-croniter", "nox")
+    session.run("mypy")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Run every benchmark under bench/; each prints `BENCH name=value unit` lines."""
+    session.install("-e", ".[test]")
+    scripts = sorted(p for p in (HERE / "bench").glob("bench_*.py"))
+    if session.posargs:
+        scripts = [p for p in scripts if any(a in p.name for a in session.posargs)]
+    for script in scripts:
+        session.run("python", str(script))

@@ -1,0 +1,183 @@
+"""The exception tree of fleetkit.
+
+One root, :class:`FleetkitError`, with branches grouped by what the caller should
+*do* about the failure:
+
+* :class:`ConfigError`: fix the input and try again; ``.problems`` lists every problem.
+* :class:`ProviderError`: the instance group refused or failed; :class:`RetryLater`
+  (and its child :class:`Throttled`) mean try again later, :class:`QuotaExceeded`
+  means capacity is not to be had, :class:`InstanceNotFound` means treat it as gone.
+* :class:`ConnectorError`: reaching an instance failed.
+* :class:`IsolationError`: a nested VM could not be created or reached.
+* :class:`FleetError`: the runtime could not grant or keep a slot.
+
+Foreign exceptions (botocore, asyncssh, OSError from subprocesses) are translated
+exactly once, at the module that talks to the foreign library, and chained with
+``raise ... from exc`` so the cause stays visible to a debugger but never leaks
+into the type a caller has to catch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import attrs
+
+__all__ = [
+    "AcquireTimeout",
+    "AuthenticationFailed",
+    "CommandTimeout",
+    "ConfigError",
+    "ConnectTimeout",
+    "ConnectionLost",
+    "ConnectorError",
+    "FleetClosed",
+    "FleetError",
+    "FleetkitError",
+    "HostKeyMismatch",
+    "InstanceLost",
+    "InstanceNotFound",
+    "IsolationError",
+    "NoCapacity",
+    "PluginNotFound",
+    "Problem",
+    "ProviderError",
+    "QuotaExceeded",
+    "RetryLater",
+    "Throttled",
+]
+
+
+class FleetkitError(Exception):
+    """Root of every exception fleetkit raises on purpose."""
+
+
+@attrs.frozen
+class Problem:
+    """One finding about an input, located by ``path``.
+
+    ``path`` reads like ``runners[0].autoscaler.policy[1].idle_time`` for a TOML
+    config, or names the instance or job the finding is about.
+    """
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path else self.message
+
+
+class ConfigError(FleetkitError, ValueError):
+    """The configuration is invalid. Raised by :func:`fleetkit.config.load` and by
+    constructors that validate user input; ``problems`` holds every problem found
+    in one pass, each with its path."""
+
+    def __init__(self, problems: Iterable[Problem] | str, *, source: str | None = None) -> None:
+        if isinstance(problems, str):
+            problems = [Problem("", problems)]
+        self.problems: tuple[Problem, ...] = tuple(problems)
+        self.source = source
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        head = f"{self.source}: " if self.source else ""
+        if len(self.problems) == 1:
+            return f"{head}{self.problems[0]}"
+        lines = [f"{head}{len(self.problems)} problems:"]
+        lines += [f"  - {p}" for p in self.problems]
+        return "\n".join(lines)
+
+
+# --- providers ------------------------------------------------------------
+
+
+class ProviderError(FleetkitError):
+    """An instance group operation failed. Raised by :mod:`fleetkit.provider` verbs."""
+
+
+class PluginNotFound(ProviderError, LookupError):
+    """No provider answers to the plugin name. Raised by :func:`fleetkit.provider.load`."""
+
+
+class RetryLater(ProviderError):
+    """A transient failure: the same call may succeed later (network, 5xx)."""
+
+
+class Throttled(RetryLater):
+    """The cloud API throttled the call; back off before retrying."""
+
+
+class QuotaExceeded(ProviderError):
+    """The group cannot grow: a size limit, quota or capacity shortage."""
+
+
+class InstanceNotFound(ProviderError, LookupError):
+    """The instance does not exist (any more); callers treat it as removed."""
+
+    def __init__(self, instance_id: str, message: str | None = None) -> None:
+        self.instance_id = instance_id
+        super().__init__(message or f"instance {instance_id!r} not found")
+
+
+# --- connectors -----------------------------------------------------------
+
+
+class ConnectorError(FleetkitError):
+    """Reaching an instance or running a command on it failed. Raised by
+    :mod:`fleetkit.connector` connections."""
+
+
+class ConnectTimeout(ConnectorError, TimeoutError):
+    """The instance did not accept a connection within the dial timeout."""
+
+
+class AuthenticationFailed(ConnectorError, PermissionError):
+    """The instance refused the credentials."""
+
+
+class HostKeyMismatch(ConnectorError):
+    """The instance presented a host key other than the pinned or supplied one."""
+
+
+class ConnectionLost(ConnectorError, ConnectionError):
+    """An established connection broke; commands running on it have failed."""
+
+
+class CommandTimeout(ConnectorError, TimeoutError):
+    """A command ran longer than its timeout and was ended."""
+
+
+# --- isolation ------------------------------------------------------------
+
+
+class IsolationError(FleetkitError):
+    """A nested VM could not be created, reached or deleted. Raised by
+    :mod:`fleetkit.isolation`."""
+
+
+# --- fleet runtime --------------------------------------------------------
+
+
+class FleetError(FleetkitError):
+    """The fleet runtime could not grant or keep a slot. Raised by :mod:`fleetkit.fleet`."""
+
+
+class NoCapacity(FleetError):
+    """A reservation was refused: no capacity now (preemptive) or ever (limits)."""
+
+
+class AcquireTimeout(FleetError, TimeoutError):
+    """No slot became ready within the acquire timeout."""
+
+
+class InstanceLost(FleetError):
+    """The instance under a held slot disappeared or was removed."""
+
+    def __init__(self, instance_id: str, reason: str) -> None:
+        self.instance_id = instance_id
+        self.reason = reason
+        super().__init__(f"instance {instance_id!r} lost: {reason}")
+
+
+class FleetClosed(FleetError):
+    """The fleet is shutting down or closed and grants no new slots."""

@@ -1,0 +1,56 @@
+"""The capacity and idle-policy planner: pure, synchronous, explained.
+
+``plan(snapshot, policy, limits, now) -> Plan``: given the fleet at one instant,
+decide which waiting acquisitions get which slot, how many instances to add and
+which to remove, each decision with its reason.
+"""
+
+from __future__ import annotations
+
+from fleetkit.planner._decisions import (
+    Assignment as Assignment,
+)
+from fleetkit.planner._decisions import (
+    Deprovision as Deprovision,
+)
+from fleetkit.planner._decisions import (
+    Figures as Figures,
+)
+from fleetkit.planner._decisions import (
+    IdleExpired as IdleExpired,
+)
+from fleetkit.planner._decisions import (
+    NotReadyInTime as NotReadyInTime,
+)
+from fleetkit.planner._decisions import (
+    OverMaxInstances as OverMaxInstances,
+)
+from fleetkit.planner._decisions import (
+    Plan as Plan,
+)
+from fleetkit.planner._decisions import (
+    Provision as Provision,
+)
+from fleetkit.planner._decisions import (
+    RemovalReason as RemovalReason,
+)
+from fleetkit.planner._decisions import (
+    Unhealthy as Unhealthy,
+)
+from fleetkit.planner._decisions import (
+    UseCountExhausted as UseCountExhausted,
+)
+
+__all__ = [
+    "Assignment",
+    "Deprovision",
+    "Figures",
+    "IdleExpired",
+    "NotReadyInTime",
+    "OverMaxInstances",
+    "Plan",
+    "Provision",
+    "RemovalReason",
+    "Unhealthy",
+    "UseCountExhausted",
+]
