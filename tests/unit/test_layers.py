@@ -35,7 +35,8 @@ def test_pure_module_loads_no_io_library(module: str) -> None:
 
 def _sources(module: str) -> list[Path]:
     spec = importlib.util.find_spec(module)
-    assert spec is not None and spec.origin is not None
+    assert spec is not None
+    assert spec.origin is not None
     origin = Path(spec.origin)
     return sorted(origin.parent.glob("*.py")) if origin.name == "__init__.py" else [origin]
 

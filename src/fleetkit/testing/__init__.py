@@ -1,0 +1,9 @@
+"""Public test kit for fleetkit users and fleetkit's own tests.
+
+Submodules: :mod:`fleetkit.testing.simulated` (an in-memory instance group with
+latency and faults, in anyio time), :mod:`fleetkit.testing.conformance` (the
+provider conformance suite), :mod:`fleetkit.testing.connector` (a scripted fake
+connector), :mod:`fleetkit.testing.strategies` (hypothesis strategies) and
+:mod:`fleetkit.testing.sshd` (a throwaway OpenSSH server). Library code never
+imports this package.
+"""
