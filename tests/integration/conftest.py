@@ -1,0 +1,34 @@
+"""Fixtures for integration tests that need a real OpenSSH server.
+
+``sshd`` gives a running :class:`fleetkit.testing.sshd.TestSSHD` (daemon, client
+key, ``connect_info()``) on 127.0.0.1 and a free port, stopped after the test.
+Async fixtures run on the requesting test's ``anyio_backend``, so any test module
+that uses them defines that fixture (asyncssh needs ``"asyncio"``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from fleetkit.testing.sshd import TestSSHD, running_sshd
+from tests.support import require_executable
+
+SSHD_PATH = "/usr/sbin/sshd"
+_INSTALL_HINT = "apt-get install -y openssh-server"
+
+
+@pytest.fixture
+def sshd_path() -> str:
+    """The sshd binary; skips (fails under CI=true) when OpenSSH is missing."""
+    require_executable("ssh-keygen", _INSTALL_HINT)
+    return require_executable(SSHD_PATH, _INSTALL_HINT)
+
+
+@pytest.fixture
+async def sshd(sshd_path: str, tmp_path: Path) -> AsyncIterator[TestSSHD]:
+    """A throwaway sshd trusting a fresh client key, stopped after the test."""
+    async with running_sshd(tmp_path / "sshd-fixture") as server:
+        yield server
