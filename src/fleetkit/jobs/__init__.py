@@ -1,0 +1,28 @@
+"""Jobs: what to run on an acquired slot, running it, and what became of it.
+
+:class:`Job` and :class:`JobResult` are frozen values; :func:`run_job` runs one
+job on a slot through a connector, streaming its log (masked) to a sink;
+:func:`load_jobs` reads the TOML jobs file of ``fleetkit run``.
+"""
+
+from __future__ import annotations
+
+from fleetkit.jobs._job import Job as Job
+from fleetkit.jobs._job import JobResult as JobResult
+from fleetkit.jobs._job import JobStatus as JobStatus
+from fleetkit.jobs._job import Variable as Variable
+from fleetkit.jobs._jobs_file import load_jobs as load_jobs
+from fleetkit.jobs._jobs_file import parse_jobs as parse_jobs
+from fleetkit.jobs._mask import MASK as MASK
+from fleetkit.jobs._mask import Masker as Masker
+
+__all__ = [
+    "MASK",
+    "Job",
+    "JobResult",
+    "JobStatus",
+    "Masker",
+    "Variable",
+    "load_jobs",
+    "parse_jobs",
+]

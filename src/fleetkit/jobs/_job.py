@@ -1,0 +1,199 @@
+"""Jobs and their results: what to run, and what became of it.
+
+A :class:`Job` is shell text plus the variables it runs with (some masked), a
+timeout and whether it may fail. A :class:`JobResult` says how one attempt
+ended, where and when. Both are frozen values; nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Iterable, Mapping
+from datetime import timedelta
+from typing import Any
+
+import attrs
+
+from fleetkit.errors import ConfigError, Problem
+
+__all__ = ["SHELLS", "Job", "JobResult", "JobStatus", "Variable", "is_variable_name"]
+
+#: The shells a job's script may be written for.
+SHELLS = frozenset({"bash", "sh", "pwsh"})
+
+#: GitLab's default job timeout.
+DEFAULT_TIMEOUT = timedelta(hours=1)
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_NAME_RULE = "a variable name is letters, digits and _, not starting with a digit"
+
+
+def is_variable_name(name: str) -> bool:
+    """Whether ``name`` can be exported as a shell variable."""
+    return _NAME.match(name) is not None
+
+
+@attrs.frozen
+class Variable:
+    """One job variable. A masked variable's value is replaced in the job log and
+    never shown in a repr."""
+
+    key: str
+    value: str
+    masked: bool = False
+
+    def __repr__(self) -> str:
+        shown = "'***'" if self.masked else repr(self.value)
+        return f"Variable(key={self.key!r}, value={shown}, masked={self.masked})"
+
+
+def _to_variables(value: Mapping[str, str | Variable] | Iterable[Variable]) -> tuple[Variable, ...]:
+    if isinstance(value, Mapping):
+        return tuple(
+            v if isinstance(v, Variable) else Variable(str(k), str(v)) for k, v in value.items()
+        )
+    return tuple(value)
+
+
+def _check_job(job: Job) -> None:
+    where = f"job {job.name!r}" if job.name else f"job {job.id}"
+    problems = []
+    if not job.name.strip():
+        problems.append(Problem(where + ".name", "must not be empty"))
+    if job.shell not in SHELLS:
+        problems.append(
+            Problem(where + ".shell", f"expected one of {sorted(SHELLS)}, got {job.shell!r}")
+        )
+    if job.timeout <= timedelta(0):
+        problems.append(Problem(where + ".timeout", f"must be > 0s, got {job.timeout}"))
+    seen: set[str] = set()
+    for var in job.variables:
+        if not is_variable_name(var.key):
+            problems.append(Problem(f"{where}.variables.{var.key}", _NAME_RULE))
+        if var.key in seen:
+            problems.append(Problem(f"{where}.variables.{var.key}", "given twice"))
+        seen.add(var.key)
+    if problems:
+        raise ConfigError(problems)
+
+
+@attrs.frozen(kw_only=True)
+class Job:
+    """A unit of work: ``script`` run by ``shell`` on an acquired slot.
+
+    ``variables`` (a mapping of name to value, or :class:`Variable` values for
+    masked ones) are exported to the script after fleetkit's own ``CI_*``
+    variables, so a job may override those. ``timeout`` ends the job (and every
+    process it started) when exceeded. ``image`` selects the nested VM image
+    when VM isolation is on; it is not used otherwise.
+
+    Raises :class:`~fleetkit.errors.ConfigError` naming the job for a bad shell,
+    timeout or variable name.
+    """
+
+    id: int
+    name: str
+    script: str
+    shell: str = "bash"
+    variables: tuple[Variable, ...] = attrs.field(default=(), converter=_to_variables)
+    timeout: timedelta = DEFAULT_TIMEOUT
+    allow_failure: bool = False
+    image: str | None = None
+
+    def __attrs_post_init__(self) -> None:
+        _check_job(self)
+
+    @property
+    def masked_values(self) -> tuple[str, ...]:
+        """The values to hide from the log."""
+        return tuple(v.value for v in self.variables if v.masked and v.value)
+
+    def environment(self) -> dict[str, str]:
+        """The job's own variables as a name -> value mapping."""
+        return {v.key: v.value for v in self.variables}
+
+
+class JobStatus(enum.Enum):
+    """How one attempt at a job ended.
+
+    ``SYSTEM_FAILURE`` means the job could not run to its end for a reason that
+    is not the job's: the instance was lost, the connection broke, the build
+    directory could not be prepared. Such attempts may be retried elsewhere.
+    """
+
+    SUCCESS = "success"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    CANCELLED = "cancelled"
+    SYSTEM_FAILURE = "system_failure"
+
+
+@attrs.frozen(kw_only=True)
+class JobResult:
+    """One attempt at a job, as it ended.
+
+    Times are seconds on the runtime clock (anyio's ``current_time()``):
+    ``queued_at`` when the job was handed to the executor, ``started_at`` when
+    its slot was acquired, ``finished_at`` when the attempt ended. ``log`` says
+    where the log can be read (a path) when the sink keeps one. ``message``
+    explains a failure that is not the script's own exit code; it never holds a
+    secret. ``earlier`` holds the attempts before this one that ended in a
+    system failure and were retried.
+    """
+
+    job_id: int
+    name: str
+    status: JobStatus
+    exit_code: int | None = None
+    queued_at: float
+    started_at: float | None = None
+    finished_at: float
+    instance_id: str | None = None
+    slot: int | None = None
+    log: str | None = None
+    attempt: int = 1
+    allow_failure: bool = False
+    message: str | None = None
+    earlier: tuple[JobResult, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        """Whether the job succeeded."""
+        return self.status is JobStatus.SUCCESS
+
+    @property
+    def passed(self) -> bool:
+        """Whether the job counts as passed: succeeded, or failed while allowed to."""
+        return self.ok or (self.allow_failure and self.status is not JobStatus.CANCELLED)
+
+    @property
+    def wait(self) -> float | None:
+        """Seconds from queued to started (``None`` if it never started)."""
+        return None if self.started_at is None else self.started_at - self.queued_at
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds from started to finished (``None`` if it never started)."""
+        return None if self.started_at is None else self.finished_at - self.started_at
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready view, for ``fleetkit run --json``."""
+        return {
+            "job_id": self.job_id,
+            "name": self.name,
+            "status": self.status.value,
+            "exit_code": self.exit_code,
+            "queued_at": self.queued_at,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "wait": self.wait,
+            "duration": self.duration,
+            "instance_id": self.instance_id,
+            "slot": self.slot,
+            "log": self.log,
+            "attempt": self.attempt,
+            "allow_failure": self.allow_failure,
+            "message": self.message,
+            "earlier": [e.to_dict() for e in self.earlier],
+        }
