@@ -165,6 +165,8 @@ class Instance:
     never used (``None`` until ready).
     ``health_failures`` counts consecutive failed health checks or reports.
     ``owner`` is the fleet id that created it (from state storage or a tag).
+    ``drain_reason`` says why the runtime marked it ``DRAINING`` (for the planner's
+    removal reason once it is free).
     """
 
     id: str
@@ -176,6 +178,7 @@ class Instance:
     idle_since: float | None = None
     health_failures: int = 0
     owner: str | None = None
+    drain_reason: str | None = None
 
     @property
     def acquired(self) -> int:

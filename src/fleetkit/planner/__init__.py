@@ -2,48 +2,33 @@
 
 ``plan(snapshot, policy, limits, now) -> Plan``: given the fleet at one instant,
 decide which waiting acquisitions get which slot, how many instances to add and
-which to remove, each decision with its reason.
+which to remove, each decision with its reason. ``can_reserve`` answers whether
+one more reservation fits; ``TokenBucket`` is the scale throttle as a value.
 """
 
 from __future__ import annotations
 
-from fleetkit.planner._decisions import (
-    Assignment as Assignment,
-)
-from fleetkit.planner._decisions import (
-    Deprovision as Deprovision,
-)
-from fleetkit.planner._decisions import (
-    Figures as Figures,
-)
-from fleetkit.planner._decisions import (
-    IdleExpired as IdleExpired,
-)
-from fleetkit.planner._decisions import (
-    NotReadyInTime as NotReadyInTime,
-)
-from fleetkit.planner._decisions import (
-    OverMaxInstances as OverMaxInstances,
-)
-from fleetkit.planner._decisions import (
-    Plan as Plan,
-)
-from fleetkit.planner._decisions import (
-    Provision as Provision,
-)
-from fleetkit.planner._decisions import (
-    RemovalReason as RemovalReason,
-)
-from fleetkit.planner._decisions import (
-    Unhealthy as Unhealthy,
-)
-from fleetkit.planner._decisions import (
-    UseCountExhausted as UseCountExhausted,
-)
+from fleetkit.planner._decisions import Assignment as Assignment
+from fleetkit.planner._decisions import Deprovision as Deprovision
+from fleetkit.planner._decisions import Drained as Drained
+from fleetkit.planner._decisions import Figures as Figures
+from fleetkit.planner._decisions import IdleExpired as IdleExpired
+from fleetkit.planner._decisions import NotReadyInTime as NotReadyInTime
+from fleetkit.planner._decisions import OverMaxInstances as OverMaxInstances
+from fleetkit.planner._decisions import Plan as Plan
+from fleetkit.planner._decisions import Provision as Provision
+from fleetkit.planner._decisions import RemovalReason as RemovalReason
+from fleetkit.planner._decisions import Unhealthy as Unhealthy
+from fleetkit.planner._decisions import UseCountExhausted as UseCountExhausted
+from fleetkit.planner._plan import plan as plan
+from fleetkit.planner._reserve import ReserveDecision as ReserveDecision
+from fleetkit.planner._reserve import can_reserve as can_reserve
+from fleetkit.planner._throttle import TokenBucket as TokenBucket
 
 __all__ = [
     "Assignment",
     "Deprovision",
+    "Drained",
     "Figures",
     "IdleExpired",
     "NotReadyInTime",
@@ -51,6 +36,10 @@ __all__ = [
     "Plan",
     "Provision",
     "RemovalReason",
+    "ReserveDecision",
+    "TokenBucket",
     "Unhealthy",
     "UseCountExhausted",
+    "can_reserve",
+    "plan",
 ]

@@ -11,6 +11,7 @@ import attrs
 __all__ = [
     "Assignment",
     "Deprovision",
+    "Drained",
     "Figures",
     "IdleExpired",
     "NotReadyInTime",
@@ -78,7 +79,19 @@ class OverMaxInstances:
         return f"{self.instances} instances over max_instances {self.max_instances}"
 
 
-RemovalReason = IdleExpired | UseCountExhausted | Unhealthy | NotReadyInTime | OverMaxInstances
+@attrs.frozen
+class Drained:
+    """Marked draining by the runtime (``Instance.drain_reason``) and now free."""
+
+    reason: str
+
+    def __str__(self) -> str:
+        return f"drained ({self.reason}) and free"
+
+
+RemovalReason = (
+    IdleExpired | UseCountExhausted | Unhealthy | NotReadyInTime | OverMaxInstances | Drained
+)
 
 
 @attrs.frozen
@@ -89,6 +102,15 @@ class Figures:
     reserved + pending + idle_target``; ``desired_instances`` is that demand in
     instances after clamping; ``capped_by`` names what clamped it
     (``"max_instances"``) or is ``None``.
+
+    All of these describe the fleet *after* the plan's assignments and removals:
+    ``acquired`` includes the slots just assigned, ``pending`` only the keys left
+    waiting, and ``instances`` counts the instances that stay and count as
+    capacity (requested, creating, running, ready, draining). ``idle`` is free
+    slots that can take a job now, ``unready`` the slots of instances not yet
+    ready, and ``all_instances`` every instance in any state, the figure
+    ``max_instances`` bounds. The identity ``instances * capacity_per_instance ==
+    acquired + unavailable + idle + unready`` holds.
     """
 
     acquired: int
@@ -101,6 +123,9 @@ class Figures:
     instances: int
     desired_instances: int
     capped_by: str | None = None
+    idle: int = 0
+    unready: int = 0
+    all_instances: int = 0
 
 
 @attrs.frozen

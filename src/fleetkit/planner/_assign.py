@@ -1,0 +1,82 @@
+"""Slot choice for waiting acquisitions, and what an instance can still take.
+
+Acquire packs: each pending key, in arrival order, goes to the oldest ready,
+healthy instance with a free slot (oldest by ``ready_at``, then ``created_at``,
+then id), lowest free slot number first. Packing leaves the newest instances
+idle, so they are the ones whose idle time runs out (taskscaler walks its
+instances "in the same order" on every acquire, ts!109).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from fleetkit.model import Instance, InstanceState, Limits
+from fleetkit.planner._decisions import Assignment
+
+__all__ = ["assign", "is_unhealthy", "room", "seniority"]
+
+_READY = InstanceState.READY
+
+
+def is_unhealthy(instance: Instance, limits: Limits) -> bool:
+    """Whether ``instance`` reached ``failure_threshold`` (0 turns the check off)."""
+    threshold = limits.failure_threshold
+    return threshold > 0 and instance.health_failures >= threshold
+
+
+def room(instance: Instance, limits: Limits) -> int:
+    """How many new jobs ``instance`` can take now: free slots, bounded by its
+    remaining uses; 0 unless it is ready and healthy."""
+    if instance.state is not _READY or is_unhealthy(instance, limits):
+        return 0
+    free = limits.capacity_per_instance - len(instance.slots_in_use)
+    if limits.max_use_count:
+        free = min(free, limits.max_use_count - instance.use_count)
+    return max(free, 0)
+
+
+def seniority(instance: Instance) -> tuple[float, float, str]:
+    """Sort key: the oldest ready instance first (never-ready ones by creation)."""
+    ready_at = instance.ready_at
+    return (
+        instance.created_at if ready_at is None else ready_at,
+        instance.created_at,
+        instance.id,
+    )
+
+
+def assign(
+    instances: Sequence[Instance], pending: Sequence[str], limits: Limits
+) -> tuple[list[Assignment], dict[str, int]]:
+    """Give each pending key a slot while any is free.
+
+    Returns the assignments in arrival order of their keys and, per instance id,
+    how many slots it just gave out.
+    """
+    assignments: list[Assignment] = []
+    given: dict[str, int] = {}
+    if not pending:
+        return assignments, given
+    takers = [(seniority(i), i) for i in instances if room(i, limits) > 0]
+    takers.sort(key=lambda pair: pair[0])
+    cap = limits.capacity_per_instance
+    total = len(pending)
+    next_key = 0
+    for _, instance in takers:
+        left = room(instance, limits)
+        used = instance.slots_in_use
+        instance_id = instance.id
+        taken = 0
+        for slot in range(cap):
+            if slot in used:
+                continue
+            assignments.append(Assignment(pending[next_key], instance_id, slot))
+            next_key += 1
+            taken += 1
+            if taken == left or next_key == total:
+                break
+        given[instance_id] = taken
+        if next_key == total:
+            break
+    return assignments, given

@@ -1,0 +1,273 @@
+"""``plan()``: one pure decision pass over a fleet snapshot.
+
+Theory of operation. The planner works in slots. Every instance that counts as
+capacity (requested, creating, running, ready, draining) holds
+``capacity_per_instance`` slots, and each slot is in exactly one bucket:
+
+* *acquired*: a job holds it;
+* *idle*: free on a ready, healthy instance with uses left, so a job could take it now;
+* *unready*: on an instance not ready yet (requested, creating, running);
+* *unavailable*: free but never usable again (draining, unhealthy, or beyond the
+  instance's remaining uses).
+
+Demand is ``acquired + unavailable + reserved + pending + idle_target`` slots
+(taskscaler's formula, spec section 2.2); desired instances are that demand
+divided by the capacity, rounded up, clamped by ``max_instances``. Because the
+unavailable slots are on both sides, ``instances * capacity >= demand`` says
+exactly that idle plus unready slots cover reservations, pending keys and the
+idle target.
+
+The pass, in order:
+
+1. pending keys get slots (``_assign``); everything after sees the fleet as it
+   will be once those are applied, so planning again after applying the plan
+   at the same instant changes nothing;
+2. free instances that can never serve again are removed: drained, unhealthy,
+   use count exhausted, not ready within ``ready_timeout``;
+3. the figures are counted and, when demand exceeds capacity, instances are
+   provisioned (never beyond ``max_instances`` counting every state);
+4. otherwise idle instances past ``idle_time`` are removed, longest idle first,
+   while the rest still covers demand and the reservations keep a ready slot;
+5. instances over a lowered ``max_instances`` are removed, free ones only.
+
+An instance with an acquired slot is never removed. Deleting and deleted
+instances are not capacity, but count against ``max_instances``.
+"""
+
+from __future__ import annotations
+
+from fleetkit.errors import ConfigError, Problem
+from fleetkit.model import Instance, InstanceState, Limits, Snapshot
+from fleetkit.planner._assign import assign, is_unhealthy
+from fleetkit.planner._decisions import (
+    Deprovision,
+    Drained,
+    Figures,
+    IdleExpired,
+    NotReadyInTime,
+    OverMaxInstances,
+    Plan,
+    Provision,
+    RemovalReason,
+    Unhealthy,
+    UseCountExhausted,
+)
+from fleetkit.policy import Policy, idle_target
+
+__all__ = ["plan"]
+
+_READY = InstanceState.READY
+_DRAINING = InstanceState.DRAINING
+_LEAVING = frozenset({InstanceState.DELETING, InstanceState.DELETED})
+_BOOTING = frozenset({InstanceState.CREATING, InstanceState.RUNNING})
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def _idle_ref(instance: Instance) -> float:
+    # Idle age counts from the end of the last job, else from becoming ready.
+    if instance.idle_since is not None:
+        return instance.idle_since
+    if instance.ready_at is not None:
+        return instance.ready_at
+    return instance.created_at
+
+
+def _check(snapshot: Snapshot) -> frozenset[str]:
+    """Reject snapshots the runtime cannot have meant; return the pending keys."""
+    problems: list[Problem] = []
+    pending = frozenset(snapshot.pending)
+    if len(pending) != len(snapshot.pending):
+        seen: set[str] = set()
+        for index, key in enumerate(snapshot.pending):
+            if key in seen:
+                problems.append(Problem(f"snapshot.pending[{index}]", f"key {key!r} is repeated"))
+            seen.add(key)
+    if len({i.id for i in snapshot.instances}) != len(snapshot.instances):
+        seen = set()
+        for index, instance in enumerate(snapshot.instances):
+            if instance.id in seen:
+                problems.append(
+                    Problem(f"snapshot.instances[{index}]", f"id {instance.id!r} is repeated")
+                )
+            seen.add(instance.id)
+    if snapshot.requested < 0:
+        problems.append(Problem("snapshot.requested", f"must be >= 0, got {snapshot.requested}"))
+    if problems:
+        raise ConfigError(problems, source="planner snapshot")
+    return pending
+
+
+def _forced_reason(
+    instance: Instance, uses: int, unhealthy: bool, limits: Limits, now: float
+) -> RemovalReason | None:
+    """Why a free instance must go whatever the demand, or ``None``."""
+    state = instance.state
+    if state is _DRAINING:
+        return Drained(instance.drain_reason or "drained")
+    if unhealthy:
+        return Unhealthy(instance.health_failures, limits.failure_threshold)
+    if state is _READY and limits.max_use_count and uses >= limits.max_use_count:
+        return UseCountExhausted(uses, limits.max_use_count)
+    if state in _BOOTING and limits.ready_timeout is not None:
+        waited = now - instance.created_at
+        if waited >= limits.ready_timeout:
+            return NotReadyInTime(waited, limits.ready_timeout)
+    return None
+
+
+def _trim_over_max(
+    removals: list[Deprovision],
+    free_ready: list[tuple[float, float, str, int, int]],
+    booting_free: list[Instance],
+    limits: Limits,
+    counted: int,
+    idle: int,
+    unready: int,
+    demand: int,
+    unavailable: int,
+    waiting: int,
+) -> tuple[int, int, int, int, int]:
+    """Remove free instances beyond a lowered ``max_instances``; return the new
+    counted, idle, unready, demand and unavailable figures."""
+    over = counted
+    cap = limits.capacity_per_instance
+    removed = {d.instance_id for d in removals}
+    # Booting ones first (newest first), then ready ones (longest idle first): keep
+    # what is warm. Never below what reservations and pending keys wait for.
+    candidates = [
+        (i.id, 0, cap, 0) for i in sorted(booting_free, key=lambda i: (-i.created_at, i.id))
+    ]
+    candidates += [(row[2], row[3], 0, row[4]) for row in free_ready if row[2] not in removed]
+    for instance_id, usable, booting, lost in candidates:
+        if counted <= limits.max_instances:
+            break
+        if idle - usable + unready - booting < waiting:
+            continue
+        removals.append(Deprovision(instance_id, OverMaxInstances(over, limits.max_instances)))
+        counted -= 1
+        idle -= usable
+        unready -= booting
+        demand -= lost
+        unavailable -= lost
+    return counted, idle, unready, demand, unavailable
+
+
+def plan(snapshot: Snapshot, policy: Policy, limits: Limits, now: float) -> Plan:
+    """Decide assignments, provisioning and removals for ``snapshot`` at ``now``.
+
+    ``now`` is on the same monotonic clock as the instances' ``created_at``,
+    ``ready_at`` and ``idle_since``. Pure: the same inputs give the same plan.
+    Raises :class:`~fleetkit.errors.ConfigError` naming the snapshot field when
+    a pending key or an instance id is repeated.
+    """
+    pending_keys = _check(snapshot)
+    cap = limits.capacity_per_instance
+    max_use = limits.max_use_count
+    idle_time = policy.idle_time.total_seconds()
+    assignments, given = assign(snapshot.instances, snapshot.pending, limits)
+
+    removals: list[Deprovision] = []
+    counted = snapshot.requested
+    acquired = unavailable = idle = 0
+    unready = snapshot.requested * cap
+    # Fully free ready instances: (idle since, created, id, its idle slots, its
+    # unavailable slots); and free instances still booting.
+    free_ready: list[tuple[float, float, str, int, int]] = []
+    booting_free: list[Instance] = []
+    for instance in snapshot.instances:
+        state = instance.state
+        if state in _LEAVING:
+            continue
+        extra = given.get(instance.id, 0) if given else 0
+        busy = len(instance.slots_in_use) + extra
+        uses = instance.use_count + extra
+        unhealthy = is_unhealthy(instance, limits)
+        if busy == 0:
+            reason = _forced_reason(instance, uses, unhealthy, limits, now)
+            if reason is not None:
+                removals.append(Deprovision(instance.id, reason))
+                continue
+        counted += 1
+        acquired += busy
+        free = max(cap - busy, 0)
+        if state is _DRAINING or unhealthy:
+            unavailable += free
+        elif state is _READY:
+            usable = min(free, max(max_use - uses, 0)) if max_use else free
+            unavailable += free - usable
+            idle += usable
+            if busy == 0:
+                free_ready.append(
+                    (_idle_ref(instance), instance.created_at, instance.id, usable, free - usable)
+                )
+        else:
+            unready += free
+            if busy == 0:
+                booting_free.append(instance)
+
+    reserved = len(snapshot.reservations)
+    if pending_keys:
+        # A key that moved on from reserve to acquire is demand once, as pending.
+        reserved -= sum(1 for key in snapshot.reservations if key in pending_keys)
+    pending = len(snapshot.pending) - len(assignments)
+    in_use = acquired + reserved
+    target = idle_target(policy, in_use)
+    demand = acquired + unavailable + reserved + pending + target
+    all_instances = snapshot.requested + len(snapshot.instances)
+    max_instances = limits.max_instances
+    # Instances on their way out still count against max_instances.
+    ceiling = max(max_instances - (all_instances - counted), 0) if max_instances else None
+
+    if _ceil_div(demand, cap) <= counted:
+        free_ready.sort()
+        for since, _, instance_id, usable, lost in free_ready:
+            if now - since < idle_time:
+                continue
+            # Reservations were granted against ready slots: keep one for each.
+            if idle - usable < reserved:
+                continue
+            if (counted - 1) * cap < demand - lost:
+                continue
+            removals.append(Deprovision(instance_id, IdleExpired(now - since, idle_time)))
+            counted -= 1
+            demand -= lost
+            unavailable -= lost
+            idle -= usable
+        if max_instances and counted > max_instances:
+            counted, idle, unready, demand, unavailable = _trim_over_max(
+                removals,
+                free_ready,
+                booting_free,
+                limits,
+                counted,
+                idle,
+                unready,
+                demand,
+                unavailable,
+                reserved + pending,
+            )
+    required = _ceil_div(demand, cap)
+    desired = required if ceiling is None else min(required, ceiling)
+    capped_by = "max_instances" if desired < required else None
+    provision_count = max(desired - counted, 0)
+
+    figures = Figures(
+        acquired=acquired,
+        reserved=reserved,
+        pending=pending,
+        unavailable=unavailable,
+        in_use=in_use,
+        idle_target=target,
+        demand_slots=demand,
+        instances=counted,
+        desired_instances=desired,
+        capped_by=capped_by,
+        idle=idle,
+        unready=unready,
+        all_instances=all_instances,
+    )
+    provision = Provision(provision_count, figures) if provision_count > 0 else None
+    return Plan(tuple(assignments), provision, tuple(removals), figures)
