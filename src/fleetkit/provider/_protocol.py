@@ -3,18 +3,61 @@
 A provider creates and deletes instances of one group (an AWS Auto Scaling
 group, a set of local sandboxes, ...). fleetkit calls it from one task at a time
 per group; a provider need not be safe for concurrent calls to the same verb.
+
+The verbs mirror GitLab fleeting's ``provider.InstanceGroup`` (``Init``,
+``Update``, ``Increase``, ``Decrease``, ``ConnectInfo``, ``Heartbeat``,
+``Shutdown``), so a fleeting plugin's author recognises every contract.
+
+Construction convention
+-----------------------
+Every provider class offers a classmethod (see :class:`InstanceGroupFactory`)::
+
+    @classmethod
+    def from_config(
+        cls,
+        plugin_config: Mapping[str, Any],
+        connector_config: ConnectorConfig,
+        *,
+        owner: str | None = None,
+    ) -> Self: ...
+
+* ``plugin_config`` is ``[runners.autoscaler.plugin_config]`` as parsed from
+  TOML. ``from_config`` validates it without I/O and raises
+  :class:`~fleetkit.errors.ConfigError` with one
+  :class:`~fleetkit.errors.Problem` per bad key, its path spelled
+  ``plugin_config.<key>`` (``plugin_config.name``), saying what was expected.
+  Unknown keys are problems too (GitLab's plugins reject them).
+* ``connector_config`` is ``[runners.autoscaler.connector_config]``; the
+  provider copies it into every :class:`~fleetkit.model.ConnectInfo` and fills
+  in what it knows.
+* ``owner`` is the fleet's id. The provider stamps it on every instance it
+  creates (a cloud tag, a record on disk) and reports it back as
+  :attr:`InstanceStatus.owner`, so that a restarted fleet can prove which
+  instances are its own.
+
+:func:`fleetkit.provider.load` finds the class by plugin name and calls
+``from_config``; a third-party package registers its class under the
+entry-point group ``fleetkit.providers``. Where the fleeting plugin writes
+``var _ provider.InstanceGroup = (*InstanceGroup)(nil)``, a provider module
+writes ``if TYPE_CHECKING: _check: InstanceGroupFactory = MyGroup`` so mypy
+enforces both protocols at no runtime cost.
+
+A verb other than ``init`` called before ``init`` raises
+:class:`~fleetkit.errors.ProviderError` (not an ``AttributeError`` from a
+half-built object). :mod:`fleetkit.testing.conformance` checks every contract
+written here against a live provider.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
 
 import attrs
 
-from fleetkit.model import ConnectInfo, ProviderState
+from fleetkit.model import ConnectInfo, ConnectorConfig, ProviderState
 
-__all__ = ["InstanceGroup", "InstanceStatus", "ProviderInfo"]
+__all__ = ["InstanceGroup", "InstanceGroupFactory", "InstanceStatus", "ProviderInfo"]
 
 
 @attrs.frozen(kw_only=True)
@@ -110,5 +153,28 @@ class InstanceGroup(Protocol):
         """Release provider-side resources (keys, clients). Deletes no instance.
 
         Called once, last; idempotent.
+        """
+        ...
+
+
+class InstanceGroupFactory(Protocol):
+    """**Protocol:** what :func:`fleetkit.provider.load` needs of a provider class.
+
+    A provider class satisfies it with a ``from_config`` classmethod; see the
+    construction convention in this module's docstring.
+    """
+
+    def from_config(
+        self,
+        plugin_config: Mapping[str, Any],
+        connector_config: ConnectorConfig,
+        *,
+        owner: str | None = None,
+    ) -> InstanceGroup:
+        """Validate ``plugin_config`` and build an (un-initialised) group.
+
+        Raises :class:`~fleetkit.errors.ConfigError` whose problem paths name
+        the offending key as ``plugin_config.<key>``. Does no I/O: connecting
+        and creating credentials happen in :meth:`InstanceGroup.init`.
         """
         ...

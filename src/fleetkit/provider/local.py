@@ -1,0 +1,745 @@
+"""The local provider: instances on this machine, so fleetkit runs without a cloud.
+
+Each instance is a sandbox directory plus a process of its own:
+
+* with OpenSSH's ``/usr/sbin/sshd`` installed (the default then), an sshd on its
+  own loopback address ``127.0.0.N`` (N from 2 upward) and a free port, with its
+  own host key (``ConnectInfo.host_key``) and the client key this group
+  generates in :meth:`LocalInstanceGroup.init` in its ``authorized_keys``
+  (dynamic credentials, as cloud plugins provision them);
+* without sshd, a keeper process (``sleep infinity``) whose working directory is
+  the sandbox. ``ConnectInfo.protocol`` is then ``"local"`` and the address is
+  the sandbox path, for :class:`fleetkit.connector.local.LocalConnector`.
+
+Theory of operation
+-------------------
+Layout on disk: ``ROOT/OWNER/INSTANCE_ID/`` holds ``instance.json`` (owner,
+pid, address) and, in sshd mode, ``sshd/`` (config, host key, log) and
+``work/`` (owned by the login user). ``ROOT/OWNER/.lock`` is ``flock``-ed from
+``init`` to ``shutdown``: the kernel drops it when the manager dies, so a group
+that gets the lock knows that everything under ``ROOT/OWNER`` is left over from
+a dead manager and sweeps it: processes whose command line or working directory
+lies under ``ROOT/OWNER`` (read from ``/proc``: a pid is only signalled after
+that check) and their descendants are ended, then the directories removed.
+A second live group with the same root and owner is refused instead.
+
+Starting is synchronous within :meth:`~LocalInstanceGroup.increase`: it starts
+the accepted instances concurrently in a task group it owns and returns when
+each has started or failed, so no task outlives a verb. Each start runs under a
+shield (sshd's own start-up timeout bounds it), so cancelling ``increase``
+cannot orphan a process. ``update`` and ``decrease`` may run from other tasks
+meanwhile: an instance being started reports ``creating``, and a ``decrease`` of
+it marks it; the starting task then stops it as soon as its process is up.
+``boot_delay`` mimics a cloud: a started instance reports ``creating`` until
+that long after the ``increase``.
+
+States only move forward: ``creating -> running -> deleting -> deleted``. An
+instance whose process died is reported ``deleted`` (once, then forgotten) and
+its sandbox removed. :meth:`~LocalInstanceGroup.shutdown` deletes no instance
+(as in every provider); after ``decrease`` of all and ``shutdown`` nothing of
+this group is left on disk or in the process table.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import getpass
+import json
+import logging
+import os
+import platform
+import pwd
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any, Protocol, Self
+
+import anyio
+import anyio.abc
+import attrs
+
+from fleetkit import __version__
+from fleetkit._sshd import (
+    SSHDaemon,
+    SSHDaemonError,
+    _descendants,
+    _exists,
+    _poll,
+    ensure_login_user,
+    generate_keypair,
+    sshd_available,
+)
+from fleetkit.config._duration import parse_duration
+from fleetkit.errors import ConfigError, InstanceNotFound, Problem, ProviderError, RetryLater
+from fleetkit.model import ConnectInfo, ConnectorConfig, ProviderState
+from fleetkit.provider._protocol import InstanceGroupFactory, InstanceStatus, ProviderInfo
+
+if TYPE_CHECKING:
+    from fleetkit.provider._protocol import InstanceGroup
+
+__all__ = ["LocalInstanceGroup"]
+
+log = logging.getLogger(__name__)
+
+SSHD_PATH = "/usr/sbin/sshd"
+# 127.0.0.1 is the host's own; .2 to .254 give one address per instance.
+_FIRST_HOST = 2
+_LAST_HOST = 254
+_MAX_INSTANCES = _LAST_HOST - _FIRST_HOST + 1
+_DEFAULT_MAX = 16
+_STOP_GRACE = 5.0
+_SWEEP_GRACE = 2.0
+_RECORD = "instance.json"
+_LOCK = ".lock"
+_KNOWN_KEYS = frozenset({"root", "max_instances", "boot_delay", "use_sshd"})
+# Go's GOARCH names, which ConnectInfo.arch uses (fleeting's convention).
+_GOARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
+
+
+class _Machine(Protocol):
+    """The process that is an instance: an sshd or a keeper."""
+
+    pid: int
+
+    def alive(self) -> bool: ...
+
+    async def stop(self) -> None: ...
+
+
+class _Keeper:
+    """The instance's process when there is no sshd: ``sleep infinity`` in the sandbox."""
+
+    def __init__(self, process: anyio.abc.Process) -> None:
+        self._process = process
+        self.pid = process.pid
+        self._stopped = False
+
+    @classmethod
+    async def start(cls, sandbox: Path) -> _Keeper:
+        sleep = shutil.which("sleep") or "/bin/sleep"
+        process = await anyio.open_process(
+            [sleep, "infinity"],
+            cwd=sandbox,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            # An instance outlives a manager's Ctrl-C, as a cloud VM would.
+            start_new_session=True,
+        )
+        return cls(process)
+
+    def alive(self) -> bool:
+        return self._process.returncode is None
+
+    async def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        with anyio.CancelScope(shield=True):
+            if self._process.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    self._process.terminate()
+            with anyio.move_on_after(_STOP_GRACE):
+                await self._process.wait()
+            if self._process.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    self._process.kill()
+            await self._process.wait()
+            await self._process.aclose()
+
+
+@attrs.define(eq=False)
+class _Instance:
+    id: str
+    host: int  # N of 127.0.0.N (sshd mode)
+    sandbox: Path
+    state: ProviderState
+    boot_until: float
+    machine: _Machine | None = None
+    starting: bool = True
+    delete_requested: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class _Settings:
+    root: Path
+    max_instances: int
+    boot_delay: float
+    use_sshd: bool
+
+
+@attrs.define
+class _Session:
+    """What ``init`` prepared and ``shutdown`` releases."""
+
+    lock: IO[bytes]
+    owner_dir: Path
+    login_user: str
+    private_key: bytes | None
+    public_key: str | None
+
+
+def _slug(owner: str | None) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", owner or "default") or "default"
+
+
+class LocalInstanceGroup:
+    """An instance group whose instances are sandboxes (and sshds) on this machine.
+
+    Build it with :meth:`from_config` (or :func:`fleetkit.provider.load` with
+    plugin ``"local"``), then ``await init()``. See the module docstring for
+    the layout on disk, the crash sweep and how starting interacts with the
+    other verbs.
+    """
+
+    def __init__(
+        self,
+        *,
+        root: str | os.PathLike[str] | None = None,
+        max_instances: int = _DEFAULT_MAX,
+        boot_delay: float = 0.0,
+        use_sshd: bool | None = None,
+        connector_config: ConnectorConfig | None = None,
+        owner: str | None = None,
+    ) -> None:
+        """Prefer :meth:`from_config`, which validates its input; this
+        constructor takes the values already typed. ``use_sshd=None`` means
+        "when ``/usr/sbin/sshd`` is installed"."""
+        base = Path(root) if root is not None else Path(tempfile.gettempdir())
+        if root is None:
+            base = base / f"fleetkit-local-{_slug(owner)}"
+        self._settings = _Settings(
+            root=base.absolute(),
+            max_instances=max_instances,
+            boot_delay=boot_delay,
+            use_sshd=sshd_available(SSHD_PATH) if use_sshd is None else use_sshd,
+        )
+        self._connector = connector_config or ConnectorConfig()
+        self._owner = owner
+        self._session: _Session | None = None
+        self._closed = False
+        self._instances: dict[str, _Instance] = {}
+
+    def __repr__(self) -> str:
+        mode = "sshd" if self._settings.use_sshd else "sandbox"
+        return (
+            f"<LocalInstanceGroup owner={self._owner!r} root={str(self._settings.root)!r} "
+            f"mode={mode} instances={len(self._instances)}/{self._settings.max_instances}>"
+        )
+
+    @classmethod
+    def from_config(
+        cls,
+        plugin_config: Mapping[str, Any],
+        connector_config: ConnectorConfig,
+        *,
+        owner: str | None = None,
+    ) -> Self:
+        """Validate ``plugin_config`` (keys ``root``, ``max_instances``,
+        ``boot_delay``, ``use_sshd``) and build the group.
+
+        Raises :class:`~fleetkit.errors.ConfigError` naming each bad key as
+        ``plugin_config.<key>``.
+        """
+        problems: list[Problem] = []
+
+        def bad(key: str, message: str) -> None:
+            problems.append(Problem(f"plugin_config.{key}", message))
+
+        for key in sorted(set(plugin_config) - _KNOWN_KEYS):
+            bad(key, f"unknown key; the local provider takes {', '.join(sorted(_KNOWN_KEYS))}")
+        root = plugin_config.get("root")
+        if root is not None and (not isinstance(root, str) or not root):
+            bad("root", f"expected a directory path, got {root!r}")
+        max_instances = plugin_config.get("max_instances", _DEFAULT_MAX)
+        if (
+            not isinstance(max_instances, int)
+            or isinstance(max_instances, bool)
+            or not 1 <= max_instances <= _MAX_INSTANCES
+        ):
+            bad("max_instances", f"expected an integer 1..{_MAX_INSTANCES}, got {max_instances!r}")
+            max_instances = _DEFAULT_MAX
+        boot_delay = _boot_delay(plugin_config.get("boot_delay", 0), bad)
+        use_sshd = plugin_config.get("use_sshd")
+        if use_sshd is not None and not isinstance(use_sshd, bool):
+            bad("use_sshd", f"expected true or false, got {use_sshd!r}")
+            use_sshd = None
+        elif use_sshd and not sshd_available(SSHD_PATH):
+            bad("use_sshd", f"is true but {SSHD_PATH} or ssh-keygen is not installed")
+        if problems:
+            raise ConfigError(problems)
+        return cls(
+            root=root,
+            max_instances=max_instances,
+            boot_delay=boot_delay,
+            use_sshd=use_sshd,
+            connector_config=connector_config,
+            owner=owner,
+        )
+
+    # --- the verbs ------------------------------------------------------
+
+    async def init(self) -> ProviderInfo:
+        """Take the owner's lock, sweep a dead manager's leftovers, make the client key.
+
+        Raises :class:`~fleetkit.errors.ProviderError` when another live group
+        uses the same root and owner, or the root cannot be created.
+        """
+        if self._session is not None or self._closed:
+            raise ProviderError(f"{self!r}: init() may be called once, before the other verbs")
+        owner_dir = self._settings.root / _slug(self._owner)
+        lock = await anyio.to_thread.run_sync(_take_lock, owner_dir, self._owner)
+        try:
+            await _sweep(owner_dir)
+            login_user, private_key, public_key = await self._credentials(owner_dir)
+        except BaseException:
+            lock.close()
+            raise
+        self._session = _Session(
+            lock=lock,
+            owner_dir=owner_dir,
+            login_user=login_user,
+            private_key=private_key,
+            public_key=public_key,
+        )
+        if not self._settings.use_sshd:
+            log.warning(
+                "local provider %s: no sshd in use (%s); instances are plain sandbox "
+                "directories reached through fleetkit.connector.local.LocalConnector",
+                owner_dir,
+                "disabled by use_sshd" if sshd_available(SSHD_PATH) else f"{SSHD_PATH} missing",
+            )
+        return ProviderInfo(
+            id=f"local/{_slug(self._owner)}",
+            max_size=self._settings.max_instances,
+            version=__version__,
+            capabilities=frozenset({"heartbeat"}),
+        )
+
+    async def update(self) -> list[InstanceStatus]:
+        """Report every instance once; a dead process makes its instance ``deleted``.
+
+        A ``deleted`` instance is reported once and then forgotten.
+        """
+        self._live()
+        now = anyio.current_time()
+        statuses: list[InstanceStatus] = []
+        for instance in list(self._instances.values()):
+            if instance.state in (ProviderState.CREATING, ProviderState.RUNNING):
+                machine = instance.machine
+                if machine is not None and not machine.alive():
+                    log.warning("local instance %s: its process died; deleting", instance.id)
+                    await self._remove(instance)
+                elif machine is not None and now >= instance.boot_until:
+                    instance.state = ProviderState.RUNNING
+            statuses.append(InstanceStatus(id=instance.id, state=instance.state, owner=self._owner))
+            if instance.state is ProviderState.DELETED:
+                self._instances.pop(instance.id, None)
+        return statuses
+
+    async def increase(self, n: int) -> int:
+        """Start up to ``n`` instances (fewer when ``max_instances`` is near).
+
+        Returns when each accepted instance has started or failed; returns how
+        many started. Raises :class:`~fleetkit.errors.RetryLater` when room
+        existed but none could be started.
+        """
+        session = self._live()
+        in_use = sum(i.state is not ProviderState.DELETED for i in self._instances.values())
+        count = min(n, self._settings.max_instances - in_use)
+        if count <= 0:
+            return 0
+        boot_until = anyio.current_time() + self._settings.boot_delay
+        batch = [self._reserve(session, boot_until) for _ in range(count)]
+        errors: list[str] = []
+        async with anyio.create_task_group() as tg:
+            for instance in batch:
+                tg.start_soon(self._start, session, instance, errors)
+        started = sum(i.machine is not None for i in batch)
+        if started == 0:
+            raise RetryLater(f"local provider started none of {count} instance(s): {errors[0]}")
+        return started
+
+    async def decrease(self, ids: Sequence[str]) -> list[str]:
+        """Stop the instances' processes and remove their sandboxes; return every id.
+
+        Unknown ids count as already removed. An instance still starting is
+        stopped by the starting task as soon as its process is up.
+        """
+        self._live()
+        to_stop: list[_Instance] = []
+        for instance_id in ids:
+            instance = self._instances.get(instance_id)
+            if instance is None or instance.state in (
+                ProviderState.DELETING,
+                ProviderState.DELETED,
+            ):
+                continue
+            instance.state = ProviderState.DELETING
+            instance.delete_requested = True
+            if not instance.starting:
+                to_stop.append(instance)
+        with anyio.CancelScope(shield=True):
+            async with anyio.create_task_group() as tg:
+                for instance in to_stop:
+                    tg.start_soon(self._remove, instance)
+        return list(ids)
+
+    async def connect_info(self, instance_id: str) -> ConnectInfo:
+        """How to reach the instance: SSH on its loopback address, or its sandbox path."""
+        session = self._live()
+        instance = self._find(instance_id)
+        machine = instance.machine
+        if machine is None:
+            raise RetryLater(f"local instance {instance_id!r} is still starting")
+        cc = self._connector
+        common: dict[str, Any] = {
+            "id": instance_id,
+            "os": cc.os or "linux",
+            "arch": cc.arch or _GOARCH.get(platform.machine().lower(), platform.machine()),
+            "password": cc.password,
+            "use_static_credentials": cc.use_static_credentials,
+            "keepalive": cc.keepalive,
+            "timeout": cc.timeout,
+        }
+        if isinstance(machine, SSHDaemon):
+            return ConnectInfo(
+                internal_addr=machine.address,
+                protocol="ssh",
+                protocol_port=machine.port,
+                username=session.login_user,
+                key=session.private_key,
+                host_key=machine.host_public_key,
+                **common,
+            )
+        return ConnectInfo(
+            internal_addr=str(instance.sandbox),
+            protocol="local",
+            username=session.login_user,
+            **common,
+        )
+
+    async def heartbeat(self, instance_id: str) -> None:
+        """Raise :class:`~fleetkit.errors.InstanceNotFound` unless the instance's process lives."""
+        self._live()
+        instance = self._find(instance_id)
+        if instance.machine is not None and not instance.machine.alive():
+            raise InstanceNotFound(instance_id, f"local instance {instance_id!r}: process died")
+
+    async def shutdown(self) -> None:
+        """Release the owner lock and forget the client key. Deletes no instance.
+
+        Idempotent. Instances left running keep running (as cloud instances
+        would) and are swept by the next ``init`` with this root and owner.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        session, self._session = self._session, None
+        if session is None:
+            return
+        session.private_key = None
+        with anyio.CancelScope(shield=True):
+            alive = [i for i in self._instances.values() if i.state is not ProviderState.DELETED]
+            if alive:
+                log.info(
+                    "local provider %s: shut down with %d instance(s) left running",
+                    session.owner_dir,
+                    len(alive),
+                )
+            await anyio.to_thread.run_sync(
+                _release, session.lock, session.owner_dir, self._settings.root, not alive
+            )
+
+    # --- internals ------------------------------------------------------
+
+    def _live(self) -> _Session:
+        if self._closed:
+            raise ProviderError(f"{self!r}: already shut down")
+        if self._session is None:
+            raise ProviderError(f"{self!r}: init() was not called")
+        return self._session
+
+    def _find(self, instance_id: str) -> _Instance:
+        instance = self._instances.get(instance_id)
+        if instance is None or instance.state in (ProviderState.DELETING, ProviderState.DELETED):
+            raise InstanceNotFound(instance_id, f"no local instance {instance_id!r}")
+        return instance
+
+    async def _credentials(self, owner_dir: Path) -> tuple[str, bytes | None, str | None]:
+        """The login user and client key pair (generated unless static ones are given)."""
+        cc = self._connector
+        if not self._settings.use_sshd:
+            return cc.username or getpass.getuser(), None, None
+        login_user = cc.username
+        if login_user is None:
+            login_user = await anyio.to_thread.run_sync(ensure_login_user)
+        if cc.use_static_credentials:
+            if cc.key_path is None:
+                return login_user, None, None
+            return (login_user, *await anyio.to_thread.run_sync(_static_key, Path(cc.key_path)))
+        key_path = owner_dir / "client_ed25519"
+        private, public = await anyio.to_thread.run_sync(generate_keypair, key_path)
+        # The private key lives in memory only; nothing on disk outlives init.
+        key_path.unlink()
+        key_path.with_name(key_path.name + ".pub").unlink()
+        return login_user, private, public
+
+    def _reserve(self, session: _Session, boot_until: float) -> _Instance:
+        taken = {i.host for i in self._instances.values()}
+        host = next(h for h in range(_FIRST_HOST, _LAST_HOST + 1) if h not in taken)
+        instance_id = f"local-{uuid.uuid4().hex[:12]}"
+        instance = _Instance(
+            id=instance_id,
+            host=host,
+            sandbox=session.owner_dir / instance_id,
+            state=ProviderState.CREATING,
+            boot_until=boot_until,
+        )
+        self._instances[instance_id] = instance
+        return instance
+
+    async def _start(self, session: _Session, instance: _Instance, errors: list[str]) -> None:
+        # Shielded: a cancelled increase must not leave a half-started process
+        # that nobody will stop. sshd's own start timeout bounds the wait.
+        with anyio.CancelScope(shield=True):
+            try:
+                await anyio.to_thread.run_sync(_make_sandbox, instance, self._owner)
+                instance.machine = await self._launch(session, instance)
+                await anyio.to_thread.run_sync(_write_record, instance, self._owner)
+            except (OSError, SSHDaemonError) as exc:
+                errors.append(f"{instance.id}: {exc}")
+                log.error("local instance %s failed to start: %s", instance.id, exc)
+                await self._remove(instance)
+            finally:
+                instance.starting = False
+            if instance.delete_requested and instance.state is not ProviderState.DELETED:
+                await self._remove(instance)
+
+    async def _launch(self, session: _Session, instance: _Instance) -> _Machine:
+        if not self._settings.use_sshd:
+            return await _Keeper.start(instance.sandbox)
+        await anyio.to_thread.run_sync(_make_work_dir, instance.sandbox, session.login_user)
+        return await SSHDaemon.start(
+            instance.sandbox / "sshd",
+            address=f"127.0.0.{instance.host}",
+            port=self._connector.protocol_port or 0,
+            login_user=session.login_user,
+            authorized_keys=[session.public_key] if session.public_key else [],
+            sshd_path=SSHD_PATH,
+        )
+
+    async def _remove(self, instance: _Instance) -> None:
+        """Stop the instance's process, remove its sandbox, mark it deleted."""
+        with anyio.CancelScope(shield=True):
+            instance.state = ProviderState.DELETING
+            if instance.machine is not None:
+                await instance.machine.stop()
+            await anyio.to_thread.run_sync(_remove_tree, instance.sandbox)
+            instance.state = ProviderState.DELETED
+
+
+if TYPE_CHECKING:
+    _check_factory: InstanceGroupFactory = LocalInstanceGroup
+    _check_group: type[InstanceGroup] = LocalInstanceGroup
+
+
+# --- configuration ------------------------------------------------------------
+
+
+def _boot_delay(value: object, bad: Callable[[str, str], None]) -> float:
+    if isinstance(value, bool):
+        pass
+    elif isinstance(value, int | float) and value >= 0:
+        return float(value)
+    elif isinstance(value, timedelta) and value >= timedelta(0):
+        return value.total_seconds()
+    elif isinstance(value, str):
+        try:
+            parsed = parse_duration(value)
+        except ValueError as exc:
+            bad("boot_delay", str(exc))
+            return 0.0
+        if parsed >= timedelta(0):
+            return parsed.total_seconds()
+    bad("boot_delay", f'expected a non-negative Go duration like "30s", got {value!r}')
+    return 0.0
+
+
+# --- disk and /proc (blocking; called through anyio.to_thread) ------------------
+
+
+def _take_lock(owner_dir: Path, owner: str | None) -> IO[bytes]:
+    try:
+        for directory in (owner_dir.parent, owner_dir):
+            if not directory.is_dir():
+                directory.mkdir(parents=True)
+                # The login user must traverse to sshd's authorized_keys; only
+                # directories this provider created are opened up.
+                directory.chmod(0o755)
+        lock = (owner_dir / _LOCK).open("ab")
+    except OSError as exc:
+        raise ProviderError(f"local provider cannot use {owner_dir}: {exc}") from exc
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        raise ProviderError(
+            f"another live local provider uses {owner_dir} (owner {owner!r}); "
+            "give this group another owner or root"
+        ) from None
+    return lock
+
+
+def _release(lock: IO[bytes], owner_dir: Path, root: Path, empty: bool) -> None:
+    if empty:
+        (owner_dir / _LOCK).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            owner_dir.rmdir()
+        with contextlib.suppress(OSError):
+            root.rmdir()  # only when no other owner uses it
+    lock.close()
+
+
+def _make_sandbox(instance: _Instance, owner: str | None) -> None:
+    instance.sandbox.mkdir(mode=0o755)
+    _write_record(instance, owner)
+
+
+def _make_work_dir(sandbox: Path, login_user: str) -> None:
+    work = sandbox / "work"
+    work.mkdir(mode=0o755, exist_ok=True)
+    with contextlib.suppress(KeyError, PermissionError):
+        entry = pwd.getpwnam(login_user)
+        os.chown(work, entry.pw_uid, entry.pw_gid)
+
+
+def _write_record(instance: _Instance, owner: str | None) -> None:
+    machine = instance.machine
+    record = {
+        "id": instance.id,
+        "owner": owner,
+        "pid": machine.pid if machine is not None else None,
+        "address": getattr(machine, "address", str(instance.sandbox)),
+        "port": getattr(machine, "port", None),
+    }
+    (instance.sandbox / _RECORD).write_text(json.dumps(record, indent=2) + "\n")
+
+
+def _static_key(key_path: Path) -> tuple[bytes, str]:
+    """The configured private key and its public line (``ssh-keygen -y``)."""
+    private = key_path.read_bytes()
+    done = subprocess.run(
+        ["ssh-keygen", "-y", "-f", str(key_path)], capture_output=True, check=False
+    )
+    if done.returncode != 0:
+        # ssh-keygen's message names the file, never the key's content.
+        raise ConfigError(
+            [
+                Problem(
+                    "connector_config.key_path",
+                    f"cannot read a private key from {key_path}: "
+                    f"{done.stderr.decode(errors='replace').strip()}",
+                )
+            ]
+        )
+    return private, " ".join(done.stdout.decode().split()[:2])
+
+
+def _remove_tree(sandbox: Path) -> None:
+    _remove_side_dirs(sandbox)
+    shutil.rmtree(sandbox, ignore_errors=True)
+
+
+def _remove_side_dirs(sandbox: Path) -> None:
+    """Remove the authorized_keys side directory sshd was given outside the sandbox.
+
+    :class:`fleetkit._sshd.SSHDaemon` puts ``authorized_keys`` in a temp dir of
+    its own when the sandbox is not reachable by the login user; after a crash
+    only the sshd config still names it.
+    """
+    config = sandbox / "sshd" / "sshd_config"
+    with contextlib.suppress(OSError):
+        for line in config.read_text().splitlines():
+            key, _, value = line.partition(" ")
+            if key != "AuthorizedKeysFile":
+                continue
+            side = Path(value.strip()).parent
+            if side.parent == Path(tempfile.gettempdir()) and side.name.startswith(
+                "fleetkit-sshd-"
+            ):
+                shutil.rmtree(side, ignore_errors=True)
+
+
+def _ours(pid: int, owner_dir: Path) -> bool:
+    """Whether the process runs from, or was started with a path in, ``owner_dir``."""
+    prefix = f"{owner_dir}/"
+    try:
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    if any(arg.decode(errors="replace").startswith(prefix) for arg in args):
+        return True
+    try:
+        cwd = os.readlink(f"/proc/{pid}/cwd")
+    except OSError:
+        return False
+    return cwd == str(owner_dir) or cwd.startswith(prefix)
+
+
+def _stale_processes(owner_dir: Path) -> list[int]:
+    """Processes of a dead manager's instances under ``owner_dir``, with descendants."""
+    if not Path("/proc/self").exists():
+        return []
+    me = os.getpid()
+    roots = [
+        int(entry.name)
+        for entry in os.scandir("/proc")
+        if entry.name.isdigit() and int(entry.name) != me and _ours(int(entry.name), owner_dir)
+    ]
+    found = set(roots)
+    for pid in roots:
+        found.update(_descendants(pid))
+    return sorted(found)
+
+
+def _signal(pids: Sequence[int], signum: signal.Signals) -> None:
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signum)
+
+
+def _leftover_sandboxes(owner_dir: Path) -> list[Path]:
+    return [p for p in owner_dir.iterdir() if p.is_dir()]
+
+
+async def _sweep(owner_dir: Path) -> None:
+    """End a dead manager's instance processes and remove their sandboxes.
+
+    Only called with the owner's lock held, which proves that manager is gone.
+    """
+    stale = await anyio.to_thread.run_sync(_stale_processes, owner_dir)
+    sandboxes = await anyio.to_thread.run_sync(_leftover_sandboxes, owner_dir)
+    if not stale and not sandboxes:
+        return
+    log.warning(
+        "local provider %s: sweeping %d process(es) and %d sandbox(es) left by a "
+        "manager that did not shut down",
+        owner_dir,
+        len(stale),
+        len(sandboxes),
+    )
+    _signal(stale, signal.SIGTERM)
+    with anyio.move_on_after(_SWEEP_GRACE):
+        # Processes we did not start send no event when they end: poll /proc.
+        await _poll(lambda: not any(_exists(pid) for pid in stale))
+    _signal([pid for pid in stale if _exists(pid)], signal.SIGKILL)
+    for sandbox in sandboxes:
+        await anyio.to_thread.run_sync(_remove_tree, sandbox)
