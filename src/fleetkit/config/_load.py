@@ -1,0 +1,660 @@
+"""Reading a GitLab Runner ``config.toml`` into the :class:`Config` tree.
+
+Three passes over one parsed document, so that one run reports every problem:
+
+1. *shape*: every key is checked against where it may stand. Unknown keys in the
+   sections fleetkit owns (``[runners.autoscaler]`` and below,
+   ``[runners.instance]``) are errors with a suggestion; an autoscaler key written
+   directly under ``[[runners]]`` is an error that says where it belongs; unknown
+   global and runner-level keys are warnings (GitLab Runner has many keys fleetkit
+   does not model). A runner with ``[runners.autoscaler]`` must use an autoscaler
+   executor.
+2. *values*: cattrs structures the tree through strict hooks (no ``"5"`` for 5,
+   no ``true`` for 1), each failure noted with its path, the bad value and what was
+   expected; the classes' own validators run field by field for the same reason.
+3. *warnings* on the finished tree: capacity that ``concurrent`` or ``limit``
+   makes unreachable, settings GitLab Runner would ignore.
+
+Secrets never reach a message: values at secret-named keys are described by
+type only.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import tomllib
+import types
+import typing
+from collections.abc import Callable, Mapping
+from datetime import date, datetime, time, timedelta
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import attrs
+import cattrs
+
+from fleetkit.config._duration import parse_duration
+from fleetkit.config._schema import (
+    AUTOSCALER_EXECUTORS,
+    AutoscalerConfig,
+    Config,
+    InstanceConfig,
+    Runner,
+    ScaleThrottle,
+    StateStorage,
+    VMIsolation,
+    is_secret_name,
+)
+from fleetkit.config._suggest import EXECUTORS, GLOBAL_KEYS, RUNNER_KEYS, closest, did_you_mean
+from fleetkit.errors import ConfigError, Problem
+from fleetkit.model import ConnectorConfig
+from fleetkit.policy import Policy
+
+__all__ = ["load"]
+
+PathPart = str | int
+
+
+# --- problems with relative paths ------------------------------------------
+
+
+@attrs.frozen
+class _Issue:
+    """A problem found below some node; ``path`` is relative to that node.
+
+    ``safe`` is the message without the offending value, used where the path
+    names a secret.
+    """
+
+    path: tuple[PathPart, ...]
+    message: str
+    safe: str | None = None
+
+    def under(self, part: PathPart) -> _Issue:
+        return attrs.evolve(self, path=(part, *self.path))
+
+
+class _Invalid(Exception):
+    def __init__(self, issues: list[_Issue]) -> None:
+        super().__init__(issues)
+        self.issues = issues
+
+    @classmethod
+    def expected(cls, what: str, value: object) -> _Invalid:
+        return cls(
+            [
+                _Issue(
+                    (),
+                    f"expected {what}, got {_describe(value)}",
+                    f"expected {what}, got {_kind(value)}",
+                )
+            ]
+        )
+
+
+def _kind(value: object) -> str:
+    match value:
+        case bool():
+            return "a boolean"
+        case int():
+            return "an integer"
+        case float():
+            return "a float"
+        case str():
+            return "a string"
+        case dict():
+            return "a table"
+        case list():
+            return "an array"
+        case datetime() | date() | time():
+            return "a date/time"
+    return type(value).__name__
+
+
+def _describe(value: object) -> str:
+    match value:
+        case bool():
+            return "true" if value else "false"
+        case str():
+            shown = value if len(value) <= 60 else value[:57] + "..."
+            return f"{shown!r} (a string)"
+        case int() | float():
+            return str(value)
+        case datetime() | date() | time():
+            return f"{value.isoformat()} (a date/time)"
+    return _kind(value)
+
+
+def render_path(parts: tuple[PathPart, ...]) -> str:
+    """``("runners", 0, "autoscaler")`` as ``runners[0].autoscaler``."""
+    out = ""
+    for part in parts:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif re.fullmatch(r"[A-Za-z0-9_-]+", part):
+            out += f".{part}" if out else part
+        else:
+            out += f"[{part!r}]"
+    return out
+
+
+def _to_problem(issue: _Issue) -> Problem:
+    secret = any(isinstance(p, str) and is_secret_name(p) for p in issue.path)
+    message = issue.safe if secret and issue.safe is not None else issue.message
+    return Problem(render_path(issue.path), message)
+
+
+# --- pass 2: strict structuring hooks ----------------------------------------
+
+
+def _strict(kind: type, what: str) -> Callable[[object, type], Any]:
+    def hook(value: object, _type: type) -> Any:
+        # bool is an int subclass in Python but not in TOML.
+        if isinstance(value, kind) and not (kind is not bool and isinstance(value, bool)):
+            return value
+        raise _Invalid.expected(what, value)
+
+    return hook
+
+
+def _number(value: object, _type: type) -> float:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    raise _Invalid.expected("a number", value)
+
+
+_DURATION = 'a Go duration such as "20m0s", "1h30m" or "300ms" (or an integer of nanoseconds)'
+
+
+def _duration(value: object, _type: type) -> timedelta:
+    if isinstance(value, str):
+        try:
+            return parse_duration(value)
+        except ValueError as exc:
+            raise _Invalid([_Issue((), str(exc), f"expected {_DURATION}")]) from None
+    if isinstance(value, int) and not isinstance(value, bool):
+        # Go TOML decoders read a bare integer into time.Duration as nanoseconds.
+        if not -(1 << 63) <= value < (1 << 63):
+            raise _Invalid.expected(_DURATION + " within Go's range", value)
+        return timedelta(microseconds=round(Fraction(value, 1000)))
+    raise _Invalid.expected(_DURATION, value)
+
+
+def _mapping(value: object, _type: type) -> dict[str, Any]:
+    if isinstance(value, dict):
+        return dict(value)
+    raise _Invalid.expected("a table", value)
+
+
+_WHAT = {str: "strings", int: "integers", float: "numbers", bool: "booleans"}
+
+
+def _tuple_hook(converter: cattrs.Converter, tp: Any) -> Callable[[object, type], Any]:
+    (item, _ellipsis) = typing.get_args(tp)
+    what = "an array of tables" if attrs.has(item) else f"an array of {_WHAT.get(item, 'values')}"
+
+    def hook(value: object, _type: type) -> tuple[Any, ...]:
+        if not isinstance(value, list):
+            raise _Invalid.expected(what, value)
+        items: list[Any] = []
+        issues: list[_Issue] = []
+        for index, element in enumerate(value):
+            try:
+                items.append(converter.structure(element, item))
+            except _Invalid as exc:
+                issues += [i.under(index) for i in exc.issues]
+        if issues:
+            raise _Invalid(issues)
+        return tuple(items)
+
+    return hook
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _validator_issue(attribute: attrs.Attribute[Any], field_type: Any, exc: ValueError) -> _Issue:
+    """Place a validator's message: ``"protocol: ..."`` about a nested class goes one level down."""
+    message = str(exc)
+    for prefix in (f"{attribute.name}: ", f"{attribute.name} "):
+        if message.startswith(prefix):
+            return _Issue((attribute.name,), message.removeprefix(prefix))
+    head, sep, rest = message.partition(": ")
+    if sep and attrs.has(field_type) and head in _hints(field_type):
+        return _Issue((attribute.name, head), rest)
+    return _Issue((attribute.name,), message)
+
+
+def _attrs_hook(converter: cattrs.Converter, cls: type) -> Callable[[object, type], Any]:
+    fields = attrs.fields(cls)
+    hints = _hints(cls)
+    names = {a.name for a in fields}
+    keeps_extra = "extra" in names
+
+    def hook(value: object, _type: type) -> Any:
+        if not isinstance(value, dict):
+            raise _Invalid.expected("a table", value)
+        kwargs: dict[str, Any] = {}
+        issues: list[_Issue] = []
+        for a in fields:
+            if a.name in ("extra", "warnings"):
+                continue
+            if a.name not in value:
+                if a.default is attrs.NOTHING:
+                    issues.append(_Issue((a.name,), a.metadata.get("missing", "is missing")))
+                continue
+            try:
+                item = converter.structure(value[a.name], hints[a.name])
+            except _Invalid as exc:
+                issues += [i.under(a.name) for i in exc.issues]
+                continue
+            if a.metadata.get("zero_means_default") and not item:
+                item = a.default
+            if callable(a.converter):
+                item = a.converter(item)
+            if a.validator is not None:
+                try:
+                    a.validator(None, a, item)
+                except ValueError as exc:
+                    issues.append(_validator_issue(a, hints[a.name], exc))
+                    continue
+            kwargs[a.name] = item
+        if keeps_extra:
+            kwargs["extra"] = {k: v for k, v in value.items() if k not in names}
+        if issues:
+            raise _Invalid(issues)
+        try:
+            return cls(**kwargs)
+        except (ValueError, TypeError) as exc:
+            raise _Invalid([_Issue((), str(exc))]) from None
+
+    return hook
+
+
+def _is_homogeneous_tuple(tp: Any) -> bool:
+    args = typing.get_args(tp)
+    return typing.get_origin(tp) is tuple and len(args) == 2 and args[1] is Ellipsis
+
+
+def _is_mapping(tp: Any) -> bool:
+    origin: Any = typing.get_origin(tp)
+    return origin is Mapping or origin is dict
+
+
+def _make_converter() -> cattrs.Converter:
+    converter = cattrs.Converter()
+    converter.register_structure_hook(str, _strict(str, "a string"))
+    converter.register_structure_hook(int, _strict(int, "an integer"))
+    converter.register_structure_hook(bool, _strict(bool, "true or false"))
+    converter.register_structure_hook(float, _number)
+    converter.register_structure_hook(timedelta, _duration)
+    converter.register_structure_hook_func(_is_mapping, _mapping)
+    converter.register_structure_hook_factory(
+        _is_homogeneous_tuple, lambda tp: _tuple_hook(converter, tp)
+    )
+    converter.register_structure_hook_factory(attrs.has, lambda cls: _attrs_hook(converter, cls))
+    return converter
+
+
+_CONVERTER = _make_converter()
+
+
+# --- pass 1: shape -----------------------------------------------------------
+
+# The sections fleetkit owns, by class, with the TOML header a user would write.
+_OWNED: dict[type, str] = {
+    AutoscalerConfig: "[runners.autoscaler]",
+    Policy: "[[runners.autoscaler.policy]]",
+    ConnectorConfig: "[runners.autoscaler.connector_config]",
+    VMIsolation: "[runners.autoscaler.vm_isolation]",
+    StateStorage: "[runners.autoscaler.state_storage]",
+    ScaleThrottle: "[runners.autoscaler.scale_throttle]",
+    InstanceConfig: "[runners.instance]",
+}
+
+
+@functools.cache
+def _homes() -> dict[str, tuple[str, ...]]:
+    """Each key of an owned section, with the headers of the sections it belongs in."""
+    homes: dict[str, list[str]] = {}
+    for cls, header in _OWNED.items():
+        for a in attrs.fields(cls):
+            homes.setdefault(a.name, []).append(header)
+    return {k: tuple(v) for k, v in homes.items()}
+
+
+def _child_class(cls: type, key: str) -> tuple[type | None, bool]:
+    """The attrs class a key of ``cls`` holds, and whether it is an array of them."""
+    tp = _hints(cls).get(key)
+    if tp is None:
+        return None, False
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    if typing.get_origin(tp) in (typing.Union, types.UnionType) and len(args) == 1:
+        tp = args[0]
+    if _is_homogeneous_tuple(tp):
+        item = typing.get_args(tp)[0]
+        return (item, True) if attrs.has(item) else (None, False)
+    return (tp, False) if attrs.has(tp) else (None, False)
+
+
+def _header(path: tuple[PathPart, ...]) -> str:
+    names = ".".join(p for p in path if isinstance(p, str))
+    return f"[[{names}]]" if path and isinstance(path[-1], int) else f"[{names}]"
+
+
+def _where(homes: tuple[str, ...]) -> str:
+    return " or ".join(homes)
+
+
+class _Shape:
+    """Pass 1 over the raw document: key placement and executors."""
+
+    def __init__(self) -> None:
+        self.errors: list[_Issue] = []
+        self.warnings: list[_Issue] = []
+
+    def document(self, doc: dict[str, Any]) -> None:
+        for key in doc:
+            if key in ("concurrent", "runners") or key in GLOBAL_KEYS:
+                continue
+            self.warnings.append(
+                _Issue(
+                    (key,),
+                    "is not a GitLab Runner global key; kept but not used"
+                    + did_you_mean(key, GLOBAL_KEYS),
+                )
+            )
+        runners = doc.get("runners")
+        if isinstance(runners, dict):
+            self.errors.append(
+                _Issue(
+                    ("runners",),
+                    "expected an array of tables ([[runners]]), got a table: this looks like "
+                    "a fragment; put its sections under a [[runners]] entry",
+                )
+            )
+        elif isinstance(runners, list):
+            for index, runner in enumerate(runners):
+                if isinstance(runner, dict):
+                    self.runner(("runners", index), runner)
+
+    def runner(self, path: tuple[PathPart, ...], runner: dict[str, Any]) -> None:
+        modelled = {a.name for a in attrs.fields(Runner)} - {"extra"}
+        homes = _homes()
+        for key, value in runner.items():
+            if key in modelled:
+                child, many = _child_class(Runner, key)
+                if child is not None:
+                    self.section((*path, key), child, value, many)
+            elif key in RUNNER_KEYS:
+                continue
+            elif key in homes:
+                self.errors.append(
+                    _Issue(
+                        (*path, key),
+                        f"belongs in {_where(homes[key])}, not directly under [[runners]]",
+                    )
+                )
+            else:
+                self.warnings.append(
+                    _Issue(
+                        (*path, key),
+                        "is not a GitLab Runner key; kept but not used"
+                        + did_you_mean(key, RUNNER_KEYS),
+                    )
+                )
+        self.executor(path, runner)
+
+    def executor(self, path: tuple[PathPart, ...], runner: dict[str, Any]) -> None:
+        executor = runner.get("executor")
+        autoscaled = "autoscaler" in runner
+        wanted = "'instance' or 'docker-autoscaler'"
+        if executor is None:
+            if autoscaled:
+                self.errors.append(
+                    _Issue(
+                        (*path, "executor"),
+                        f"is missing: a runner with [runners.autoscaler] needs executor {wanted}",
+                    )
+                )
+        elif isinstance(executor, str) and executor not in AUTOSCALER_EXECUTORS:
+            known = executor in EXECUTORS
+            if autoscaled or not known:
+                what = "an autoscaler executor" if known else "a GitLab Runner executor"
+                hint = "" if known else did_you_mean(executor, EXECUTORS)
+                self.errors.append(
+                    _Issue(
+                        (*path, "executor"),
+                        f"{executor!r} is not {what}: fleetkit drives executor {wanted}{hint}",
+                    )
+                )
+        elif isinstance(executor, str) and not autoscaled:
+            self.errors.append(
+                _Issue(
+                    (*path, "autoscaler"),
+                    f"is missing: executor {executor!r} needs a [runners.autoscaler] section "
+                    "with at least plugin",
+                )
+            )
+
+    def section(self, path: tuple[PathPart, ...], cls: type, value: object, many: bool) -> None:
+        if many:
+            if isinstance(value, list):
+                for index, item in enumerate(value):
+                    self.section((*path, index), cls, item, many=False)
+            return
+        if not isinstance(value, dict):
+            return
+        names = {a.name for a in attrs.fields(cls)}
+        homes = _homes()
+        for key, item in value.items():
+            if key in names:
+                child, child_many = _child_class(cls, key)
+                if child is not None:
+                    self.section((*path, key), child, item, child_many)
+                continue
+            here = _header(path)
+            elsewhere = [h for h in homes.get(key, ()) if h != here]
+            if elsewhere and not closest(key, names):
+                message = f"is not a key of {here}; it belongs in {_where(tuple(elsewhere))}"
+            else:
+                message = f"is not a key of {here}{did_you_mean(key, names)}"
+                if cls is AutoscalerConfig and not closest(key, names):
+                    message += "; plugin settings go in [runners.autoscaler.plugin_config]"
+            self.errors.append(_Issue((*path, key), message))
+
+
+# --- pass 3: warnings on the finished tree ----------------------------------
+
+
+def _warnings(config: Config) -> list[_Issue]:
+    found: list[_Issue] = []
+    autoscaled = config.autoscaled_runners()
+    if not autoscaled:
+        found.append(
+            _Issue(
+                ("runners",),
+                "no runner has executor 'instance' or 'docker-autoscaler' with a "
+                "[runners.autoscaler] section: fleetkit has nothing to drive",
+            )
+        )
+    total = 0
+    for index, runner in autoscaled:
+        assert runner.autoscaler is not None
+        scaler = runner.autoscaler
+        path: tuple[PathPart, ...] = ("runners", index)
+        slots = scaler.max_instances * scaler.capacity_per_instance
+        total += slots
+        reach = (
+            f"max_instances {scaler.max_instances} x capacity_per_instance "
+            f"{scaler.capacity_per_instance} = {slots} slots"
+        )
+        if slots and config.concurrent is not None and config.concurrent < slots:
+            found.append(
+                _Issue(
+                    ("concurrent",),
+                    f"{config.concurrent} caps jobs below what runners[{index}] can run "
+                    f"({reach}): raise concurrent to {slots} or lower max_instances",
+                )
+            )
+        if slots and 0 < runner.limit < slots:
+            found.append(
+                _Issue(
+                    (*path, "limit"),
+                    f"{runner.limit} caps this runner's jobs below its {reach}",
+                )
+            )
+        for number, policy in enumerate(scaler.policy):
+            if slots and policy.idle_count > slots:
+                found.append(
+                    _Issue(
+                        (*path, "autoscaler", "policy", number, "idle_count"),
+                        f"{policy.idle_count} idle slots can never be reached ({reach})",
+                    )
+                )
+        if scaler.vm_isolation.enabled and not scaler.vm_isolation.nesting_host:
+            found.append(
+                _Issue(
+                    (*path, "autoscaler", "vm_isolation", "nesting_host"),
+                    "is empty although vm_isolation is enabled: jobs cannot reach nesting",
+                )
+            )
+        if (
+            runner.instance is not None
+            and runner.instance.use_common_build_dir
+            and not scaler.vm_isolation.enabled
+            and scaler.max_use_count != 1
+        ):
+            found.append(
+                _Issue(
+                    (*path, "instance", "use_common_build_dir"),
+                    "is ignored unless vm_isolation is enabled or max_use_count = 1 "
+                    "(GitLab Runner ignores it too)",
+                )
+            )
+    if len(autoscaled) > 1 and config.concurrent is not None and config.concurrent < total:
+        found.append(
+            _Issue(
+                ("concurrent",),
+                f"{config.concurrent} caps jobs below the {total} slots the "
+                f"{len(autoscaled)} autoscaled runners can run together",
+            )
+        )
+    return found
+
+
+# --- TOML syntax errors ------------------------------------------------------
+
+_LOCATION = re.compile(r"\s*\((?:at line (\d+), column (\d+)|at end of document)\)$")
+
+
+def _syntax_problem(exc: tomllib.TOMLDecodeError, text: str) -> Problem:
+    message = str(exc)
+    found = _LOCATION.search(message)
+    where = "end of document"
+    if found:
+        message = message[: found.start()]
+        if found.group(1):
+            where = f"line {found.group(1)}, column {found.group(2)}"
+    lines = text.splitlines()
+    slashes = [n for n, line in enumerate(lines, 1) if line.lstrip().startswith("//")]
+    placeholders = [
+        n for n, line in enumerate(lines, 1) if re.match(r"\s*[^#=\s]+\s*=\s*<[^>\n]*>", line)
+    ]
+    hints = []
+    if slashes:
+        hints.append(f"comments start with '#', not '//' (lines {_numbers(slashes)})")
+    if placeholders:
+        hints.append(
+            f'placeholders such as <token> must be quoted ("<token>") or filled in '
+            f"(lines {_numbers(placeholders)})"
+        )
+    text_hint = f"; {'; '.join(hints)}" if hints else ""
+    return Problem(where, f"not valid TOML: {message}{text_hint}")
+
+
+def _numbers(found: list[int]) -> str:
+    shown = ", ".join(str(n) for n in found[:5])
+    return shown + (", ..." if len(found) > 5 else "")
+
+
+# --- entry point -------------------------------------------------------------
+
+
+def _read(path_or_text: str | os.PathLike[str]) -> tuple[str, str | None]:
+    """The document's text and, when it came from a file, the file's name."""
+    if isinstance(path_or_text, str) and not _looks_like_path(path_or_text):
+        return path_or_text, None
+    path = Path(path_or_text)
+    try:
+        return path.read_text(encoding="utf-8-sig"), str(path)
+    except FileNotFoundError:
+        raise ConfigError([Problem("", "no such file")], source=str(path)) from None
+    except IsADirectoryError:
+        raise ConfigError([Problem("", "is a directory, not a file")], source=str(path)) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            [Problem("", f"not UTF-8 text (byte {exc.start}): TOML files are UTF-8")],
+            source=str(path),
+        ) from None
+    except OSError as exc:
+        raise ConfigError([Problem("", f"cannot read: {exc.strerror}")], source=str(path)) from None
+
+
+def _looks_like_path(text: str) -> bool:
+    if not text or "\n" in text:
+        return False
+    if os.path.isfile(text):
+        return True
+    return "=" not in text and "[" not in text
+
+
+def load(path_or_text: str | os.PathLike[str]) -> Config:
+    """Load a GitLab Runner ``config.toml`` from a path or from its text.
+
+    A ``str`` holding a single line without ``=`` or ``[`` (or naming an existing
+    file) is a path; any other ``str`` is TOML text. Raises
+    :class:`~fleetkit.errors.ConfigError` listing every problem, each with its
+    TOML path (``runners[0].autoscaler.policy[1].idle_time``); findings that do not
+    stop loading are on :attr:`Config.warnings`.
+    """
+    text, source = _read(path_or_text)
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([_syntax_problem(exc, text)], source=source) from None
+    shape = _Shape()
+    shape.document(doc)
+    issues = list(shape.errors)
+    config: Config | None = None
+    try:
+        config = _CONVERTER.structure(doc, Config)
+    except _Invalid as exc:
+        issues += exc.issues
+    problems = _unique(_to_problem(i) for i in sorted(issues, key=_runner_index))
+    if problems:
+        raise ConfigError(problems, source=source)
+    assert config is not None
+    warnings = _unique(_to_problem(i) for i in [*shape.warnings, *_warnings(config)])
+    return attrs.evolve(config, warnings=tuple(warnings))
+
+
+def _runner_index(issue: _Issue) -> int:
+    """Problems of one runner together, in runner order; global ones first."""
+    match issue.path:
+        case ("runners", int(index), *_):
+            return index
+    return -1
+
+
+def _unique(problems: typing.Iterable[Problem]) -> list[Problem]:
+    """One problem per path: the first pass's message is the more specific one."""
+    seen: dict[str, Problem] = {}
+    for problem in problems:
+        seen.setdefault(problem.path, problem)
+    return list(seen.values())

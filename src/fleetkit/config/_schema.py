@@ -1,0 +1,308 @@
+"""The config tree: frozen attrs classes mirroring GitLab Runner's config structs.
+
+Field names are the TOML keys. Defaults are GitLab's (taskscaler's where the
+runner passes Go zero values through, see spec §1.2). Sections fleetkit does
+not model (``[runners.docker]``, ``[runners.cache]``, ``check_interval``, ...)
+are kept verbatim in ``extra`` so that :func:`fleetkit.config.dump` writes them
+back.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import Any
+
+import attrs
+
+from fleetkit.errors import Problem
+from fleetkit.model import ConnectorConfig, Limits, mask_secret
+from fleetkit.policy import Policy, Schedule
+
+__all__ = [
+    "AUTOSCALER_EXECUTORS",
+    "AutoscalerConfig",
+    "Config",
+    "InstanceConfig",
+    "Runner",
+    "ScaleThrottle",
+    "StateStorage",
+    "VMIsolation",
+    "is_secret_name",
+    "masked",
+]
+
+#: The executors whose jobs run on autoscaled instances.
+AUTOSCALER_EXECUTORS = ("instance", "docker-autoscaler")
+
+_SECRET_WORDS = ("token", "secret", "password", "passwd", "key", "credential")
+
+
+def is_secret_name(name: str) -> bool:
+    """Whether a key's name says its value is a secret (token, password, key, ...)."""
+    lowered = name.lower()
+    return any(word in lowered for word in _SECRET_WORDS)
+
+
+def masked(value: object) -> object:
+    """A copy of plugin-style settings with every secret-named value replaced by ``'***'``."""
+    if isinstance(value, Mapping):
+        return {k: "***" if is_secret_name(str(k)) else masked(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [masked(v) for v in value]
+    return value
+
+
+def _masked_repr(value: object) -> str:
+    return repr(masked(value))
+
+
+def _nonneg(_inst: object, attribute: attrs.Attribute[Any], value: int) -> None:
+    if value < 0:
+        raise ValueError(f"must be >= 0, got {value}")
+
+
+def _nonneg_duration(_inst: object, attribute: attrs.Attribute[Any], value: timedelta) -> None:
+    if value < timedelta(0):
+        raise ValueError(f"must be >= 0s, got {value}")
+
+
+def _positive_duration(_inst: object, attribute: attrs.Attribute[Any], value: timedelta) -> None:
+    if value <= timedelta(0):
+        raise ValueError(f"must be > 0s (leave it out for the default), got {value}")
+
+
+# Go passes a written zero straight through and taskscaler then uses its own
+# default, so the loader reads 0 as the field's default: the classes hold only
+# effective values and a directly built config round-trips through dump.
+_GO_ZERO_MEANS_DEFAULT = {"zero_means_default": True}
+
+
+def _positive(_inst: object, attribute: attrs.Attribute[Any], value: int) -> None:
+    if value < 1:
+        raise ValueError(f"must be >= 1 (leave it out for the default), got {value}")
+
+
+def _buckets(
+    _inst: object, attribute: attrs.Attribute[Any], value: tuple[float, ...] | None
+) -> None:
+    if value is None:
+        return
+    if not all(math.isfinite(v) for v in value):
+        raise ValueError(f"histogram buckets must be finite numbers, got {list(value)}")
+    if list(value) != sorted(value):
+        raise ValueError(f"histogram buckets must be in increasing order, got {list(value)}")
+
+
+def _optional_tuple(value: Any) -> tuple[float, ...] | None:
+    return None if value is None else tuple(value)
+
+
+def _bucket_field() -> Any:
+    return attrs.field(default=None, converter=_optional_tuple, validator=_buckets)
+
+
+def _protocol(_inst: object, attribute: attrs.Attribute[Any], value: ConnectorConfig) -> None:
+    if value.protocol is not None and value.protocol not in ("ssh", "winrm", "winrm+https"):
+        raise ValueError(
+            f"protocol: {value.protocol!r} is not a connector protocol "
+            "(expected 'ssh', 'winrm' or 'winrm+https')"
+        )
+    if value.protocol_port is not None and not 0 <= value.protocol_port < 65536:
+        raise ValueError(
+            f"protocol_port: must be a TCP port 0-65535 (0: the protocol's default), "
+            f"got {value.protocol_port}"
+        )
+
+
+@attrs.frozen(kw_only=True)
+class ScaleThrottle:
+    """``[runners.autoscaler.scale_throttle]``: a token bucket for instance creation.
+
+    ``limit`` is instances per second (0 means taskscaler's 100/s, -1 unlimited);
+    ``burst`` the bucket size (0 means ``max_instances``, or ``limit`` when that is 0).
+    """
+
+    limit: int = attrs.field(default=0)
+    burst: int = attrs.field(default=0, validator=_nonneg)
+
+    @limit.validator
+    def _check_limit(self, attribute: attrs.Attribute[int], value: int) -> None:
+        if value < -1:
+            raise ValueError(f"must be >= -1 (-1 means unlimited), got {value}")
+
+
+@attrs.frozen(kw_only=True)
+class StateStorage:
+    """``[runners.autoscaler.state_storage]``: persist instance state across restarts."""
+
+    enabled: bool = False
+    dir: str = ""
+    keep_instance_with_acquisitions: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class VMIsolation:
+    """``[runners.autoscaler.vm_isolation]``: a nested VM per job through ``nesting``.
+
+    ``nesting_config`` is handed to the nesting daemon as is; ``connector_config``
+    reaches the nested VM through the host.
+    """
+
+    enabled: bool = False
+    nesting_host: str = ""
+    nesting_config: Mapping[str, Any] = attrs.field(factory=dict, repr=_masked_repr, hash=False)
+    image: str = ""
+    connector_config: ConnectorConfig = attrs.field(factory=ConnectorConfig, validator=_protocol)
+
+
+@attrs.frozen(kw_only=True)
+class AutoscalerConfig:
+    """``[runners.autoscaler]``: the fleet one runner drives, with GitLab's defaults.
+
+    ``plugin_config`` is handed to the provider as is; values whose names say
+    token, secret, password or key are masked in the repr. A zero duration
+    means the default, as in taskscaler.
+    """
+
+    plugin: str = attrs.field(
+        metadata={"missing": 'is missing: name the fleeting plugin, e.g. plugin = "aws"'}
+    )
+    plugin_config: Mapping[str, Any] = attrs.field(factory=dict, repr=_masked_repr, hash=False)
+    capacity_per_instance: int = attrs.field(default=1)
+    max_use_count: int = attrs.field(default=0, validator=_nonneg)
+    max_instances: int = attrs.field(default=0, validator=_nonneg)
+    instance_ready_command: str = ""
+    instance_acquire_timeout: timedelta = attrs.field(
+        default=timedelta(minutes=15), validator=_positive_duration, metadata=_GO_ZERO_MEANS_DEFAULT
+    )
+    update_interval: timedelta = attrs.field(
+        default=timedelta(minutes=1), validator=_positive_duration, metadata=_GO_ZERO_MEANS_DEFAULT
+    )
+    update_interval_when_expecting: timedelta = attrs.field(
+        default=timedelta(seconds=2), validator=_positive_duration, metadata=_GO_ZERO_MEANS_DEFAULT
+    )
+    deletion_retry_interval: timedelta = attrs.field(
+        default=timedelta(minutes=1), validator=_positive_duration, metadata=_GO_ZERO_MEANS_DEFAULT
+    )
+    shutdown_deletion_interval: timedelta = attrs.field(
+        default=timedelta(seconds=10), validator=_positive_duration, metadata=_GO_ZERO_MEANS_DEFAULT
+    )
+    shutdown_deletion_retries: int = attrs.field(
+        default=3, validator=_positive, metadata=_GO_ZERO_MEANS_DEFAULT
+    )
+    failure_threshold: int = attrs.field(
+        default=3, validator=_positive, metadata=_GO_ZERO_MEANS_DEFAULT
+    )
+    scale_throttle: ScaleThrottle = attrs.field(factory=ScaleThrottle)
+    reservation_throttling: bool = True
+    log_internal_ip: bool = False
+    log_external_ip: bool = False
+    delete_instances_on_shutdown: bool = False
+    connector_config: ConnectorConfig = attrs.field(factory=ConnectorConfig, validator=_protocol)
+    policy: tuple[Policy, ...] = attrs.field(default=(), converter=tuple)
+    vm_isolation: VMIsolation = attrs.field(factory=VMIsolation)
+    state_storage: StateStorage = attrs.field(factory=StateStorage)
+    instance_operation_time_buckets: tuple[float, ...] | None = _bucket_field()
+    instance_creation_time_buckets: tuple[float, ...] | None = _bucket_field()
+    instance_is_running_time_buckets: tuple[float, ...] | None = _bucket_field()
+    instance_deletion_time_buckets: tuple[float, ...] | None = _bucket_field()
+    instance_readiness_time_buckets: tuple[float, ...] | None = _bucket_field()
+    instance_life_duration_buckets: tuple[float, ...] | None = _bucket_field()
+
+    @plugin.validator
+    def _check_plugin(self, attribute: attrs.Attribute[str], value: str) -> None:
+        if not value.strip():
+            raise ValueError("must name a fleeting plugin, e.g. 'aws' or 'fleeting-plugin-aws'")
+
+    @capacity_per_instance.validator
+    def _check_capacity(self, attribute: attrs.Attribute[int], value: int) -> None:
+        # GitLab passes 0 through; design.md decides that a written value < 1 is a mistake.
+        if value < 1:
+            raise ValueError(f"must be >= 1 (jobs per instance; leave it out for 1), got {value}")
+
+    def limits(self) -> Limits:
+        """The fleet limits this section sets, for the planner and the runtime."""
+        return Limits(
+            capacity_per_instance=self.capacity_per_instance,
+            max_use_count=self.max_use_count,
+            max_instances=self.max_instances,
+            failure_threshold=self.failure_threshold,
+        )
+
+    def schedule(self) -> Schedule:
+        """The idle policies, in file order, as a :class:`~fleetkit.policy.Schedule`."""
+        return Schedule(self.policy)
+
+
+@attrs.frozen(kw_only=True)
+class InstanceConfig:
+    """``[runners.instance]``: image allow-list and build directory sharing."""
+
+    allowed_images: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    use_common_build_dir: bool = False
+
+
+def _not_modelled(inst: Any, attribute: attrs.Attribute[Any], value: Mapping[str, Any]) -> None:
+    """``extra`` holds only keys the class does not model, or dump would write a key twice."""
+    modelled = {a.name for a in attrs.fields(type(inst))} - {"extra", "warnings"}
+    clash = sorted(modelled & set(value))
+    if clash:
+        raise ValueError(f"extra must not hold modelled keys, got {clash}")
+
+
+def _extra_field() -> Any:
+    return attrs.field(factory=dict, repr=_masked_repr, hash=False, validator=_not_modelled)
+
+
+@attrs.frozen(kw_only=True)
+class Runner:
+    """One ``[[runners]]`` entry.
+
+    ``autoscaler`` is ``None`` for a runner fleetkit does not drive. ``extra``
+    holds every other key of the entry (``[runners.docker]``, ``cache``,
+    ``environment``, ...) unjudged. ``token`` is masked in the repr.
+    """
+
+    name: str | None = None
+    url: str | None = None
+    id: int | None = None
+    token: str | None = attrs.field(default=None, repr=mask_secret)
+    executor: str | None = None
+    shell: str | None = None
+    limit: int = attrs.field(default=0, validator=_nonneg)
+    request_concurrency: int = attrs.field(default=1, validator=_nonneg)
+    builds_dir: str | None = None
+    cache_dir: str | None = None
+    instance: InstanceConfig | None = None
+    autoscaler: AutoscalerConfig | None = None
+    extra: Mapping[str, Any] = _extra_field()
+
+    @property
+    def autoscaled(self) -> bool:
+        """Whether fleetkit drives this runner (it has an autoscaler executor)."""
+        return self.executor in AUTOSCALER_EXECUTORS and self.autoscaler is not None
+
+
+@attrs.frozen(kw_only=True)
+class Config:
+    """A whole ``config.toml``: global ``concurrent``, the runners, and what else it holds.
+
+    ``warnings`` are findings that do not stop loading (unknown runner keys,
+    unreachable capacity); they take no part in equality.
+    """
+
+    concurrent: int | None = attrs.field(default=None)
+    runners: tuple[Runner, ...] = attrs.field(default=(), converter=tuple)
+    extra: Mapping[str, Any] = _extra_field()
+    warnings: tuple[Problem, ...] = attrs.field(default=(), eq=False)
+
+    @concurrent.validator
+    def _check_concurrent(self, attribute: attrs.Attribute[int | None], value: int | None) -> None:
+        if value is not None and value < 1:
+            raise ValueError(f"must be >= 1 (GitLab Runner refuses 0), got {value}")
+
+    def autoscaled_runners(self) -> tuple[tuple[int, Runner], ...]:
+        """The runners fleetkit drives, each with its index in ``runners``."""
+        return tuple((i, r) for i, r in enumerate(self.runners) if r.autoscaled)

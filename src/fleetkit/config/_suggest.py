@@ -1,0 +1,117 @@
+"""Which keys GitLab Runner knows, and "did you mean" for the ones it does not.
+
+fleetkit models only the autoscaler family of GitLab Runner's config. The other
+global and runner-level keys are listed here (from ``common/config.go``, state
+of 2026-08, see ``spec/gitlab-runner-keys.md``) so that a valid key is not
+reported and a misspelt one gets a suggestion.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+__all__ = ["GLOBAL_KEYS", "RUNNER_KEYS", "closest", "did_you_mean"]
+
+GLOBAL_KEYS = frozenset(
+    {
+        "listen_address",
+        "session_server",
+        "labels",
+        "concurrent",
+        "check_interval",
+        "log_level",
+        "log_format",
+        "user",
+        "runners",
+        "sentry_dsn",
+        "connection_max_age",
+        "machine",
+        "experimental",
+        "shutdown_timeout",
+    }
+)
+
+RUNNER_KEYS = frozenset(
+    {
+        "name",
+        "limit",
+        "output_limit",
+        "request_concurrency",
+        "strict_check_interval",
+        "unhealthy_requests_limit",
+        "unhealthy_interval",
+        "job_status_final_update_retry_limit",
+        "experimental",
+        "url",
+        "id",
+        "token",
+        "token_obtained_at",
+        "token_expires_at",
+        "tls-ca-file",
+        "tls-cert-file",
+        "tls-key-file",
+        "labels",
+        "executor",
+        "builds_dir",
+        "cache_dir",
+        "clone_url",
+        "environment",
+        "proxy_exec",
+        "pre_get_sources_script",
+        "post_get_sources_script",
+        "pre_build_script",
+        "post_build_script",
+        "prepare_timeout",
+        "get_sources_timeout",
+        "debug_trace_disabled",
+        "safe_directory_checkout",
+        "clean_git_config",
+        "shell",
+        "custom_build_dir",
+        "referees",
+        "cache",
+        "artifact",
+        "feature_flags",
+        "monitoring",
+        "use_slot_cgroups",
+        "slot_cgroup_template",
+        "instance",
+        "ssh",
+        "docker",
+        "parallels",
+        "virtualbox",
+        "machine",
+        "kubernetes",
+        "custom",
+        "autoscaler",
+        "step_runner_image",
+    }
+)
+
+#: Every executor name GitLab Runner registers.
+EXECUTORS = (
+    "shell",
+    "ssh",
+    "parallels",
+    "virtualbox",
+    "docker",
+    "docker-windows",
+    "docker+machine",
+    "docker-autoscaler",
+    "kubernetes",
+    "custom",
+    "instance",
+)
+
+
+def closest(word: str, candidates: Iterable[str]) -> str | None:
+    """The candidate most like ``word``, if any is close enough to be a likely typo."""
+    found = difflib.get_close_matches(word, sorted(candidates), n=1, cutoff=0.6)
+    return found[0] if found else None
+
+
+def did_you_mean(word: str, candidates: Iterable[str]) -> str:
+    """``" (did you mean 'x'?)"`` for the closest candidate, or ``""`` when none is close."""
+    match = closest(word, candidates)
+    return f" (did you mean {match!r}?)" if match else ""
