@@ -359,7 +359,10 @@ async def _shutdown_idempotent(obs: _Observer, max_size: int) -> None:
     """shutdown can be called twice; the second call is a no-op."""
     await _init(obs)
     await obs.shutdown()
-    await obs.shutdown()
+    try:
+        await obs.harness.group.shutdown()
+    except Exception as exc:
+        raise ConformanceError(f"a second shutdown() raised {exc!r}") from exc
 
 
 @attrs.frozen
