@@ -1,0 +1,95 @@
+"""The runtime's settings: one frozen value with GitLab's defaults (spec §1.2, §1.6).
+
+Durations are seconds (floats), because the runtime measures them on anyio's
+clock; the executor converts ``config.toml``'s Go durations when it builds this.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+__all__ = ["FleetSettings"]
+
+
+def _positive(_inst: object, attribute: attrs.Attribute[Any], value: float) -> None:
+    if not value > 0 or math.isinf(value):
+        raise ValueError(f"FleetSettings.{attribute.name} must be a finite number > 0, got {value}")
+
+
+def _nonneg(_inst: object, attribute: attrs.Attribute[Any], value: float) -> None:
+    if not value >= 0:
+        raise ValueError(f"FleetSettings.{attribute.name} must be >= 0, got {value}")
+
+
+def _optional_positive(_inst: object, attribute: attrs.Attribute[Any], value: float | None) -> None:
+    if value is not None:
+        _positive(_inst, attribute, value)
+
+
+@attrs.frozen(kw_only=True)
+class FleetSettings:
+    """How the fleet runtime behaves, apart from the policy and the limits.
+
+    * ``update_interval`` / ``update_interval_when_expecting``: how often the
+      provider's ``update`` is polled; the faster cadence applies while an
+      instance is requested, creating, not yet ready, draining or deleting.
+    * ``deletion_retry_interval``: wait before re-issuing ``decrease`` for an
+      instance whose deletion failed or had no effect.
+    * ``delete_instances_on_shutdown``, ``shutdown_deletion_interval``,
+      ``shutdown_deletion_retries``: delete every instance at shutdown, in up
+      to that many delete-and-check rounds.
+    * ``cancel_acquisitions_on_shutdown``: at shutdown, cancel held slots
+      (their holders see :class:`~fleetkit.errors.FleetClosed`) instead of
+      waiting up to ``shutdown_timeout`` seconds (``None``: forever) for them.
+    * ``instance_ready_command``: run over the connector on every new instance
+      before it takes work; a non-zero exit removes the instance and backs off
+      scale-ups exponentially (``ready_backoff_initial`` doubling up to
+      ``ready_backoff_max``); the same backoff follows failed ``increase`` calls.
+    * ``heartbeat_interval``: when set and a connector is given, run
+      ``heartbeat_command`` on every ready instance that often; failures count
+      toward ``failure_threshold`` (``FF_USE_FLEETING_ACQUIRE_HEARTBEATS``).
+    * ``scale_throttle_limit`` / ``scale_throttle_burst``: the instance creation
+      token bucket (0 means 100/s, -1 unlimited; burst ``None`` means
+      ``max_instances``, or the limit when that is 0).
+    * ``reservation_throttling``: cap reservations to idle capacity minus one
+      instance's capacity (GitLab's default: on).
+    * ``acquire_timeout``: the default ``acquire`` timeout
+      (``instance_acquire_timeout``, 15m).
+    * ``requested_timeout``: forget an accepted ``increase`` whose instance
+      never showed up in ``update`` after this long.
+    * ``state_storage_dir``: when set, the instance table is stored there
+      (``state_storage.enabled``); ``keep_instance_with_acquisitions`` keeps an
+      instance restored with acquisitions instead of removing it.
+    * ``owner_id``: the fleet's id, the owner tag the provider stamps on the
+      instances it creates; at start an instance carrying it is proven ours.
+    """
+
+    update_interval: float = attrs.field(default=60.0, validator=_positive)
+    update_interval_when_expecting: float = attrs.field(default=2.0, validator=_positive)
+    deletion_retry_interval: float = attrs.field(default=60.0, validator=_positive)
+    delete_instances_on_shutdown: bool = False
+    shutdown_deletion_interval: float = attrs.field(default=10.0, validator=_positive)
+    shutdown_deletion_retries: int = attrs.field(default=3, validator=_nonneg)
+    cancel_acquisitions_on_shutdown: bool = False
+    shutdown_timeout: float | None = attrs.field(default=None, validator=_optional_positive)
+    instance_ready_command: str | None = None
+    ready_command_timeout: float = attrs.field(default=300.0, validator=_positive)
+    ready_backoff_initial: float = attrs.field(default=5.0, validator=_positive)
+    ready_backoff_max: float = attrs.field(default=300.0, validator=_positive)
+    heartbeat_interval: float | None = attrs.field(default=None, validator=_optional_positive)
+    heartbeat_command: str = "exit 0"
+    heartbeat_timeout: float = attrs.field(default=30.0, validator=_positive)
+    scale_throttle_limit: int = 0
+    scale_throttle_burst: int | None = None
+    reservation_throttling: bool = True
+    acquire_timeout: float = attrs.field(default=900.0, validator=_positive)
+    requested_timeout: float = attrs.field(default=600.0, validator=_positive)
+    state_storage_dir: Path | None = attrs.field(
+        default=None, converter=attrs.converters.optional(Path)
+    )
+    keep_instance_with_acquisitions: bool = False
+    owner_id: str | None = None

@@ -1,0 +1,105 @@
+"""The handle an acquisition holds: which instance, which slot, how to reach it.
+
+A :class:`Slot` is valid inside ``async with fleet.acquire(key) as slot``. When
+its instance disappears, the fleet cancels the block (it then raises
+:class:`~fleetkit.errors.InstanceLost`), sets :attr:`Slot.lost`, and cancels any
+cancel scope the holder attached with :meth:`Slot.attach`.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import anyio
+
+from fleetkit.errors import FleetError
+from fleetkit.model import ConnectInfo
+
+__all__ = ["Slot"]
+
+
+class _Owner(Protocol):
+    def _report_failure(self, slot: Slot) -> None: ...
+
+
+class Slot:
+    """One acquired slot: ``key`` holds slot ``number`` of ``instance_id``.
+
+    ``connect_info`` says how to reach the instance (its secrets are masked in
+    every repr).
+    """
+
+    __slots__ = (
+        "_lost_error",
+        "_lost_event",
+        "_owner",
+        "_scopes",
+        "connect_info",
+        "failed",
+        "instance_id",
+        "key",
+        "number",
+    )
+
+    def __init__(
+        self,
+        owner: _Owner,
+        key: str,
+        instance_id: str,
+        number: int,
+        connect_info: ConnectInfo | None,
+    ) -> None:
+        self._owner = owner
+        self.key = key
+        self.instance_id = instance_id
+        self.number = number
+        self.connect_info = connect_info
+        self.failed = False
+        self._lost_error: FleetError | None = None
+        self._lost_event: anyio.Event | None = None
+        self._scopes: list[anyio.CancelScope] = []
+
+    def __repr__(self) -> str:
+        lost = f", lost={self._lost_error}" if self._lost_error else ""
+        return f"Slot({self.key!r} on {self.instance_id!r} slot {self.number}{lost})"
+
+    @property
+    def lost(self) -> anyio.Event:
+        """Set when the instance under this slot is lost (or the fleet cancels it)."""
+        if self._lost_event is None:
+            self._lost_event = anyio.Event()
+            if self._lost_error is not None:
+                self._lost_event.set()
+        return self._lost_event
+
+    @property
+    def lost_error(self) -> FleetError | None:
+        """Why the slot was lost, or ``None`` while it holds."""
+        return self._lost_error
+
+    def attach(self, scope: anyio.CancelScope) -> None:
+        """Cancel ``scope`` when the slot is lost (at once if it already is)."""
+        if self._lost_error is not None:
+            scope.cancel()
+        else:
+            self._scopes.append(scope)
+
+    def report_failure(self) -> None:
+        """Tell the fleet the instance failed this holder (e.g. it could not connect).
+
+        Counts toward the instance's ``failure_threshold``; past it the instance
+        takes no new work and is removed once free.
+        """
+        if not self.failed:
+            self.failed = True
+            self._owner._report_failure(self)
+
+    def _lose(self, error: FleetError) -> None:
+        if self._lost_error is not None:
+            return
+        self._lost_error = error
+        if self._lost_event is not None:
+            self._lost_event.set()
+        for scope in self._scopes:
+            scope.cancel()
+        self._scopes.clear()

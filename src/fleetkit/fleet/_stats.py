@@ -1,0 +1,106 @@
+"""The fleet's figures without any metrics library: counters, histograms, a snapshot.
+
+Names follow GitLab's metrics (spec §5) so that :mod:`fleetkit.fleet._metrics`
+only has to translate :class:`FleetStats` into Prometheus families.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import Counter
+from collections.abc import Mapping, Sequence
+
+import attrs
+
+__all__ = ["DEFAULT_BUCKETS", "FleetStats", "Histogram", "HistogramSnapshot", "StatsBook"]
+
+#: Seconds; instance operations take from seconds to many minutes.
+DEFAULT_BUCKETS: tuple[float, ...] = (1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
+LIFE_BUCKETS: tuple[float, ...] = (60, 300, 900, 1800, 3600, 7200, 14400, 28800, 86400)
+
+
+@attrs.frozen
+class HistogramSnapshot:
+    """Cumulative bucket counts (``le`` upper bounds, then ``+Inf``), sum and count."""
+
+    buckets: tuple[float, ...]
+    cumulative: tuple[int, ...]
+    sum: float
+    count: int
+
+
+class Histogram:
+    """A fixed-bucket histogram of seconds."""
+
+    __slots__ = ("_counts", "buckets", "count", "sum")
+
+    def __init__(self, buckets: Sequence[float] = DEFAULT_BUCKETS) -> None:
+        self.buckets = tuple(sorted(buckets))
+        self._counts = [0] * (len(self.buckets) + 1)
+        self.sum = 0.0
+        self.count = 0
+
+    def observe(self, value: float) -> None:
+        """Record one value."""
+        self._counts[bisect.bisect_left(self.buckets, value)] += 1
+        self.sum += value
+        self.count += 1
+
+    def snapshot(self) -> HistogramSnapshot:
+        """The histogram now, with cumulative counts as Prometheus reports them."""
+        running, cumulative = 0, []
+        for c in self._counts:
+            running += c
+            cumulative.append(running)
+        return HistogramSnapshot(self.buckets, tuple(cumulative), self.sum, self.count)
+
+
+class StatsBook:
+    """The counters and histograms the runtime updates as it works."""
+
+    __slots__ = (
+        "creation_time",
+        "deletion_time",
+        "instance_operations",
+        "is_running_time",
+        "life_duration",
+        "missed_updates",
+        "readiness_time",
+        "scale_operations",
+        "task_operations",
+    )
+
+    def __init__(self) -> None:
+        self.task_operations: Counter[str] = Counter()
+        self.scale_operations: Counter[str] = Counter()
+        self.instance_operations: Counter[str] = Counter()
+        self.missed_updates = 0
+        self.creation_time = Histogram()
+        self.is_running_time = Histogram()
+        self.deletion_time = Histogram()
+        self.readiness_time = Histogram()
+        self.life_duration = Histogram(LIFE_BUCKETS)
+
+
+@attrs.frozen(kw_only=True)
+class FleetStats:
+    """The fleet's figures at one instant, under GitLab's names.
+
+    ``tasks`` counts slots by state (idle, pending, reserved, acquired,
+    unavailable, unhealthy, unready); ``instances`` counts instances by lifecycle
+    state plus ``requested``. Counters are totals since the fleet started;
+    ``events_dropped`` counts events a full subscriber buffer refused.
+    """
+
+    tasks: Mapping[str, int]
+    instances: Mapping[str, int]
+    desired_instances: int
+    max_instances: int
+    capacity_per_instance: int
+    max_use_count: int
+    task_operations: Mapping[str, int]
+    scale_operations: Mapping[str, int]
+    instance_operations: Mapping[str, int]
+    missed_updates: int
+    events_dropped: int
+    histograms: Mapping[str, HistogramSnapshot]

@@ -1,0 +1,208 @@
+"""The instance table: one mutable record per instance, and its lifecycle as a table.
+
+Theory of operation
+-------------------
+Every change of an instance's :class:`~fleetkit.model.InstanceState` goes through
+:func:`transition`, which looks the (state, trigger) pair up in
+:data:`TRANSITIONS`; a pair not in the table is a bug in the runtime and raises
+:class:`LifecycleError` at once rather than leaving a half-moved instance. The
+table is the only place that says what can follow what (h11's ``_state.py``
+rule: everything that affects the state machine lives here).
+
+Triggers come from three sources: what the provider reports (``SEEN_*``,
+``GONE``), the ready-up task (``READY_UP_OK`` / ``READY_UP_FAILED``), and the
+runtime's own decisions (``DRAIN``, ``DELETE_ACCEPTED``). ``REQUESTED`` is not a
+record state: an accepted ``increase`` is only a count until the instance shows
+up with an id.
+
+The table also answers "may this instance take a job now" (:func:`pick_slot`,
+GitLab's acquire walk: oldest ready healthy instance, lowest free slot) and
+builds the frozen :class:`~fleetkit.model.Snapshot` the planner reads.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Mapping
+
+from fleetkit.model import ConnectInfo, Instance, InstanceState, Limits
+
+__all__ = ["TRANSITIONS", "LifecycleError", "Record", "Trigger", "pick_slot", "transition"]
+
+S = InstanceState
+
+
+class Trigger(enum.Enum):
+    """What moves an instance from one state to the next."""
+
+    SEEN_CREATING = "seen creating"
+    SEEN_RUNNING = "seen running"
+    READY_UP_OK = "ready-up succeeded"
+    READY_UP_FAILED = "ready-up failed"
+    DRAIN = "drain"
+    DELETE_ACCEPTED = "delete accepted"
+    SEEN_DELETING = "seen deleting"
+    GONE = "gone"
+
+
+T = Trigger
+
+#: state -> trigger -> next state. Absent pairs are impossible.
+TRANSITIONS: Mapping[InstanceState, Mapping[Trigger, InstanceState]] = {
+    S.CREATING: {
+        T.SEEN_CREATING: S.CREATING,
+        T.SEEN_RUNNING: S.RUNNING,
+        T.DRAIN: S.DRAINING,
+        T.SEEN_DELETING: S.DELETING,
+        T.GONE: S.DELETED,
+    },
+    S.RUNNING: {
+        T.SEEN_RUNNING: S.RUNNING,
+        T.READY_UP_OK: S.READY,
+        T.READY_UP_FAILED: S.DRAINING,
+        T.DRAIN: S.DRAINING,
+        T.SEEN_DELETING: S.DELETING,
+        T.GONE: S.DELETED,
+    },
+    S.READY: {
+        T.SEEN_RUNNING: S.READY,
+        T.DRAIN: S.DRAINING,
+        T.SEEN_DELETING: S.DELETING,
+        T.GONE: S.DELETED,
+    },
+    # A draining instance ignores late ready-up results and sightings: it only
+    # goes on to deletion.
+    S.DRAINING: {
+        T.SEEN_CREATING: S.DRAINING,
+        T.SEEN_RUNNING: S.DRAINING,
+        T.READY_UP_OK: S.DRAINING,
+        T.READY_UP_FAILED: S.DRAINING,
+        T.DRAIN: S.DRAINING,
+        T.DELETE_ACCEPTED: S.DELETING,
+        T.SEEN_DELETING: S.DELETING,
+        T.GONE: S.DELETED,
+    },
+    # The provider may still report an instance running for a while after an
+    # accepted decrease (AWS does); that does not bring it back.
+    S.DELETING: {
+        T.SEEN_CREATING: S.DELETING,
+        T.SEEN_RUNNING: S.DELETING,
+        T.READY_UP_OK: S.DELETING,
+        T.READY_UP_FAILED: S.DELETING,
+        T.DRAIN: S.DELETING,
+        T.DELETE_ACCEPTED: S.DELETING,
+        T.SEEN_DELETING: S.DELETING,
+        T.GONE: S.DELETED,
+    },
+    S.DELETED: {},
+}
+
+
+class LifecycleError(RuntimeError):
+    """An impossible lifecycle transition was attempted: a bug in the runtime."""
+
+
+class Record:
+    """The runtime's mutable view of one instance.
+
+    ``slots`` maps slot number to the acquisition key holding it. ``delete_due``
+    is the loop time at which ``decrease`` should be (re)issued, ``None`` when no
+    deletion is wanted. ``we_deleted`` tells an expected disappearance from an
+    unexpected one.
+    """
+
+    __slots__ = (
+        "created_at",
+        "delete_due",
+        "deletion_requested_at",
+        "drain_reason",
+        "health_failures",
+        "id",
+        "idle_since",
+        "info",
+        "owner",
+        "ready_at",
+        "running_at",
+        "slots",
+        "state",
+        "use_count",
+        "we_deleted",
+    )
+
+    def __init__(
+        self,
+        instance_id: str,
+        state: InstanceState,
+        created_at: float,
+        *,
+        owner: str | None = None,
+        use_count: int = 0,
+    ) -> None:
+        self.id = instance_id
+        self.state = state
+        self.created_at = created_at
+        self.owner = owner
+        self.use_count = use_count
+        self.ready_at: float | None = None
+        self.running_at: float | None = None
+        self.idle_since: float | None = None
+        self.health_failures = 0
+        self.slots: dict[int, str] = {}
+        self.info: ConnectInfo | None = None
+        self.delete_due: float | None = None
+        self.deletion_requested_at: float | None = None
+        self.drain_reason: str | None = None
+        self.we_deleted = False
+
+    def __repr__(self) -> str:
+        return (
+            f"Record({self.id!r}, {self.state.value}, slots={sorted(self.slots)}, "
+            f"use_count={self.use_count}, failures={self.health_failures})"
+        )
+
+    def freeze(self) -> Instance:
+        """This record as the planner's frozen :class:`~fleetkit.model.Instance`."""
+        return Instance(
+            id=self.id,
+            state=self.state,
+            created_at=self.created_at,
+            ready_at=self.ready_at,
+            slots_in_use=frozenset(self.slots),
+            use_count=self.use_count,
+            idle_since=self.idle_since,
+            health_failures=self.health_failures,
+            owner=self.owner,
+            drain_reason=self.drain_reason,
+        )
+
+    def takes_work(self, limits: Limits) -> bool:
+        """Whether a new acquisition may land here now."""
+        return (
+            self.state is S.READY
+            and (limits.failure_threshold == 0 or self.health_failures < limits.failure_threshold)
+            and (limits.max_use_count == 0 or self.use_count < limits.max_use_count)
+            and len(self.slots) < limits.capacity_per_instance
+        )
+
+
+def transition(record: Record, trigger: Trigger) -> InstanceState:
+    """Move ``record`` by ``trigger`` per :data:`TRANSITIONS`; return the old state."""
+    old = record.state
+    try:
+        record.state = TRANSITIONS[old][trigger]
+    except KeyError:
+        raise LifecycleError(
+            f"instance {record.id!r}: no transition from {old.value} on {trigger.value}"
+        ) from None
+    return old
+
+
+def pick_slot(records: Iterable[Record], limits: Limits) -> tuple[Record, int] | None:
+    """The slot an acquisition gets now: the first record (oldest first) that takes
+    work, and its lowest free slot number; ``None`` when no slot is free."""
+    for record in records:
+        if record.takes_work(limits):
+            for number in range(limits.capacity_per_instance):
+                if number not in record.slots:
+                    return record, number
+    return None
