@@ -27,7 +27,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from fleetkit.config._duration import parse_duration  # TEMP until config exports it
+from fleetkit.config import parse_duration
 from fleetkit.errors import ConfigError, Problem
 from fleetkit.jobs._job import DEFAULT_TIMEOUT, SHELLS, Job, Variable, is_variable_name
 

@@ -1,0 +1,103 @@
+"""Where a job's log goes: the :class:`LogSink` protocol and two sinks.
+
+The log a sink receives is already masked: secrets never reach a sink.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Protocol, Self
+
+__all__ = ["FileLog", "LogSink", "MemoryLog"]
+
+
+class LogSink(Protocol):
+    """**Protocol:** receives a job's log text as it is produced."""
+
+    @property
+    def location(self) -> str | None:
+        """Where the log can be read afterwards (a path), or ``None``."""
+        ...
+
+    async def write(self, text: str) -> None:
+        """Take the next piece of the log (any length, not split at lines)."""
+        ...
+
+
+class MemoryLog:
+    """Keeps the log in memory: all of it, or the last ``limit`` characters."""
+
+    __slots__ = ("_parts", "_size", "limit")
+
+    def __init__(self, limit: int | None = None) -> None:
+        self.limit = limit
+        self._parts: list[str] = []
+        self._size = 0
+
+    def __repr__(self) -> str:
+        return f"<MemoryLog {self._size} chars>"
+
+    @property
+    def location(self) -> None:
+        """A memory log has no location."""
+        return None
+
+    @property
+    def text(self) -> str:
+        """The log so far (its tail, when a limit is set)."""
+        return "".join(self._parts)
+
+    async def write(self, text: str) -> None:
+        """Append ``text``, dropping the oldest text beyond the limit."""
+        self._parts.append(text)
+        self._size += len(text)
+        if self.limit is not None and self._size > self.limit:
+            joined = "".join(self._parts)[-self.limit :]
+            self._parts = [joined]
+            self._size = len(joined)
+
+
+class FileLog:
+    """Writes the log to a file (created with its parent directories, mode 0600).
+
+    Use as a context manager, or call :meth:`close`.
+    """
+
+    __slots__ = ("_file", "path")
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.touch(mode=0o600)
+        self._file: IO[str] = self.path.open("a", encoding="utf-8")
+
+    def __repr__(self) -> str:
+        return f"<FileLog {str(self.path)!r}>"
+
+    @property
+    def location(self) -> str:
+        """The file's path."""
+        return str(self.path)
+
+    async def write(self, text: str) -> None:
+        """Append ``text`` and flush, so the file can be followed while the job runs."""
+        # A local append of a chunk does not block the loop for long; a thread
+        # hop per chunk would cost more than the write.
+        self._file.write(text)
+        self._file.flush()
+
+    def close(self) -> None:
+        """Close the file; idempotent."""
+        self._file.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -1,0 +1,310 @@
+"""Running one job on an acquired slot, through a connector.
+
+The flow follows GitLab's instance executor (spec §3.3): connect to the
+instance, prepare a build directory for this slot and job, upload the script
+with its variables, run it while streaming the (masked) log to the sink, and
+clean up. How it ends maps onto :class:`~fleetkit.jobs.JobStatus`: the
+script's exit code (success or failed), the job's timeout (timed out: the
+job's whole process group is ended, TERM then KILL), the caller's cancel
+(cancelled; the job is ended the same way before the cancel goes on), and
+anything that is not the job's fault, a lost instance or a broken connection
+(system failure, which a caller may retry on another instance).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+import anyio
+import anyio.abc
+
+import fleetkit
+from fleetkit.connector import Connection, Connector, ExitStatus, RunningCommand
+from fleetkit.errors import ConnectorError, FleetError
+from fleetkit.jobs import _script
+from fleetkit.jobs._job import Job, JobResult, JobStatus
+from fleetkit.jobs._log import LogSink
+from fleetkit.jobs._mask import Masker
+from fleetkit.jobs._slot import JobSlot, LosableSlot
+from fleetkit.model import ConnectInfo
+
+__all__ = ["run_job"]
+
+logger = logging.getLogger("fleetkit.jobs")
+
+# Bounds for the steps around the script, which should each take moments.
+_STEP_TIMEOUT = 60.0
+_CLEANUP_TIMEOUT = 30.0
+# How long the output may keep coming after the script's shell has exited
+# (a background process holding the pipe open is killed by run.sh).
+_DRAIN_TIMEOUT = 5.0
+
+
+class _SystemFailure(Exception):
+    """A step failed for a reason that is not the job's; ``str`` is safe to log."""
+
+
+async def run_job(
+    slot: JobSlot,
+    job: Job,
+    connector: Connector,
+    *,
+    log: LogSink,
+    builds_dir: str = "builds",
+    keep_build_dir: bool = False,
+    queued_at: float | None = None,
+    attempt: int = 1,
+    kill_grace: float = 5.0,
+    variables: Mapping[str, str] | None = None,
+) -> JobResult:
+    """Run ``job`` on ``slot`` through ``connector`` and return how it ended.
+
+    The build directory is ``builds_dir/INSTANCE/SLOT/JOB_ID`` on the instance
+    (a relative ``builds_dir`` is taken from the login directory, or from
+    ``$TMPDIR/fleetkit-UID`` where that is not writable), emptied first and
+    removed afterwards unless ``keep_build_dir``. The script sees GitLab's
+    ``CI_*`` variables, ``FLEETKIT_INSTANCE_ID``/``FLEETKIT_SLOT``/``FLEETKIT_ATTEMPT``,
+    then ``variables`` (e.g. a runner's ``environment``), then the job's own.
+    Masked values are replaced by ``[MASKED]`` before the log reaches ``log``.
+
+    Past ``job.timeout`` the job's processes get TERM, and KILL ``kill_grace``
+    seconds later. When ``slot`` is a :class:`~fleetkit.jobs.LosableSlot`,
+    losing its instance ends the job as a system failure, and failing to reach
+    the instance is reported to the slot. Cancelling the caller ends the job's
+    processes and cleans up (shielded, bounded) before the cancel goes on.
+    ``queued_at`` (runtime clock) defaults to the start; ``attempt`` counts
+    tries of the same job.
+    """
+    started = anyio.current_time()
+    run = _Run(slot, job, log, builds_dir, keep_build_dir, kill_grace, attempt, variables)
+    status, exit_code, message = await run.execute(connector)
+    return JobResult(
+        job_id=job.id,
+        name=job.name,
+        status=status,
+        exit_code=exit_code,
+        queued_at=started if queued_at is None else queued_at,
+        started_at=started,
+        finished_at=anyio.current_time(),
+        instance_id=slot.instance_id,
+        slot=slot.number,
+        log=log.location,
+        attempt=attempt,
+        allow_failure=job.allow_failure,
+        message=message,
+    )
+
+
+class _Run:
+    """One attempt at a job: the state its steps share."""
+
+    def __init__(
+        self,
+        slot: JobSlot,
+        job: Job,
+        log: LogSink,
+        builds_dir: str,
+        keep_build_dir: bool,
+        kill_grace: float,
+        attempt: int,
+        variables: Mapping[str, str] | None,
+    ) -> None:
+        self.slot = slot
+        self.job = job
+        self.log = log
+        self.builds_dir = builds_dir
+        self.keep_build_dir = keep_build_dir
+        self.kill_grace = kill_grace
+        self.attempt = attempt
+        self.variables = dict(variables or {})
+        self.relative = _script.relative_project_dir(slot.instance_id, slot.number, job.id)
+        self.paths: _script.JobPaths | None = None
+        self.timed_out = False
+
+    def _where(self) -> str:
+        return f"job {self.job.id} ({self.job.name!r}) on {self.slot.instance_id} slot {self.slot.number}"
+
+    async def execute(self, connector: Connector) -> tuple[JobStatus, int | None, str | None]:
+        """Run every step; return status, exit code and a failure message."""
+        await self.log.write(
+            f"Running with fleetkit {fleetkit.__version__}\n"
+            f"Running job {self.job.id} ({self.job.name}) on instance "
+            f"{self.slot.instance_id} slot {self.slot.number}, attempt {self.attempt}\n"
+        )
+        info = self.slot.connect_info
+        if info is None:
+            return await self._system_failure("the slot has no connect info")
+        with anyio.CancelScope() as lost_scope:
+            if isinstance(self.slot, LosableSlot):
+                self.slot.attach(lost_scope)
+            try:
+                return await self._connected(connector, info)
+            except _SystemFailure as exc:
+                return await self._system_failure(str(exc))
+            except anyio.get_cancelled_exc_class():
+                if not lost_scope.cancel_called:
+                    with anyio.CancelScope(shield=True):
+                        await self.log.write("ERROR: Job cancelled\n")
+                raise
+        # Only a lost instance cancels lost_scope.
+        error = getattr(self.slot, "lost_error", None)
+        reason = str(error) if isinstance(error, FleetError) else "the instance was lost"
+        return await self._system_failure(reason)
+
+    async def _system_failure(self, reason: str) -> tuple[JobStatus, int | None, str | None]:
+        logger.warning("%s: system failure: %s", self._where(), reason)
+        with anyio.CancelScope(shield=True):
+            await self.log.write(f"ERROR: Job failed (system failure): {reason}\n")
+        return JobStatus.SYSTEM_FAILURE, None, reason
+
+    async def _connected(
+        self, connector: Connector, info: ConnectInfo
+    ) -> tuple[JobStatus, int | None, str | None]:
+        try:
+            async with connector.connect(info) as conn:
+                try:
+                    await self._prepare(conn)
+                    status = await self._script(conn)
+                finally:
+                    # Runs on cancel too: end the job's processes, remove its files.
+                    with anyio.CancelScope(shield=True):
+                        await self._cleanup(conn)
+        except ConnectorError as exc:
+            if isinstance(self.slot, LosableSlot):
+                self.slot.report_failure()
+            raise _SystemFailure(f"{type(exc).__name__}: {exc}") from exc
+        return await self._finish(status)
+
+    async def _prepare(self, conn: Connection) -> None:
+        cmd = _script.resolve_command(self.builds_dir, self.relative)
+        result = await conn.run(cmd, timeout=_STEP_TIMEOUT)
+        if not result.ok:
+            # Two jobs cleaning and creating the same shared parents can race;
+            # one retry settles it.
+            result = await conn.run(cmd, timeout=_STEP_TIMEOUT)
+        if not result.ok:
+            raise _SystemFailure(
+                f"could not prepare the build directory: {result.stderr_text.strip()[-300:]}"
+            )
+        self.paths = _script.parse_resolved(result.stdout_text)
+        env = self._environment(self.paths)
+        writer = _script.write_script(self.paths, self.job.shell, self.job.script, env)
+        result = await conn.run("sh -s", stdin=writer, timeout=_STEP_TIMEOUT)
+        if not result.ok:
+            raise _SystemFailure(
+                f"could not upload the job script: {result.stderr_text.strip()[-300:]}"
+            )
+
+    def _environment(self, paths: _script.JobPaths) -> dict[str, str]:
+        job, slot = self.job, self.slot
+        env = {
+            "CI": "true",
+            "GITLAB_CI": "true",
+            "CI_SERVER": "yes",
+            "CI_JOB_ID": str(job.id),
+            "CI_JOB_NAME": job.name,
+            "CI_JOB_TIMEOUT": str(int(job.timeout.total_seconds())),
+            "CI_BUILDS_DIR": paths.builds_dir,
+            "CI_PROJECT_DIR": paths.project_dir,
+            "CI_CONCURRENT_ID": str(slot.number),
+            "CI_RUNNER_EXECUTABLE_ARCH": _arch(slot.connect_info),
+            "FLEETKIT_INSTANCE_ID": slot.instance_id,
+            "FLEETKIT_SLOT": str(slot.number),
+            "FLEETKIT_ATTEMPT": str(self.attempt),
+        }
+        if job.image:
+            env["CI_JOB_IMAGE"] = job.image
+        env.update(self.variables)
+        env.update(job.environment())
+        return env
+
+    async def _script(self, conn: Connection) -> ExitStatus | None:
+        assert self.paths is not None
+        masked = self.job.masked_values
+        async with (
+            conn.stream(_script.run_command(self.paths)) as proc,
+            anyio.create_task_group() as pumps,
+        ):
+            pumps.start_soon(self._pump, proc.stdout, Masker(masked))
+            pumps.start_soon(self._pump, proc.stderr, Masker(masked))
+            # Errors are caught inside the task group: one escaping it would
+            # arrive wrapped in an ExceptionGroup.
+            status, lost = await self._wait(conn, proc)
+            # The output pipes close when the job's session ends.
+            pumps.cancel_scope.deadline = anyio.current_time() + _DRAIN_TIMEOUT
+        if lost is not None:
+            raise lost
+        return status
+
+    async def _wait(
+        self, conn: Connection, proc: RunningCommand
+    ) -> tuple[ExitStatus | None, ConnectorError | None]:
+        try:
+            with anyio.move_on_after(self.job.timeout.total_seconds()):
+                return await proc.wait(), None
+            self.timed_out = True
+            await self._end(conn, proc)
+            with anyio.move_on_after(self.kill_grace + _STEP_TIMEOUT):
+                return await proc.wait(), None
+            return None, None
+        except ConnectorError as exc:
+            return None, exc
+
+    async def _pump(self, stream: anyio.abc.ByteReceiveStream, masker: Masker) -> None:
+        try:
+            async for chunk in stream:
+                text = masker.feed(chunk)
+                if text:
+                    await self.log.write(text)
+        except (ConnectorError, anyio.BrokenResourceError, anyio.ClosedResourceError):
+            pass  # the wait() beside it reports the broken connection
+        finally:
+            with anyio.CancelScope(shield=True):
+                tail = masker.flush()
+                if tail:
+                    await self.log.write(tail)
+
+    async def _end(self, conn: Connection, proc: RunningCommand) -> None:
+        """TERM the job's session, then KILL it if it outlives the grace period."""
+        assert self.paths is not None
+        await conn.run(_script.kill_command(self.paths, "TERM"), timeout=_STEP_TIMEOUT)
+        with anyio.move_on_after(self.kill_grace):
+            await proc.wait()
+            return
+        await conn.run(_script.kill_command(self.paths, "KILL"), timeout=_STEP_TIMEOUT)
+
+    async def _cleanup(self, conn: Connection) -> None:
+        if self.paths is None:
+            return
+        with anyio.move_on_after(_CLEANUP_TIMEOUT):
+            try:
+                # Ends whatever is left of the job (after a cancel), then removes files.
+                await conn.run(_script.kill_command(self.paths, "KILL"), timeout=_STEP_TIMEOUT)
+                command = _script.cleanup_command(
+                    self.paths, self.relative, keep_project=self.keep_build_dir
+                )
+                await conn.run(command, timeout=_STEP_TIMEOUT)
+            except ConnectorError as exc:
+                logger.warning("%s: cleanup failed: %s", self._where(), exc)
+
+    async def _finish(self, status: ExitStatus | None) -> tuple[JobStatus, int | None, str | None]:
+        if self.timed_out:
+            message = f"execution took longer than {self.job.timeout} (job timeout)"
+            await self.log.write(f"ERROR: Job failed: {message}\n")
+            return JobStatus.TIMED_OUT, None, message
+        if status is None:
+            raise _SystemFailure("the job's command did not report an exit status")
+        if status.exit_code == 0:
+            await self.log.write("Job succeeded\n")
+            return JobStatus.SUCCESS, 0, None
+        if status.exit_code is None:
+            message = f"killed by signal {status.signal}"
+        else:
+            message = f"exit code {status.exit_code}"
+        await self.log.write(f"ERROR: Job failed: {message}\n")
+        return JobStatus.FAILED, status.exit_code, message
+
+
+def _arch(info: ConnectInfo | None) -> str:
+    return f"{info.os}/{info.arch}" if info is not None else "unknown"

@@ -1,0 +1,157 @@
+"""run_job against a real OpenSSH server: variables, masking, exit codes, timeouts, cleanup."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import anyio
+import pytest
+
+from fleetkit.connector.ssh import SSHConnector
+from fleetkit.jobs import MASK, Job, JobStatus, MemoryLog, Variable, run_job
+from fleetkit.testing.sshd import TestSSHD
+from tests.integration.jobs_support import StaticSlot, processes_with
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """asyncssh runs on asyncio only."""
+    return "asyncio"
+
+
+@pytest.fixture
+async def ssh() -> AsyncIterator[SSHConnector]:
+    """An SSH connector, closed after the test."""
+    async with SSHConnector(dial_timeout=10) as connector:
+        yield connector
+
+
+def _slot(sshd: TestSSHD, number: int = 1) -> StaticSlot:
+    return StaticSlot("sshd-0", number, sshd.connect_info("sshd-0"))
+
+
+@pytest.mark.anyio
+async def test_job_sees_ci_variables_and_secret_is_masked(
+    sshd: TestSSHD, ssh: SSHConnector
+) -> None:
+    """The script sees GitLab's and fleetkit's variables, and a masked value never reaches the log."""
+    secret = "tok-" + secrets.token_hex(8)
+    job = Job(
+        id=42,
+        name="vars",
+        shell="sh",
+        script=(
+            'echo "id=$CI_JOB_ID name=$CI_JOB_NAME slot=$FLEETKIT_SLOT ci=$CI gitlab=$GITLAB_CI"\n'
+            'echo "instance=$FLEETKIT_INSTANCE_ID dir=$CI_PROJECT_DIR pwd=$(pwd)"\n'
+            'echo "secret=$TOKEN" ; echo "to stderr $TOKEN" >&2\n'
+            'echo "plain=$PLAIN"\n'
+        ),
+        variables=[Variable("TOKEN", secret, masked=True), Variable("PLAIN", "visible")],
+    )
+    log = MemoryLog()
+    result = await run_job(_slot(sshd), job, ssh, log=log)
+    assert result.status is JobStatus.SUCCESS, log.text
+    assert (result.exit_code, result.instance_id, result.slot) == (0, "sshd-0", 1)
+    assert "id=42 name=vars slot=1 ci=true gitlab=true" in log.text
+    assert f"secret={MASK}" in log.text
+    assert f"to stderr {MASK}" in log.text
+    assert "plain=visible" in log.text
+    assert secret not in log.text
+    line = next(x for x in log.text.splitlines() if x.startswith("instance="))
+    project_dir = line.split("dir=")[1].split()[0]
+    assert project_dir.endswith("/sshd-0/1/42")
+    assert line.endswith(f"pwd={project_dir}")
+    async with ssh.connect(sshd.connect_info("sshd-0")) as conn:
+        gone = await conn.run(f"test -e {project_dir} || test -e {project_dir}.tmp")
+    assert gone.exit_code == 1  # the build directory was removed
+
+
+@pytest.mark.anyio
+async def test_failing_script_reports_its_exit_code(sshd: TestSSHD, ssh: SSHConnector) -> None:
+    """A script stops at its first failing command (pipes included in bash) with its exit code."""
+    log = MemoryLog()
+    piped = Job(id=1, name="pipe", script="echo before\nfalse | true\necho after\n")
+    result = await run_job(_slot(sshd), piped, ssh, log=log)
+    assert (result.status, result.exit_code) == (JobStatus.FAILED, 1)
+    assert "before" in log.text
+    assert "after" not in log.text
+    log = MemoryLog()
+    three = Job(id=2, name="three", shell="sh", script="(exit 3)\necho after\n")
+    result = await run_job(_slot(sshd), three, ssh, log=log)
+    assert (result.status, result.exit_code) == (JobStatus.FAILED, 3)
+    assert "after" not in log.text
+    assert "ERROR: Job failed: exit code 3" in log.text
+
+
+@pytest.mark.anyio
+async def test_timeout_ends_every_process_of_the_job(sshd: TestSSHD, ssh: SSHConnector) -> None:
+    """Past its timeout the job and the processes it started are gone, and it counts as timed out."""
+    marker = str(3000 + secrets.randbelow(900))
+    job = Job(
+        id=7,
+        name="sleeps",
+        shell="sh",
+        # A background child and a TERM-ignoring foreground child: both must end.
+        script=f"sleep {marker}1 &\ntrap '' TERM\necho started\nsleep {marker}2\n",
+        timeout=timedelta(seconds=1),
+    )
+    log = MemoryLog()
+    with anyio.fail_after(30):
+        result = await run_job(_slot(sshd), job, ssh, log=log, kill_grace=0.5)
+    assert result.status is JobStatus.TIMED_OUT, log.text
+    assert "started" in log.text
+    assert "job timeout" in (result.message or "")
+    assert result.duration is not None
+    assert result.duration < 10
+    assert processes_with(f"sleep {marker}") == []
+
+
+@pytest.mark.anyio
+async def test_kept_build_dir_stays_without_its_secrets(sshd: TestSSHD, ssh: SSHConnector) -> None:
+    """With keep_build_dir the project directory stays, the private files with variables do not."""
+    job = Job(id=9, name="keep", shell="sh", script="echo artifact > out.txt\npwd\n")
+    log = MemoryLog()
+    result = await run_job(_slot(sshd, 0), job, ssh, log=log, keep_build_dir=True)
+    assert result.ok, log.text
+    project_dir = next(x for x in log.text.splitlines() if x.startswith("/"))
+    async with ssh.connect(sshd.connect_info("sshd-0")) as conn:
+        kept = await conn.run(f"cat {project_dir}/out.txt; test -e {project_dir}.tmp")
+        await conn.run(f"rm -rf {project_dir}")
+    assert kept.stdout_text == "artifact\n"
+    assert kept.exit_code == 1
+
+
+@pytest.mark.anyio
+async def test_unreachable_instance_is_a_system_failure(sshd: TestSSHD) -> None:
+    """A slot whose instance refuses connections ends as a system failure, not a job failure."""
+    info = sshd.connect_info("gone", protocol_port=1)
+    log = MemoryLog()
+    async with SSHConnector(dial_timeout=0.5) as ssh:
+        result = await run_job(
+            StaticSlot("gone", 0, info), Job(id=1, name="x", script="true"), ssh, log=log
+        )
+    assert result.status is JobStatus.SYSTEM_FAILURE
+    assert result.message is not None
+    assert "ConnectTimeout" in result.message
+    assert "system failure" in log.text
+
+
+@pytest.mark.anyio
+async def test_cancel_ends_the_job_and_cleans_up(sshd: TestSSHD, ssh: SSHConnector) -> None:
+    """Cancelling run_job ends the remote processes and removes the build directory."""
+    marker = str(4000 + secrets.randbelow(900))
+    job = Job(id=5, name="long", shell="sh", script=f"echo $CI_PROJECT_DIR\nsleep {marker}\n")
+    log = MemoryLog()
+    with anyio.move_on_after(1.5) as scope:
+        await run_job(_slot(sshd), job, ssh, log=log)
+    assert scope.cancelled_caught
+    assert "Job cancelled" in log.text
+    assert processes_with(f"sleep {marker}") == []
+    project_dir = log.text.splitlines()[2]
+    async with ssh.connect(sshd.connect_info("sshd-0")) as conn:
+        gone = await conn.run(f"test -e {project_dir}")
+    assert gone.exit_code == 1
