@@ -148,6 +148,7 @@ class AWSInstanceGroup:
         owner: str | None = None,
         rng: random.Random | None = None,
         retry: RetryPolicy | None = None,
+        wall_clock: Callable[[], datetime] | None = None,
     ) -> Self:
         """Validate ``plugin_config`` (GitLab's AWS plugin keys plus
         ``endpoint_url``) without I/O; raise :class:`ConfigError` naming each
@@ -158,6 +159,7 @@ class AWSInstanceGroup:
             owner=owner,
             rng=rng,
             retry=retry,
+            wall_clock=wall_clock,
         )
 
     def __repr__(self) -> str:
