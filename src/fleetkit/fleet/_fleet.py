@@ -269,7 +269,7 @@ class Fleet:
         try:
             if self.settings.delete_instances_on_shutdown:
                 await self._delete_everything()
-            await self._persist(force=True)
+            self._persist(force=True)
         finally:
             self._open = False
             await self._calls.shutdown()
@@ -405,7 +405,7 @@ class Fleet:
         if the_plan.provision is not None:
             await self._provision(the_plan.provision.count)
         self._start_heartbeats(loop_time())
-        await self._persist()
+        self._persist()
         now = loop_time()
         return self._next_wake(now, policy) - now
 
@@ -819,7 +819,7 @@ class Fleet:
                 self._next_poll, now + self.settings.update_interval_when_expecting
             )
 
-    async def _persist(self, *, force: bool = False) -> None:
+    def _persist(self, *, force: bool = False) -> None:
         if self._store is None or not (self._dirty or force):
             return
         self._dirty = False
@@ -829,7 +829,9 @@ class Fleet:
             )
             for r in self._records.values()
         }
-        await anyio.to_thread.run_sync(self._store.save, table)
+        # Written inline, not in a worker thread: the file is small, and a thread
+        # would let a virtual clock (trio's MockClock) jump while it runs.
+        self._store.save(table)
 
     def _publish(self, event: FleetEvent) -> None:
         if self._hub.active:
