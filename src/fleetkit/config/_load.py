@@ -460,7 +460,7 @@ class _Shape:
                 continue
             here = _header(path)
             elsewhere = [h for h in homes.get(key, ()) if h != here]
-            if elsewhere and not closest(key, names):
+            if elsewhere:
                 message = f"is not a key of {here}; it belongs in {_where(tuple(elsewhere))}"
             else:
                 message = f"is not a key of {here}{did_you_mean(key, names)}"

@@ -10,7 +10,7 @@ back.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -54,6 +54,20 @@ def masked(value: object) -> object:
     return value
 
 
+# Named converters rather than ``converter=tuple``: mypy's attrs plugin cannot
+# bind tuple's type parameter, and callers would need type: ignore.
+def _policies(value: Iterable[Policy]) -> tuple[Policy, ...]:
+    return tuple(value)
+
+
+def _strings(value: Iterable[str]) -> tuple[str, ...]:
+    return tuple(value)
+
+
+def _runners(value: Iterable[Runner]) -> tuple[Runner, ...]:
+    return tuple(value)
+
+
 def _masked_repr(value: object) -> str:
     return repr(masked(value))
 
@@ -95,7 +109,7 @@ def _buckets(
         raise ValueError(f"histogram buckets must be in increasing order, got {list(value)}")
 
 
-def _optional_tuple(value: Any) -> tuple[float, ...] | None:
+def _optional_tuple(value: Iterable[float] | None) -> tuple[float, ...] | None:
     return None if value is None else tuple(value)
 
 
@@ -201,7 +215,7 @@ class AutoscalerConfig:
     log_external_ip: bool = False
     delete_instances_on_shutdown: bool = False
     connector_config: ConnectorConfig = attrs.field(factory=ConnectorConfig, validator=_protocol)
-    policy: tuple[Policy, ...] = attrs.field(default=(), converter=tuple)
+    policy: tuple[Policy, ...] = attrs.field(default=(), converter=_policies)
     vm_isolation: VMIsolation = attrs.field(factory=VMIsolation)
     state_storage: StateStorage = attrs.field(factory=StateStorage)
     instance_operation_time_buckets: tuple[float, ...] | None = _bucket_field()
@@ -240,7 +254,7 @@ class AutoscalerConfig:
 class InstanceConfig:
     """``[runners.instance]``: image allow-list and build directory sharing."""
 
-    allowed_images: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    allowed_images: tuple[str, ...] = attrs.field(default=(), converter=_strings)
     use_common_build_dir: bool = False
 
 
@@ -294,7 +308,7 @@ class Config:
     """
 
     concurrent: int | None = attrs.field(default=None)
-    runners: tuple[Runner, ...] = attrs.field(default=(), converter=tuple)
+    runners: tuple[Runner, ...] = attrs.field(default=(), converter=_runners)
     extra: Mapping[str, Any] = _extra_field()
     warnings: tuple[Problem, ...] = attrs.field(default=(), eq=False)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 
-__all__ = ["GLOBAL_KEYS", "RUNNER_KEYS", "closest", "did_you_mean"]
+__all__ = ["EXECUTORS", "GLOBAL_KEYS", "RUNNER_KEYS", "closest", "did_you_mean"]
 
 GLOBAL_KEYS = frozenset(
     {
@@ -107,8 +107,19 @@ EXECUTORS = (
 
 def closest(word: str, candidates: Iterable[str]) -> str | None:
     """The candidate most like ``word``, if any is close enough to be a likely typo."""
-    found = difflib.get_close_matches(word, sorted(candidates), n=1, cutoff=0.6)
-    return found[0] if found else None
+    ordered = sorted(candidates)
+    found = difflib.get_close_matches(word, ordered, n=1, cutoff=0.6)
+    if found:
+        return found[0]
+    # Snake-case keys that differ in one whole word (key_file for key_path) look
+    # unlike each other letter by letter, yet are the usual slip.
+    words = word.split("_")
+    for candidate in ordered:
+        other = candidate.split("_")
+        same_shape = len(words) > 1 and len(other) == len(words)
+        if same_shape and sum(a != b for a, b in zip(words, other, strict=True)) == 1:
+            return candidate
+    return None
 
 
 def did_you_mean(word: str, candidates: Iterable[str]) -> str:

@@ -1,0 +1,143 @@
+"""``fleetkit validate CONFIG``: check a config.toml and summarise it on one screen.
+
+Prints ``OK`` and a summary (runners, plugin, capacity, limits, policies and the
+one active now) with any warnings, exit status 0; or every problem on stderr,
+exit status 1. A missing or unreadable file is a problem too (1); bad arguments
+are argparse's usage errors (2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+from fleetkit.config import Config, Runner, format_duration, load
+from fleetkit.errors import ConfigError
+from fleetkit.model import ConnectorConfig
+from fleetkit.policy import Policy
+
+__all__ = ["register", "run", "summary"]
+
+
+def register(commands: argparse._SubParsersAction[Any]) -> None:
+    """Add ``validate`` to the ``fleetkit`` command."""
+    parser = commands.add_parser(
+        "validate",
+        help="check a config.toml and summarise it",
+        description="Check a GitLab Runner config.toml the way fleetkit reads it: print OK "
+        "and a summary, or every problem with its TOML path.",
+    )
+    parser.add_argument("config", metavar="CONFIG", type=Path, help="path to config.toml")
+    parser.add_argument(
+        "--at",
+        metavar="WHEN",
+        type=_instant,
+        help="show the policy active at this ISO 8601 instant (default: now; naive is UTC)",
+    )
+    parser.set_defaults(run=run)
+
+
+def _instant(text: str) -> datetime:
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an ISO 8601 date and time (e.g. 2026-03-02T09:00+01:00)"
+        ) from None
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+
+def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    """Validate ``args.config``; 0 when it loads, 1 when it has problems."""
+    out = out or sys.stdout
+    err = err or sys.stderr
+    path: Path = args.config
+    try:
+        config = load(path)
+    except ConfigError as exc:
+        count = len(exc.problems)
+        print(f"{path}: {count} problem{'s' if count != 1 else ''}", file=err)
+        for problem in exc.problems:
+            print(f"  - {problem}", file=err)
+        return 1
+    at: datetime = args.at or datetime.now(UTC)
+    print(f"OK {path}", file=out)
+    for line in summary(config, at):
+        print(line, file=out)
+    return 0
+
+
+def summary(config: Config, at: datetime) -> Iterator[str]:
+    """The lines of the one-screen summary, with policies evaluated at ``at``."""
+    concurrent = "not set" if config.concurrent is None else str(config.concurrent)
+    yield f"concurrent: {concurrent}"
+    for index, runner in enumerate(config.runners):
+        yield from _runner(index, runner, at)
+    if config.warnings:
+        yield f"{len(config.warnings)} warning{'s' if len(config.warnings) != 1 else ''}:"
+        yield from (f"  - {w}" for w in config.warnings)
+
+
+def _runner(index: int, runner: Runner, at: datetime) -> Iterator[str]:
+    name = f" {runner.name!r}" if runner.name else ""
+    head = f"runners[{index}]{name}: executor {runner.executor or 'not set'}"
+    scaler = runner.autoscaler
+    if scaler is None or not runner.autoscaled:
+        yield f"{head} (not driven by fleetkit)"
+        return
+    yield f"{head}, url {runner.url or 'not set'}"
+    keys = ", ".join(scaler.plugin_config) or "none"
+    yield f"  plugin: {scaler.plugin} (plugin_config keys: {keys})"
+    limits = scaler.limits()
+    most = limits.max_instances or "unlimited"
+    slots = limits.max_instances * limits.capacity_per_instance or "unlimited"
+    uses = limits.max_use_count or "unlimited"
+    yield (
+        f"  capacity: {limits.capacity_per_instance} per instance, max_instances {most} "
+        f"({slots} slots), max_use_count {uses}"
+    )
+    yield f"  connector: {_connector(scaler.connector_config)}"
+    if scaler.vm_isolation.enabled:
+        vm = scaler.vm_isolation
+        yield f"  vm isolation: nesting at {vm.nesting_host or 'not set'}, image {vm.image or 'per job'}"
+    schedule = scaler.schedule()
+    active = schedule.active(at)
+    when = at.isoformat(timespec="minutes")
+    if not schedule.policies:
+        yield f"  policies: none; at {when} the default applies: {_policy(active)}"
+        return
+    yield f"  policies ({len(schedule.policies)}, the last matching one wins):"
+    for number, policy in enumerate(schedule.policies):
+        mark = f"  <- active at {when}" if policy is active else ""
+        yield f"    [{number}] {_periods(policy, at)}: {_policy(policy)}{mark}"
+    if not any(p is active for p in schedule.policies):
+        yield f"    none matches at {when}; the default applies: {_policy(active)}"
+
+
+def _connector(connector: ConnectorConfig) -> str:
+    parts = [connector.protocol or "ssh (default)"]
+    if connector.username:
+        parts.append(f"as {connector.username}")
+    parts.append("external address" if connector.use_external_addr else "internal address")
+    if connector.timeout:
+        parts.append(f"timeout {format_duration(connector.timeout)}")
+    return ", ".join(parts)
+
+
+def _periods(policy: Policy, at: datetime) -> str:
+    # Without a timezone the policy reads its periods in the instant's own zone.
+    zone = policy.timezone or f"{at.tzname()}, no timezone set"
+    return f"{' | '.join(policy.periods)} ({zone})"
+
+
+def _policy(policy: Policy) -> str:
+    text = f"idle_count {policy.idle_count}, idle_time {format_duration(policy.idle_time)}"
+    if policy.scale_factor:
+        limit = policy.scale_factor_limit or "no limit"
+        text += f", scale_factor {policy.scale_factor:g} (limit {limit})"
+    text += ", preemptive" if policy.preemptive else ", not preemptive"
+    return text
