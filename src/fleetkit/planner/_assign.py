@@ -58,25 +58,42 @@ def assign(
     given: dict[str, int] = {}
     if not pending:
         return assignments, given
-    takers = [(seniority(i), i) for i in instances if room(i, limits) > 0]
-    takers.sort(key=lambda pair: pair[0])
     cap = limits.capacity_per_instance
+    max_use = limits.max_use_count
+    threshold = limits.failure_threshold
+    # room() and seniority() inlined: this loop runs over every instance on every
+    # plan, and the benchmark's 10,000-instance budget is 20 ms.
+    takers: list[tuple[float, float, str, int, frozenset[int]]] = []
+    for i in instances:
+        if i.state is not _READY or (threshold and i.health_failures >= threshold):
+            continue
+        used = i.slots_in_use
+        left = cap - len(used)
+        if max_use and max_use - i.use_count < left:
+            left = max_use - i.use_count
+        if left > 0:
+            ready_at = i.ready_at
+            created = i.created_at
+            takers.append((created if ready_at is None else ready_at, created, i.id, left, used))
+    # Ids are unique, so the sort never compares past the id.
+    takers.sort()
     total = len(pending)
     next_key = 0
-    for _, instance in takers:
-        left = room(instance, limits)
-        used = instance.slots_in_use
-        instance_id = instance.id
-        taken = 0
-        for slot in range(cap):
-            if slot in used:
-                continue
-            assignments.append(Assignment(pending[next_key], instance_id, slot))
+    free_slots: dict[frozenset[int], tuple[int, ...]] = {}
+    # tuple.__new__ straight from a tuple: no Python-level __init__ per assignment.
+    new_assignment = tuple.__new__
+    append = assignments.append
+    for _, _, instance_id, left, used in takers:
+        slots = free_slots.get(used)
+        if slots is None:
+            slots = free_slots[used] = tuple(s for s in range(cap) if s not in used)
+        left = min(left, total - next_key)
+        if left < len(slots):
+            slots = slots[:left]
+        for slot in slots:
+            append(new_assignment(Assignment, (pending[next_key], instance_id, slot)))
             next_key += 1
-            taken += 1
-            if taken == left or next_key == total:
-                break
-        given[instance_id] = taken
+        given[instance_id] = left
         if next_key == total:
             break
     return assignments, given

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 from fleetkit.errors import ConfigError, Problem
 from fleetkit.model import Instance, InstanceState, Limits, Snapshot
-from fleetkit.planner._assign import assign, is_unhealthy
+from fleetkit.planner._assign import assign
 from fleetkit.planner._decisions import (
     Deprovision,
     Drained,
@@ -58,8 +58,8 @@ __all__ = ["plan"]
 
 _READY = InstanceState.READY
 _DRAINING = InstanceState.DRAINING
-_LEAVING = frozenset({InstanceState.DELETING, InstanceState.DELETED})
-_BOOTING = frozenset({InstanceState.CREATING, InstanceState.RUNNING})
+_DELETING = InstanceState.DELETING
+_DELETED = InstanceState.DELETED
 
 
 def _ceil_div(a: int, b: int) -> int:
@@ -111,7 +111,7 @@ def _forced_reason(
         return Unhealthy(instance.health_failures, limits.failure_threshold)
     if state is _READY and limits.max_use_count and uses >= limits.max_use_count:
         return UseCountExhausted(uses, limits.max_use_count)
-    if state in _BOOTING and limits.ready_timeout is not None:
+    if state is not _READY and limits.ready_timeout is not None:
         waited = now - instance.created_at
         if waited >= limits.ready_timeout:
             return NotReadyInTime(waited, limits.ready_timeout)
@@ -177,14 +177,16 @@ def plan(snapshot: Snapshot, policy: Policy, limits: Limits, now: float) -> Plan
     # unavailable slots); and free instances still booting.
     free_ready: list[tuple[float, float, str, int, int]] = []
     booting_free: list[Instance] = []
+    threshold = limits.failure_threshold
     for instance in snapshot.instances:
         state = instance.state
-        if state in _LEAVING:
+        # Identity tests, not set membership: Enum.__hash__ is Python code.
+        if state is _DELETING or state is _DELETED:
             continue
         extra = given.get(instance.id, 0) if given else 0
         busy = len(instance.slots_in_use) + extra
         uses = instance.use_count + extra
-        unhealthy = is_unhealthy(instance, limits)
+        unhealthy = threshold > 0 and instance.health_failures >= threshold
         if busy == 0:
             reason = _forced_reason(instance, uses, unhealthy, limits, now)
             if reason is not None:
@@ -192,11 +194,13 @@ def plan(snapshot: Snapshot, policy: Policy, limits: Limits, now: float) -> Plan
                 continue
         counted += 1
         acquired += busy
-        free = max(cap - busy, 0)
+        free = cap - busy if busy < cap else 0
         if state is _DRAINING or unhealthy:
             unavailable += free
         elif state is _READY:
-            usable = min(free, max(max_use - uses, 0)) if max_use else free
+            usable = free
+            if max_use and max_use - uses < free:
+                usable = max_use - uses if uses < max_use else 0
             unavailable += free - usable
             idle += usable
             if busy == 0:
