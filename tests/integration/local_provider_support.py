@@ -14,6 +14,7 @@ from typing import Any
 
 import anyio
 
+from fleetkit._sshd import _exists
 from fleetkit.model import ConnectorConfig
 from fleetkit.provider.local import LocalInstanceGroup
 from tests.support import require_executable
@@ -29,11 +30,7 @@ def require_sshd() -> None:
 
 def running(pid: int) -> bool:
     """Whether ``pid`` is a live process (a zombie has ended)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rindex(")") + 2] != "Z"
+    return _exists(pid)
 
 
 def processes_under(path: Path) -> list[int]:
@@ -44,13 +41,36 @@ def processes_under(path: Path) -> list[int]:
         if not entry.name.isdigit() or not running(int(entry.name)):
             continue
         try:
-            args = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+            # A retitled sshd holds all its arguments in one blank-separated string.
+            args = (
+                (entry / "cmdline").read_bytes().decode(errors="replace").replace("\0", " ").split()
+            )
             cwd = os.readlink(entry / "cwd")
         except OSError:
             continue
         if any(a.startswith(prefix) for a in args) or cwd.startswith(prefix):
             found.append(int(entry.name))
     return found
+
+
+def instance_process(sandbox: Path) -> int:
+    """The one process that is the instance (not its per-connection children)."""
+    pids = processes_under(sandbox)
+    tops = [pid for pid in pids if _parent(pid) not in pids]
+    assert len(tops) == 1, f"expected one instance process under {sandbox}, found {tops}"
+    return tops[0]
+
+
+def _parent(pid: int) -> int:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat[stat.rindex(")") + 2 :].split()[1])
+
+
+def instances_up(owner_dir: Path) -> list[str]:
+    """The sandboxes under ``owner_dir`` that have a live process."""
+    if not owner_dir.exists():
+        return []
+    return sorted(p.name for p in owner_dir.iterdir() if p.is_dir() and processes_under(p))
 
 
 def leftovers(root: Path) -> list[str]:
@@ -68,7 +88,7 @@ async def local_group(
     **plugin_config: Any,
 ) -> AsyncIterator[LocalInstanceGroup]:
     """An initialised local group under ``root``; on exit every instance is
-    decreased, the group shut down, and nothing may be left behind."""
+    decreased, the group shut down, and nothing of ``owner`` may be left behind."""
     group = LocalInstanceGroup.from_config(
         {"root": str(root), **plugin_config}, connector_config or ConnectorConfig(), owner=owner
     )
@@ -81,4 +101,6 @@ async def local_group(
             await group.decrease([s.id for s in statuses])
             await group.update()
             await group.shutdown()
-    assert leftovers(root) == []
+    left = leftovers(root / owner)
+    assert left == [], f"left behind under {root / owner}: {left}"
+    assert not (root / owner).exists()

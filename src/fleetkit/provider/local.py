@@ -76,7 +76,7 @@ from fleetkit._sshd import (
     generate_keypair,
     sshd_available,
 )
-from fleetkit.config._duration import parse_duration
+from fleetkit.config import parse_duration
 from fleetkit.errors import ConfigError, InstanceNotFound, Problem, ProviderError, RetryLater
 from fleetkit.model import ConnectInfo, ConnectorConfig, ProviderState
 from fleetkit.provider._protocol import InstanceGroupFactory, InstanceStatus, ProviderInfo
@@ -97,6 +97,7 @@ _DEFAULT_MAX = 16
 _STOP_GRACE = 5.0
 _SWEEP_GRACE = 2.0
 _RECORD = "instance.json"
+_PROC = Path("/proc/self")
 _LOCK = ".lock"
 _KNOWN_KEYS = frozenset({"root", "max_instances", "boot_delay", "use_sshd"})
 # Go's GOARCH names, which ConnectInfo.arch uses (fleeting's convention).
@@ -111,6 +112,12 @@ class _Machine(Protocol):
     def alive(self) -> bool: ...
 
     async def stop(self) -> None: ...
+
+
+def _alive(machine: _Machine) -> bool:
+    # The child watcher learns of an exit on its own schedule; /proc knows at
+    # once (a dead child not yet reaped is a zombie, which _exists treats as gone).
+    return machine.alive() and (_exists(machine.pid) or not _PROC.exists())
 
 
 class _Keeper:
@@ -334,7 +341,7 @@ class LocalInstanceGroup:
         for instance in list(self._instances.values()):
             if instance.state in (ProviderState.CREATING, ProviderState.RUNNING):
                 machine = instance.machine
-                if machine is not None and not machine.alive():
+                if machine is not None and not _alive(machine):
                     log.warning("local instance %s: its process died; deleting", instance.id)
                     await self._remove(instance)
                 elif machine is not None and now >= instance.boot_until:
@@ -430,7 +437,7 @@ class LocalInstanceGroup:
         """Raise :class:`~fleetkit.errors.InstanceNotFound` unless the instance's process lives."""
         self._live()
         instance = self._find(instance_id)
-        if instance.machine is not None and not instance.machine.alive():
+        if instance.machine is not None and not _alive(instance.machine):
             raise InstanceNotFound(instance_id, f"local instance {instance_id!r}: process died")
 
     async def shutdown(self) -> None:
@@ -542,6 +549,9 @@ class LocalInstanceGroup:
             instance.state = ProviderState.DELETING
             if instance.machine is not None:
                 await instance.machine.stop()
+            # A connection accepted just before the stop may leave a
+            # per-connection sshd child forked after stop() listed the tree.
+            await _end(await anyio.to_thread.run_sync(_stale_processes, instance.sandbox))
             await anyio.to_thread.run_sync(_remove_tree, instance.sandbox)
             instance.state = ProviderState.DELETED
 
@@ -682,10 +692,12 @@ def _ours(pid: int, owner_dir: Path) -> bool:
     """Whether the process runs from, or was started with a path in, ``owner_dir``."""
     prefix = f"{owner_dir}/"
     try:
-        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        # sshd retitles its listener ("sshd: /usr/sbin/sshd -D -f CONFIG [listener]"),
+        # which puts every argument into one string: split on blanks too.
+        words = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").split()
     except OSError:
         return False
-    if any(arg.decode(errors="replace").startswith(prefix) for arg in args):
+    if any(word.decode(errors="replace").startswith(prefix) for word in words):
         return True
     try:
         cwd = os.readlink(f"/proc/{pid}/cwd")
@@ -695,8 +707,9 @@ def _ours(pid: int, owner_dir: Path) -> bool:
 
 
 def _stale_processes(owner_dir: Path) -> list[int]:
-    """Processes of a dead manager's instances under ``owner_dir``, with descendants."""
-    if not Path("/proc/self").exists():
+    """Processes running from or started with a path under ``owner_dir`` (an owner's
+    directory or one sandbox), with their descendants."""
+    if not _PROC.exists():
         return []
     me = os.getpid()
     roots = [
@@ -720,6 +733,17 @@ def _leftover_sandboxes(owner_dir: Path) -> list[Path]:
     return [p for p in owner_dir.iterdir() if p.is_dir()]
 
 
+async def _end(pids: Sequence[int]) -> None:
+    """TERM, then KILL what is left after a grace period."""
+    if not pids:
+        return
+    _signal(pids, signal.SIGTERM)
+    with anyio.move_on_after(_SWEEP_GRACE):
+        # Processes we did not start send no event when they end: poll /proc.
+        await _poll(lambda: not any(_exists(pid) for pid in pids))
+    _signal([pid for pid in pids if _exists(pid)], signal.SIGKILL)
+
+
 async def _sweep(owner_dir: Path) -> None:
     """End a dead manager's instance processes and remove their sandboxes.
 
@@ -736,10 +760,6 @@ async def _sweep(owner_dir: Path) -> None:
         len(stale),
         len(sandboxes),
     )
-    _signal(stale, signal.SIGTERM)
-    with anyio.move_on_after(_SWEEP_GRACE):
-        # Processes we did not start send no event when they end: poll /proc.
-        await _poll(lambda: not any(_exists(pid) for pid in stale))
-    _signal([pid for pid in stale if _exists(pid)], signal.SIGKILL)
+    await _end(stale)
     for sandbox in sandboxes:
         await anyio.to_thread.run_sync(_remove_tree, sandbox)

@@ -1,0 +1,117 @@
+"""After a manager is killed with SIGKILL, the next init sweeps its instances away."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import anyio
+import pytest
+
+from fleetkit.provider.local import LocalInstanceGroup
+from tests.integration.local_provider_support import (
+    leftovers,
+    processes_under,
+    require_sshd,
+    running,
+)
+
+OWNER = "crashy"
+
+# The manager: starts two instances, says so, then waits to be killed.
+MANAGER = """
+import sys, anyio
+from fleetkit.provider.local import LocalInstanceGroup
+
+async def main() -> None:
+    group = LocalInstanceGroup(root=sys.argv[1], owner=sys.argv[2], use_sshd=sys.argv[3] == "1")
+    await group.init()
+    print(await group.increase(2), flush=True)
+    await anyio.sleep(3600)
+
+anyio.run(main)
+"""
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+async def killed_manager(root: Path, *, use_sshd: bool) -> list[int]:
+    """Run a manager that starts two instances, SIGKILL it, return its orphans' pids."""
+    async with await anyio.open_process(
+        [sys.executable, "-c", MANAGER, str(root), OWNER, "1" if use_sshd else "0"],
+        stderr=subprocess.DEVNULL,
+    ) as manager:
+        assert manager.stdout is not None
+        with anyio.fail_after(20):
+            line = await manager.stdout.receive()
+        assert line.strip() == b"2"
+        manager.send_signal(signal.SIGKILL)
+        await manager.wait()
+    orphans = processes_under(root / OWNER)
+    assert orphans, "the killed manager's instances should outlive it"
+    return orphans
+
+
+def side_dirs(root: Path) -> list[Path]:
+    """authorized_keys directories sshd was given outside the sandboxes."""
+    found = []
+    for config in root.glob(f"{OWNER}/*/sshd/sshd_config"):
+        for line in config.read_text().splitlines():
+            if line.startswith("AuthorizedKeysFile "):
+                found.append(Path(line.split(" ", 1)[1]).parent)
+    return [d for d in found if root not in d.parents]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("use_sshd", [True, False], ids=["sshd", "sandbox"])
+async def test_next_init_sweeps_killed_managers_leftovers(use_sshd: bool, tmp_path: Path) -> None:
+    """init after a SIGKILLed manager ends its instance processes and removes their directories."""
+    if use_sshd:
+        require_sshd()
+    root = tmp_path / "root"
+    orphans = await killed_manager(root, use_sshd=use_sshd)
+    outside = side_dirs(root)
+    assert len(list((root / OWNER).glob("local-*"))) == 2
+
+    group = LocalInstanceGroup(root=root, owner=OWNER, use_sshd=use_sshd)
+    await group.init()
+    try:
+        assert [pid for pid in orphans if running(pid)] == []
+        assert sorted(p.name for p in (root / OWNER).iterdir()) == [".lock"]
+        assert [d for d in outside if d.exists()] == []
+        assert await group.update() == []
+    finally:
+        await group.shutdown()
+    assert leftovers(root) == []
+    assert not root.exists()
+
+
+@pytest.mark.anyio
+async def test_sweep_spares_processes_that_are_not_ours(tmp_path: Path) -> None:
+    """A recorded pid now used by an unrelated process, or another owner's process, is not killed."""
+    root = tmp_path / "root"
+    stale = root / OWNER / "local-000000000000"
+    stale.mkdir(parents=True)
+    other_owner = root / "someone-else"
+    other_owner.mkdir()
+    async with (
+        await anyio.open_process(["sleep", "60"], cwd=tmp_path) as unrelated,
+        await anyio.open_process(["sleep", "60"], cwd=other_owner) as neighbour,
+    ):
+        (stale / "instance.json").write_text(json.dumps({"owner": OWNER, "pid": unrelated.pid}))
+        group = LocalInstanceGroup(root=root, owner=OWNER, use_sshd=False)
+        await group.init()
+        await group.shutdown()
+        try:
+            assert running(unrelated.pid)
+            assert running(neighbour.pid)
+            assert not stale.exists()
+        finally:
+            unrelated.kill()
+            neighbour.kill()
