@@ -79,9 +79,9 @@ def schedule_rate(pattern: str) -> float:
     """Schedule.active() look-ups per second over a week of instants."""
     schedule = Schedule(
         [
-            Policy(idle_count=2, periods=["* 8-18 * * mon-fri"], timezone="Europe/Berlin"),
-            Policy(idle_count=10, periods=["*/15 9-11 * * mon-fri"], timezone="Europe/Berlin"),
-            Policy(idle_count=0, periods=["* * * * sat,sun"], timezone="America/New_York"),
+            Policy(idle_count=2, periods=("* 8-18 * * mon-fri",), timezone="Europe/Berlin"),
+            Policy(idle_count=10, periods=("*/15 9-11 * * mon-fri",), timezone="Europe/Berlin"),
+            Policy(idle_count=0, periods=("* * * * sat,sun",), timezone="America/New_York"),
         ]
     )
     start_at = datetime(2026, 3, 23, tzinfo=UTC)

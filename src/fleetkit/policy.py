@@ -47,6 +47,13 @@ def _periods(
             raise ValueError(f"{attribute.name}: {period!r} is not a 5-field cron expression")
 
 
+def _to_periods(value: Iterable[str]) -> tuple[str, ...]:
+    # A named converter (not ``tuple``) so type checkers see ``Iterable[str]``.
+    if isinstance(value, str):
+        raise TypeError(f"periods must be a list of cron strings, got the string {value!r}")
+    return tuple(value)
+
+
 def _timezone(_inst: object, attribute: attrs.Attribute[str | None], value: str | None) -> None:
     if value is None:
         return
@@ -73,7 +80,7 @@ class Policy:
     scale_factor_limit: int = attrs.field(default=0, validator=_nonneg_int)
     preemptive_mode: bool | None = None
     periods: tuple[str, ...] = attrs.field(
-        default=("* * * * *",), converter=tuple, validator=_periods
+        default=("* * * * *",), converter=_to_periods, validator=_periods
     )
     timezone: str | None = attrs.field(default=None, validator=_timezone)
 
