@@ -1,7 +1,9 @@
 """Fixtures for integration tests that need a real OpenSSH server.
 
 ``sshd`` gives a running :class:`fleetkit.testing.sshd.TestSSHD` (daemon, client
-key, ``connect_info()``) on 127.0.0.1 and a free port, stopped after the test.
+key, ``connect_info()``) on 127.0.0.1 and a free port, stopped after the test;
+``ssh_connector`` an :class:`~fleetkit.connector.ssh.SSHConnector` with short
+timeouts, closed after the test.
 Async fixtures run on the requesting test's ``anyio_backend``, so any test module
 that uses them defines that fixture (asyncssh needs ``"asyncio"``).
 """
@@ -13,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from fleetkit.connector.ssh import SSHConnector
 from fleetkit.testing.sshd import TestSSHD, running_sshd
 from tests.support import require_executable
 
@@ -32,3 +35,10 @@ async def sshd(sshd_path: str, tmp_path: Path) -> AsyncIterator[TestSSHD]:
     """A throwaway sshd trusting a fresh client key, stopped after the test."""
     async with running_sshd(tmp_path / "sshd-fixture") as server:
         yield server
+
+
+@pytest.fixture
+async def ssh_connector() -> AsyncIterator[SSHConnector]:
+    """An SSHConnector with short timeouts, closed (with its pool) after the test."""
+    async with SSHConnector(dial_timeout=10, retry_interval=0.05, keepalive=5) as connector:
+        yield connector

@@ -1,0 +1,244 @@
+"""Connectors reach an instance: run commands, move files, open tunnels.
+
+A :class:`Connector` turns a :class:`~fleetkit.model.ConnectInfo` into a
+:class:`Connection`::
+
+    async with connector.connect(info) as conn:
+        result = await conn.run("uname -a", timeout=30)
+        async with conn.stream(["make", "test"], env={"CI": "1"}) as proc:
+            async for chunk in proc.stdout:
+                ...
+            status = await proc.wait()
+
+Implementations: :class:`fleetkit.connector.ssh.SSHConnector` (asyncssh against
+any OpenSSH server; asyncio only) and :class:`fleetkit.connector.local.LocalConnector`
+(subprocesses on this machine). :class:`fleetkit.testing.connector.FakeConnector`
+scripts results for tests of code that uses a connector.
+
+Commands are either a shell command line (``str``, run by a POSIX shell on the
+far side) or an argument vector (a sequence of ``str``), which is quoted so
+every argument arrives byte for byte. Environment values are quoted the same
+way: nothing in a value can inject shell code. Errors are the
+:class:`~fleetkit.errors.ConnectorError` branch; nothing else escapes.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from pathlib import Path
+from typing import Protocol, TypeAlias
+
+import anyio.abc
+import attrs
+
+from fleetkit.errors import ConfigError, Problem
+from fleetkit.model import ConnectInfo
+
+__all__ = [
+    "Command",
+    "CommandResult",
+    "Connection",
+    "Connector",
+    "ExitStatus",
+    "RunningCommand",
+    "TunnelTarget",
+    "check_env",
+]
+
+#: A shell command line, or an argument vector quoted for the far side.
+Command: TypeAlias = str | Sequence[str]
+
+#: Where a tunnel leads on the far side: ``(host, port)`` for TCP, or a unix
+#: socket path (``str``).
+TunnelTarget: TypeAlias = tuple[str, int] | str
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+@attrs.frozen
+class ExitStatus:
+    """How a command ended: its exit code, or the signal that killed it.
+
+    ``exit_code`` is ``None`` when a signal ended the process; ``signal`` is
+    the signal's name without ``SIG`` (``"TERM"``, ``"KILL"``) or ``None``.
+    """
+
+    exit_code: int | None
+    signal: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Whether the command exited with status 0."""
+        return self.exit_code == 0
+
+
+@attrs.frozen
+class CommandResult:
+    """A finished command: exit status and all of its output as bytes.
+
+    ``signal`` names the signal that ended the command (``exit_code`` is then
+    ``None``). Output is kept whole: use :meth:`Connection.stream` for commands
+    whose output is large.
+    """
+
+    exit_code: int | None
+    stdout: bytes = attrs.field(repr=lambda b: f"<{len(b)} bytes>")
+    stderr: bytes = attrs.field(repr=lambda b: f"<{len(b)} bytes>")
+    signal: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Whether the command exited with status 0."""
+        return self.exit_code == 0
+
+    @property
+    def stdout_text(self) -> str:
+        """stdout decoded as UTF-8 (undecodable bytes replaced)."""
+        return self.stdout.decode(errors="replace")
+
+    @property
+    def stderr_text(self) -> str:
+        """stderr decoded as UTF-8 (undecodable bytes replaced)."""
+        return self.stderr.decode(errors="replace")
+
+
+class RunningCommand(Protocol):
+    """**Protocol:** a command in progress, from :meth:`Connection.stream`.
+
+    ``stdout`` and ``stderr`` yield output as it comes, with flow control: an
+    unread stream makes the command wait rather than memory grow. Write to
+    ``stdin`` and close it (``await proc.stdin.aclose()``) to send EOF.
+    """
+
+    @property
+    def stdin(self) -> anyio.abc.ByteSendStream:
+        """The command's standard input."""
+        ...
+
+    @property
+    def stdout(self) -> anyio.abc.ByteReceiveStream:
+        """The command's standard output."""
+        ...
+
+    @property
+    def stderr(self) -> anyio.abc.ByteReceiveStream:
+        """The command's standard error."""
+        ...
+
+    async def wait(self) -> ExitStatus:
+        """Wait for the command to end and return how it ended.
+
+        Raises :class:`~fleetkit.errors.ConnectionLost` when the connection
+        broke first.
+        """
+        ...
+
+    async def terminate(self) -> None:
+        """Send TERM to the command and everything it started."""
+        ...
+
+
+class Connection(Protocol):
+    """**Protocol:** an open connection to one instance.
+
+    Entered with ``async with``; leaving closes it. Safe for concurrent use from
+    several tasks.
+    """
+
+    async def run(
+        self,
+        command: Command,
+        *,
+        env: Mapping[str, str] | None = None,
+        stdin: bytes | str | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - fixed public API; ends the remote command
+    ) -> CommandResult:
+        """Run ``command`` to the end and return its exit status and output.
+
+        A non-zero exit is a result, not an error. ``timeout`` (seconds) ends
+        the command and raises :class:`~fleetkit.errors.CommandTimeout`;
+        cancelling the caller ends the command too.
+        """
+        ...
+
+    def stream(
+        self,
+        command: Command,
+        *,
+        env: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> AbstractAsyncContextManager[RunningCommand]:
+        """Start ``command`` and give its streams as they come.
+
+        Leaving the block before the command ended ends it (TERM to the command
+        and its children). Past ``timeout`` the command is ended and
+        :class:`~fleetkit.errors.CommandTimeout` raised.
+        """
+        ...
+
+    async def upload(self, local: Path, remote: str) -> None:
+        """Copy the local file ``local`` to the path ``remote`` on the instance."""
+        ...
+
+    async def download(self, remote: str, local: Path) -> None:
+        """Copy the file ``remote`` on the instance to the local path ``local``."""
+        ...
+
+    async def open_tunnel(self, target: TunnelTarget) -> anyio.abc.ByteStream:
+        """A byte stream to ``target`` as seen from the instance: ``(host, port)``
+        for TCP or a unix socket path. The caller closes it."""
+        ...
+
+    async def aclose(self) -> None:
+        """Close the connection; commands still running on it are ended."""
+        ...
+
+
+class Connector(Protocol):
+    """**Protocol:** opens connections to instances."""
+
+    def connect(self, info: ConnectInfo) -> AbstractAsyncContextManager[Connection]:
+        """A connection to the instance ``info`` describes, as an async context
+        manager. Raises the :class:`~fleetkit.errors.ConnectorError` branch:
+        :class:`~fleetkit.errors.ConnectTimeout`,
+        :class:`~fleetkit.errors.AuthenticationFailed`,
+        :class:`~fleetkit.errors.HostKeyMismatch`."""
+        ...
+
+
+def check_env(env: Mapping[str, str] | None, *, where: str) -> dict[str, str]:
+    """Validate environment variable names (values may be anything but NUL).
+
+    Raises :class:`~fleetkit.errors.ConfigError` naming ``where`` and the bad
+    variable; a bad *value* is reported by name only, never shown.
+    """
+    if not env:
+        return {}
+    problems = []
+    for name, value in env.items():
+        if not _ENV_NAME.match(name):
+            problems.append(
+                Problem(f"{where}.env.{name}", "expected a name of letters, digits and _")
+            )
+        elif "\0" in value:
+            problems.append(Problem(f"{where}.env.{name}", "value contains a NUL character"))
+    if problems:
+        raise ConfigError(problems)
+    return dict(env)
+
+
+def argv_or_line(command: Command, *, where: str) -> str | list[str]:
+    """Normalise a command: a non-empty line stays a ``str``, a sequence
+    becomes a ``list``. Raises :class:`~fleetkit.errors.ConfigError` when empty."""
+    if isinstance(command, str):
+        if not command.strip():
+            raise ConfigError([Problem(f"{where}.command", "expected a non-empty command")])
+        return command
+    argv = list(command)
+    if not argv:
+        raise ConfigError([Problem(f"{where}.command", "expected a non-empty argument list")])
+    if any("\0" in arg for arg in argv):
+        raise ConfigError([Problem(f"{where}.command", "an argument contains a NUL character")])
+    return argv

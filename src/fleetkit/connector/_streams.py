@@ -1,0 +1,89 @@
+"""What every connection shares: running a command to its end on top of the
+streaming form, and closing as an async context manager."""
+
+from __future__ import annotations
+
+import contextlib
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from contextlib import AbstractAsyncContextManager
+from types import TracebackType
+from typing import Self
+
+import anyio
+import anyio.abc
+
+from fleetkit.connector import Command, CommandResult, RunningCommand
+from fleetkit.errors import ConnectorError
+
+__all__ = ["ConnectionBase", "communicate"]
+
+
+class ConnectionBase(ABC):
+    """``run`` and ``async with`` on top of a subclass's ``stream`` and ``aclose``."""
+
+    @abstractmethod
+    def stream(
+        self,
+        command: Command,
+        *,
+        env: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> AbstractAsyncContextManager[RunningCommand]:
+        """Start ``command``; see :meth:`fleetkit.connector.Connection.stream`."""
+
+    @abstractmethod
+    async def aclose(self) -> None:
+        """Close the connection."""
+
+    async def run(
+        self,
+        command: Command,
+        *,
+        env: Mapping[str, str] | None = None,
+        stdin: bytes | str | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - fixed public API; ends the command
+    ) -> CommandResult:
+        """Run ``command`` to the end; see :meth:`fleetkit.connector.Connection.run`."""
+        data = stdin.encode() if isinstance(stdin, str) else stdin
+        async with self.stream(command, env=env, timeout=timeout) as proc:
+            out, err = await communicate(proc, data)
+            status = await proc.wait()
+        return CommandResult(status.exit_code, out, err, status.signal)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+async def communicate(proc: RunningCommand, stdin: bytes | None) -> tuple[bytes, bytes]:
+    """Feed ``stdin`` (then EOF) and collect all output, concurrently: reading
+    both streams at once keeps a command that fills one from blocking."""
+    out, err = bytearray(), bytearray()
+
+    async def collect(stream: anyio.abc.ByteReceiveStream, into: bytearray) -> None:
+        async for chunk in stream:
+            into += chunk
+
+    async def feed() -> None:
+        if stdin:
+            # A command that exits without reading its input is not an error.
+            with contextlib.suppress(
+                ConnectorError, anyio.BrokenResourceError, anyio.ClosedResourceError
+            ):
+                await proc.stdin.send(stdin)
+        with contextlib.suppress(ConnectorError, anyio.BrokenResourceError):
+            await proc.stdin.aclose()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(collect, proc.stdout, out)
+        tg.start_soon(collect, proc.stderr, err)
+        tg.start_soon(feed)
+    return bytes(out), bytes(err)

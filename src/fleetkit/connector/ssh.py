@@ -1,0 +1,578 @@
+"""The SSH connector: asyncssh against any OpenSSH server (extra ``ssh``).
+
+::
+
+    async with SSHConnector(dial_timeout=300) as ssh:      # or without ``async with``
+        async with ssh.connect(info) as conn:
+            result = await conn.run("cloud-init status --wait", timeout=600)
+
+What it does, and why:
+
+* **Dial with retries.** A booting instance refuses connections, drops them or
+  has no sshd yet; the connector keeps dialling every ``retry_interval``
+  seconds until the dial timeout (``ConnectInfo.timeout``, else
+  ``dial_timeout``) and only then raises
+  :class:`~fleetkit.errors.ConnectTimeout`. A connection sshd drops during a
+  burst (``MaxStartups``) is one more retry, not a failure.
+* **Address.** ``use_external_addr`` dials the external address, falling back
+  to the internal one when an instance has only that (and the other way
+  round), as GitLab's connector does.
+* **Host keys.** Checked against ``ConnectInfo.host_key`` when the provider
+  supplies it, else pinned on first use per instance id; see
+  :mod:`fleetkit.connector._hostkeys`. The choice is logged per dial.
+* **Pooling.** Connections are shared per instance: up to ``max_sessions``
+  concurrent commands per SSH connection (OpenSSH's ``MaxSessions``), another
+  connection beyond that; connections idle for ``idle_timeout`` close (checked
+  on each use, and by a background task while the connector is entered with
+  ``async with``). Keepalive (``ConnectInfo.keepalive``, else ``keepalive``)
+  notices a dead server: its connection is dropped, new work dials again, and
+  commands that were running on it raise
+  :class:`~fleetkit.errors.ConnectionLost`.
+* **Commands** run in a small POSIX shell wrapper (:mod:`fleetkit.connector._quote`)
+  so arguments and environment pass without shell injection and ending a
+  command ends everything it started.
+
+asyncssh runs on asyncio only: use this connector under anyio's asyncio
+backend. asyncssh's exceptions are translated here and never escape.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Self, TypeVar
+
+import anyio
+import anyio.abc
+import asyncssh
+import attrs
+
+from fleetkit.connector import (
+    Command,
+    ExitStatus,
+    RunningCommand,
+    TunnelTarget,
+    argv_or_line,
+    check_env,
+)
+from fleetkit.connector._hostkeys import HostKeyStore, normalise_key
+from fleetkit.connector._pool import Link, Pool
+from fleetkit.connector._quote import remote_script
+from fleetkit.connector._streams import ConnectionBase
+from fleetkit.errors import (
+    AuthenticationFailed,
+    CommandTimeout,
+    ConfigError,
+    ConnectionLost,
+    ConnectorError,
+    ConnectTimeout,
+    HostKeyMismatch,
+    Problem,
+)
+from fleetkit.model import ConnectInfo
+
+if TYPE_CHECKING:
+    from fleetkit.connector import Connection, Connector
+
+__all__ = ["SSHConnection", "SSHConnector"]
+
+log = logging.getLogger("fleetkit.connector.ssh")
+
+_CHUNK = 64 * 1024
+# How long a cancelled or timed-out command gets to end after TERM before its
+# channel is closed regardless.
+_TERM_GRACE = 5.0
+
+_Conn = asyncssh.SSHClientConnection
+_T = TypeVar("_T")
+_PoolKey = tuple[str, str, int, str]
+
+
+def _seconds(value: timedelta | None, default: float) -> float:
+    return value.total_seconds() if value is not None else default
+
+
+@contextlib.contextmanager
+def _translate(instance_id: str) -> Iterator[None]:
+    """asyncssh's failures on an established connection, as fleetkit errors."""
+    try:
+        yield
+    except asyncssh.ChannelOpenError as exc:
+        raise ConnectionLost(f"instance {instance_id}: channel refused: {exc.reason}") from exc
+    except (asyncssh.Error, BrokenPipeError, ConnectionError) as exc:
+        raise ConnectionLost(f"instance {instance_id}: connection lost ({exc})") from exc
+
+
+class _ReadStream(anyio.abc.ByteReceiveStream):
+    """An asyncssh reader as an anyio byte stream; reads at most one chunk
+    at a time, so asyncssh's flow control bounds what is buffered."""
+
+    def __init__(self, reader: asyncssh.SSHReader[bytes], instance_id: str) -> None:
+        self._reader = reader
+        self._id = instance_id
+
+    async def receive(self, max_bytes: int = _CHUNK) -> bytes:
+        with _translate(self._id):
+            data = await self._reader.read(max_bytes)
+        if not data:
+            raise anyio.EndOfStream
+        return data
+
+    async def aclose(self) -> None:
+        pass
+
+
+class _WriteStream(anyio.abc.ByteSendStream):
+    """An asyncssh writer as an anyio byte stream; ``aclose`` sends EOF."""
+
+    def __init__(self, writer: asyncssh.SSHWriter[bytes], instance_id: str) -> None:
+        self._writer = writer
+        self._id = instance_id
+        self._closed = False
+
+    async def send(self, item: bytes) -> None:
+        if self._closed:
+            raise anyio.ClosedResourceError
+        with _translate(self._id):
+            self._writer.write(item)
+            await self._writer.drain()
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        with contextlib.suppress(asyncssh.Error, OSError):
+            if not self._writer.is_closing():
+                self._writer.write_eof()
+
+
+class _Tunnel(anyio.abc.ByteStream):
+    """A direct TCP or unix-socket channel as an anyio byte stream."""
+
+    def __init__(
+        self,
+        reader: asyncssh.SSHReader[bytes],
+        writer: asyncssh.SSHWriter[bytes],
+        instance_id: str,
+        on_close: contextlib.AsyncExitStack,
+    ) -> None:
+        self._recv = _ReadStream(reader, instance_id)
+        self._send = _WriteStream(writer, instance_id)
+        self._writer = writer
+        self._on_close = on_close
+
+    async def receive(self, max_bytes: int = _CHUNK) -> bytes:
+        return await self._recv.receive(max_bytes)
+
+    async def send(self, item: bytes) -> None:
+        await self._send.send(item)
+
+    async def send_eof(self) -> None:
+        await self._send.aclose()
+
+    async def aclose(self) -> None:
+        with anyio.CancelScope(shield=True):
+            self._writer.close()
+            await self._on_close.aclose()
+
+
+@attrs.define(eq=False)
+class _SSHRunning:
+    """A command running over SSH (see :class:`fleetkit.connector.RunningCommand`)."""
+
+    process: asyncssh.SSHClientProcess[bytes]
+    instance_id: str
+    conn: _Conn
+    stdin: _WriteStream
+    stdout: _ReadStream
+    stderr: _ReadStream
+    status: ExitStatus | None = None
+
+    async def wait(self) -> ExitStatus:
+        if self.status is None:
+            with _translate(self.instance_id):
+                await self.process.wait_closed()
+            status = self.process.exit_status
+            signal = self.process.exit_signal
+            if signal is not None:
+                self.status = ExitStatus(None, signal[0])
+            elif status is not None and status >= 0:
+                self.status = ExitStatus(status)
+            else:
+                raise ConnectionLost(
+                    f"instance {self.instance_id}: connection lost while the command ran"
+                )
+        return self.status
+
+    async def terminate(self) -> None:
+        with contextlib.suppress(asyncssh.Error, OSError):
+            self.process.send_signal("TERM")
+
+    async def _end(self) -> None:
+        """Make sure the remote command is gone, then close the channel."""
+        with anyio.CancelScope(shield=True):
+            if self.status is None and not self.conn.is_closed():
+                await self.terminate()
+                with anyio.move_on_after(_TERM_GRACE):
+                    with contextlib.suppress(ConnectorError):
+                        await self.wait()
+            self.process.close()
+
+
+if TYPE_CHECKING:
+    _check_running: type[RunningCommand] = _SSHRunning
+
+
+class SSHConnection(ConnectionBase):
+    """A connection to one instance over pooled SSH connections.
+
+    Made by :meth:`SSHConnector.connect`; implements
+    :class:`fleetkit.connector.Connection`.
+    """
+
+    def __init__(self, connector: SSHConnector, info: ConnectInfo, pool: Pool[_Conn]) -> None:
+        self._connector = connector
+        self._info = info
+        self._pool = pool
+        self._hold: Link[_Conn] | None = None
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"<SSHConnection instance={self._info.id!r} closed={self._closed}>"
+
+    async def _open(self) -> None:
+        self._hold = await self._pool.acquire_hold()
+
+    async def aclose(self) -> None:
+        """Let go of the pooled connection (it stays pooled for reuse)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._hold is not None:
+            self._pool.release_hold(self._hold)
+            self._hold = None
+
+    async def _open_session(
+        self, open_: Callable[[_Conn], Awaitable[_T]]
+    ) -> tuple[Link[_Conn], _T]:
+        """Take a session slot and open a channel on it with ``open_``; the
+        caller releases the slot. A refused channel on a live connection means
+        the server carries fewer sessions than assumed (``MaxSessions`` below
+        10): lower that connection's limit and use another."""
+        if self._closed:
+            raise anyio.ClosedResourceError
+        for _attempt in range(4):
+            link = await self._pool.acquire_session()
+            try:
+                with _translate(self._info.id):
+                    try:
+                        return link, await open_(link.conn)
+                    except asyncssh.ChannelOpenError:
+                        if link.conn.is_closed():
+                            raise
+                        log.info(
+                            "instance %s: server refused session %d; lowering the limit",
+                            self._info.id,
+                            link.sessions,
+                        )
+                        self._pool.refused(link)
+            except BaseException:
+                self._pool.release_session(link)
+                raise
+            self._pool.release_session(link)
+        raise ConnectionLost(f"instance {self._info.id}: the server refused every session")
+
+    @asynccontextmanager
+    async def stream(
+        self,
+        command: Command,
+        *,
+        env: Mapping[str, str] | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - fixed public API; ends the remote command
+    ) -> AsyncIterator[RunningCommand]:
+        """Start ``command``; see :meth:`fleetkit.connector.Connection.stream`."""
+        where = f"instance {self._info.id}"
+        script = remote_script(argv_or_line(command, where=where), check_env(env, where=where))
+        deadline = anyio.current_time() + timeout if timeout is not None else float("inf")
+        link, process = await self._open_session(
+            lambda conn: conn.create_process(script, encoding=None)
+        )
+        try:
+            running = _SSHRunning(
+                process=process,
+                instance_id=self._info.id,
+                conn=link.conn,
+                stdin=_WriteStream(process.stdin, self._info.id),
+                stdout=_ReadStream(process.stdout, self._info.id),
+                stderr=_ReadStream(process.stderr, self._info.id),
+            )
+            try:
+                with anyio.CancelScope(deadline=deadline) as scope:
+                    yield running
+            finally:
+                await running._end()
+        finally:
+            self._pool.release_session(link)
+        if scope.cancelled_caught:
+            raise CommandTimeout(f"{where}: command ran longer than {timeout} s and was ended")
+
+    async def upload(self, local: Path, remote: str) -> None:
+        """Copy ``local`` to ``remote`` on the instance over SFTP."""
+        async with self._sftp() as sftp:
+            await sftp.put(str(local), remote)
+
+    async def download(self, remote: str, local: Path) -> None:
+        """Copy ``remote`` on the instance to ``local`` over SFTP."""
+        async with self._sftp() as sftp:
+            await sftp.get(remote, str(local))
+
+    @asynccontextmanager
+    async def _sftp(self) -> AsyncIterator[asyncssh.SFTPClient]:
+        link, sftp = await self._open_session(lambda conn: conn.start_sftp_client())
+        try:
+            with _translate(self._info.id):
+                try:
+                    yield sftp
+                except asyncssh.SFTPError as exc:
+                    raise ConnectorError(
+                        f"instance {self._info.id}: file transfer failed: {exc.reason}"
+                    ) from exc
+        finally:
+            with anyio.CancelScope(shield=True):
+                sftp.exit()
+                await sftp.wait_closed()
+                self._pool.release_session(link)
+
+    async def open_tunnel(self, target: TunnelTarget) -> anyio.abc.ByteStream:
+        """A stream to ``target`` as the instance sees it (direct-tcpip or
+        direct-streamlocal channel); closing it frees the pooled connection."""
+        link = await self._pool.acquire_hold()
+        stack = contextlib.AsyncExitStack()
+        stack.callback(self._pool.release_hold, link)
+        try:
+            with _translate(self._info.id):
+                if isinstance(target, str):
+                    reader, writer = await link.conn.open_unix_connection(target)
+                else:
+                    reader, writer = await link.conn.open_connection(*target)
+        except BaseException:
+            await stack.aclose()
+            raise
+        return _Tunnel(reader, writer, self._info.id, stack)
+
+
+class SSHConnector:
+    """Connects to instances over SSH; see the module docstring for behaviour.
+
+    ``dial_timeout`` (s) applies when ``ConnectInfo.timeout`` is unset;
+    ``keepalive`` (s) when ``ConnectInfo.keepalive`` is unset. ``key_path`` is
+    a private key file used when ``ConnectInfo.key`` is unset.
+    ``known_hosts_path`` persists pinned host keys across restarts.
+    """
+
+    def __init__(
+        self,
+        *,
+        dial_timeout: float = 60.0,
+        retry_interval: float = 0.5,
+        keepalive: float = 30.0,
+        keepalive_count_max: int = 3,
+        use_external_addr: bool = False,
+        max_sessions: int = 10,
+        idle_timeout: float = 60.0,
+        username: str | None = None,
+        key_path: Path | None = None,
+        known_hosts_path: Path | None = None,
+    ) -> None:
+        self.dial_timeout = dial_timeout
+        self.retry_interval = retry_interval
+        self.keepalive = keepalive
+        self.keepalive_count_max = keepalive_count_max
+        self.use_external_addr = use_external_addr
+        self.max_sessions = max_sessions
+        self.idle_timeout = idle_timeout
+        self.username = username
+        self.key_path = key_path
+        self.host_keys = HostKeyStore(known_hosts_path)
+        self._pools: dict[_PoolKey, Pool[_Conn]] = {}
+        self._reaper: anyio.abc.TaskGroup | None = None
+
+    def __repr__(self) -> str:
+        return f"<SSHConnector pools={len(self._pools)} max_sessions={self.max_sessions}>"
+
+    @asynccontextmanager
+    async def connect(self, info: ConnectInfo) -> AsyncIterator[SSHConnection]:
+        """A connection to ``info``'s instance; dials (or reuses a pooled
+        connection) on entry. See :class:`fleetkit.connector.Connector`."""
+        connection = SSHConnection(self, info, self._pool_for(info))
+        await connection._open()
+        try:
+            yield connection
+        finally:
+            await connection.aclose()
+
+    def _pool_for(self, info: ConnectInfo) -> Pool[_Conn]:
+        try:
+            address = info.address(use_external=self.use_external_addr)
+        except ValueError as exc:
+            raise ConfigError([Problem(f"instance {info.id}", "has no address to dial")]) from exc
+        username = info.username or self.username or getpass.getuser()
+        key = (info.id, address, info.port, username)
+        pool = self._pools.get(key)
+        if pool is None:
+
+            async def dial() -> _Conn:
+                return await self._dial(info, address, username)
+
+            pool = Pool(
+                dial=dial,
+                is_closed=lambda conn: conn.is_closed(),
+                close=_close_conn,
+                limit=self.max_sessions,
+                idle_timeout=self.idle_timeout,
+            )
+            self._pools[key] = pool
+        return pool
+
+    def _credentials(self, info: ConnectInfo) -> dict[str, object]:
+        where = f"instance {info.id}"
+        key_bytes = info.key
+        if key_bytes is None and self.key_path is not None:
+            key_bytes = self.key_path.read_bytes()
+        options: dict[str, object] = {"client_keys": None, "password": info.password}
+        if key_bytes is not None:
+            try:
+                options["client_keys"] = [asyncssh.import_private_key(key_bytes)]
+            except (asyncssh.KeyImportError, ValueError) as exc:
+                raise ConfigError(
+                    [Problem(f"{where}.key", "expected an unencrypted OpenSSH or PEM private key")]
+                ) from exc
+        if key_bytes is None and info.password is None:
+            raise ConfigError([Problem(where, "expected a key, a key_path or a password")])
+        return options
+
+    def _known_hosts(self, info: ConnectInfo) -> object:
+        expected = self.host_keys.expected(info)
+        if expected is None:
+            log.info("instance %s: no host key known; pinning the first one seen", info.id)
+            return None
+        source = "supplied by the provider" if info.host_key else "pinned on first use"
+        log.debug("instance %s: checking host key %s", info.id, source)
+        return ([asyncssh.import_public_key(expected)], [], [])
+
+    async def _dial(self, info: ConnectInfo, address: str, username: str) -> _Conn:
+        where = f"instance {info.id}"
+        timeout = _seconds(info.timeout, self.dial_timeout)
+        keepalive = _seconds(info.keepalive, self.keepalive)
+        credentials = self._credentials(info)
+        known_hosts = self._known_hosts(info)
+        deadline = anyio.current_time() + timeout
+        attempt = 0
+        last: BaseException | None = None
+        while True:
+            attempt += 1
+            remaining = deadline - anyio.current_time()
+            if remaining <= 0:
+                raise ConnectTimeout(
+                    f"{where}: no SSH connection to {address}:{info.port} within {timeout:g} s "
+                    f"({attempt - 1} attempts; last: {_describe(last)})"
+                ) from last
+            try:
+                conn = await asyncssh.connect(
+                    address,
+                    info.port,
+                    username=username,
+                    known_hosts=known_hosts,
+                    config=None,
+                    agent_path=None,
+                    connect_timeout=remaining,
+                    keepalive_interval=keepalive,
+                    keepalive_count_max=self.keepalive_count_max,
+                    **credentials,
+                )
+            except asyncssh.PermissionDenied as exc:
+                raise AuthenticationFailed(f"{where}: {username} was refused") from exc
+            except asyncssh.HostKeyNotVerifiable as exc:
+                raise HostKeyMismatch(
+                    f"{where}: the server at {address}:{info.port} presented a host key "
+                    "other than the expected one"
+                ) from exc
+            except (OSError, asyncssh.Error) as exc:
+                # Refused, reset, dropped before the banner (MaxStartups), or
+                # the attempt timed out: the instance may still be booting.
+                last = exc
+                log.debug("%s: dial attempt %d failed: %s", where, attempt, _describe(exc))
+                await anyio.sleep(
+                    min(self.retry_interval, max(0.0, deadline - anyio.current_time()))
+                )
+                continue
+            break
+        if known_hosts is None:
+            server_key = conn.get_server_host_key()
+            if server_key is not None:
+                self.host_keys.pin(
+                    info.id, normalise_key(server_key.export_public_key("openssh").decode())
+                )
+        log.debug("%s: connected to %s:%d after %d attempts", where, address, info.port, attempt)
+        return conn
+
+    async def sweep(self) -> None:
+        """Close idle pooled connections now (also done on each use)."""
+        for pool in list(self._pools.values()):
+            await pool.sweep()
+
+    async def _reap(self) -> None:
+        while True:
+            await anyio.sleep(max(self.idle_timeout / 2, 0.05))
+            await self.sweep()
+
+    async def aclose(self) -> None:
+        """Close every pooled connection."""
+        with anyio.CancelScope(shield=True):
+            pools, self._pools = list(self._pools.values()), {}
+            for pool in pools:
+                await pool.aclose()
+
+    async def __aenter__(self) -> Self:
+        self._reaper = anyio.create_task_group()
+        await self._reaper.__aenter__()
+        self._reaper.start_soon(self._reap)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            if self._reaper is not None:
+                self._reaper.cancel_scope.cancel()
+                await self._reaper.__aexit__(exc_type, exc, tb)
+                self._reaper = None
+        finally:
+            await self.aclose()
+
+
+async def _close_conn(conn: _Conn) -> None:
+    with anyio.CancelScope(shield=True):
+        conn.close()
+        with anyio.move_on_after(_TERM_GRACE):
+            await conn.wait_closed()
+
+
+def _describe(exc: BaseException | None) -> str:
+    if exc is None:
+        return "none"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+if TYPE_CHECKING:
+    _check_connector: type[Connector] = SSHConnector
+    _check_connection: type[Connection] = SSHConnection

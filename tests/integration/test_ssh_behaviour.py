@@ -1,0 +1,245 @@
+"""Behaviour every connection has, run against SSH (real OpenSSH) and the local connector."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tracemalloc
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import anyio
+import anyio.abc
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from fleetkit.connector import Connection
+from fleetkit.connector.local import LocalConnector
+from fleetkit.connector.ssh import SSHConnector
+from fleetkit.errors import CommandTimeout, ConfigError
+from fleetkit.model import ConnectInfo
+from fleetkit.testing.sshd import running_sshd
+from tests.integration.conftest import SSHD_PATH
+from tests.support import require_executable
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(params=["ssh", "local"])
+async def conn(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Connection]:
+    """A connection to a real sshd, or a local connection in a temp dir."""
+    if request.param == "local":
+        sandbox = tmp_path / "sandbox"
+        sandbox.mkdir()
+        info = ConnectInfo(id="local-0", internal_addr=str(sandbox), protocol="local")
+        async with LocalConnector().connect(info) as local:
+            yield local
+        return
+    require_executable(SSHD_PATH, "apt-get install -y openssh-server")
+    async with (
+        running_sshd(tmp_path / "sshd") as server,
+        SSHConnector(dial_timeout=10, retry_interval=0.05) as ssh,
+        ssh.connect(server.connect_info()) as remote,
+    ):
+        yield remote
+
+
+# Text that can be an environment value or argument: anything but NUL (and
+# lone surrogates, which cannot be encoded to send).
+_portable_text = st.text(
+    st.characters(exclude_categories=["Cs"], exclude_characters="\0"), max_size=40
+)
+
+
+@pytest.mark.anyio
+async def test_run_returns_exit_code_and_both_streams(conn: Connection) -> None:
+    """run() returns the exit code, stdout and stderr of a shell command line."""
+    result = await conn.run("echo out; echo err >&2; exit 7")
+    assert (result.exit_code, result.stdout, result.stderr, result.signal) == (
+        7,
+        b"out\n",
+        b"err\n",
+        None,
+    )
+
+
+@pytest.mark.anyio
+async def test_stdin_reaches_the_command(conn: Connection) -> None:
+    """stdin given to run() arrives whole, followed by EOF."""
+    data = os.urandom(3 * 1024 * 1024)
+    result = await conn.run("cat", stdin=data)
+    assert result.exit_code == 0
+    assert result.stdout == data
+
+
+@pytest.mark.anyio
+async def test_killed_command_reports_its_signal(conn: Connection) -> None:
+    """A command killed by a signal reports the signal name, not an exit code."""
+    result = await conn.run("kill -USR1 $$")
+    assert (result.exit_code, result.signal) == (None, "USR1")
+
+
+@pytest.mark.anyio
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture], deadline=None)
+@given(value=_portable_text, args=st.lists(_portable_text, max_size=4))
+async def test_env_and_argv_pass_byte_for_byte(
+    conn: Connection, value: str, args: list[str]
+) -> None:
+    """Arbitrary environment values and arguments arrive unchanged, with no shell expansion."""
+    result = await conn.run(["sh", "-c", 'printf "%s\\0" "$V" "$@"', "sh", *args], env={"V": value})
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.split(b"\0")[:-1] == [s.encode() for s in [value, *args]]
+
+
+@pytest.mark.anyio
+async def test_bad_env_name_is_a_config_error_naming_it(conn: Connection) -> None:
+    """An environment name that is not an identifier is refused before anything runs."""
+    with pytest.raises(ConfigError, match=r"env\.BAD-NAME"):
+        await conn.run("true", env={"BAD-NAME": "x"})
+
+
+@pytest.mark.anyio
+async def test_stream_delivers_output_as_it_comes(conn: Connection) -> None:
+    """The streaming form yields the first line before the command ends."""
+    async with conn.stream("echo first; sleep 30; echo never") as proc:
+        first = await proc.stdout.receive()
+        assert first == b"first\n"
+        await proc.terminate()
+        status = await proc.wait()
+    assert status.signal == "TERM"
+
+
+@pytest.mark.anyio
+async def test_large_output_streams_in_bounded_memory(conn: Connection) -> None:
+    """Streaming 200 MB of output keeps Python's peak allocation far below its size."""
+    total = 200 * 1024 * 1024
+    received = 0
+    tracemalloc.start()
+    try:
+        async with conn.stream(f"head -c {total} /dev/zero") as proc:
+            async for chunk in proc.stdout:
+                received += len(chunk)
+            status = await proc.wait()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert status.exit_code == 0
+    assert received == total
+    assert peak < 32 * 1024 * 1024
+
+
+async def _far_side_pids(conn: Connection, marker: str) -> list[str]:
+    # "[s]leep" matches "sleep" but not the command line of this pgrep (or of
+    # the shell running it), which holds the pattern itself.
+    result = await conn.run(["pgrep", "-f", f"[{marker[0]}]{marker[1:]}"])
+    return result.stdout.decode().split()
+
+
+async def _wait_far_side(conn: Connection, marker: str, *, running: bool) -> None:
+    with anyio.fail_after(10):
+        while True:
+            if bool(await _far_side_pids(conn, marker)) == running:
+                return
+            await anyio.sleep(0.02)
+
+
+@pytest.mark.anyio
+async def test_cancelled_run_ends_the_far_side_process(conn: Connection) -> None:
+    """Cancelling run() ends the command and its children on the far side."""
+    marker = f"{300 + uuid.uuid4().int % 1000}.{uuid.uuid4().int % 10**6}"
+    with anyio.move_on_after(60) as outer:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(conn.run, f"sleep {marker} & sleep {marker}; echo never")
+            await _wait_far_side(conn, f"sleep {marker}", running=True)
+            tg.cancel_scope.cancel()
+    assert not outer.cancelled_caught
+    await _wait_far_side(conn, f"sleep {marker}", running=False)
+
+
+@pytest.mark.anyio
+async def test_timeout_raises_and_ends_the_command(conn: Connection) -> None:
+    """A command past its timeout raises CommandTimeout and is gone on the far side."""
+    marker = f"{400 + uuid.uuid4().int % 1000}.{uuid.uuid4().int % 10**6}"
+    with pytest.raises(CommandTimeout):
+        await conn.run(f"sleep {marker}", timeout=0.3)
+    await _wait_far_side(conn, f"sleep {marker}", running=False)
+
+
+@pytest.mark.anyio
+async def test_file_transfer_both_ways(conn: Connection, tmp_path: Path) -> None:
+    """upload() and download() move a file unchanged, checked by the far side's sha256sum."""
+    data = os.urandom(2 * 1024 * 1024 + 17)
+    local = tmp_path / "up.bin"
+    local.write_bytes(data)
+    remote = f"/tmp/fleetkit-transfer-{uuid.uuid4().hex}"
+    try:
+        await conn.upload(local, remote)
+        digest = await conn.run(["sha256sum", remote])
+        assert digest.stdout.split()[0].decode() == hashlib.sha256(data).hexdigest()
+        back = tmp_path / "down.bin"
+        await conn.download(remote, back)
+        assert back.read_bytes() == data
+    finally:
+        await conn.run(["rm", "-f", remote])
+
+
+@pytest.mark.anyio
+async def test_tcp_tunnel_reaches_a_far_side_port(conn: Connection) -> None:
+    """A tunnel to a TCP address on the far side carries bytes both ways."""
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+
+    async def echo(client: anyio.abc.SocketStream) -> None:
+        async with client:
+            async for chunk in client:
+                await client.send(chunk.upper())
+
+    async with listener, anyio.create_task_group() as tg:
+        tg.start_soon(listener.serve, echo)
+        stream = await conn.open_tunnel(("127.0.0.1", port))
+        async with stream:
+            await stream.send(b"hello tunnel")
+            assert await stream.receive() == b"HELLO TUNNEL"
+        tg.cancel_scope.cancel()
+
+
+@pytest.mark.anyio
+async def test_unix_socket_tunnel(conn: Connection, tmp_path: Path) -> None:
+    """A tunnel to a unix socket on the far side carries bytes both ways."""
+    sockdir = anyio.Path(f"/tmp/fleetkit-sock-{uuid.uuid4().hex[:8]}")
+    await sockdir.mkdir(mode=0o755)
+    path = sockdir / "s.sock"
+    try:
+        listener = await anyio.create_unix_listener(str(path))
+        await path.chmod(0o777)
+
+        served = anyio.Event()
+
+        async def echo(client: anyio.abc.SocketStream) -> None:
+            async with client:
+                async for chunk in client:
+                    await client.send(chunk[::-1])
+            served.set()
+
+        async with listener, anyio.create_task_group() as tg:
+            tg.start_soon(listener.serve, echo)
+            stream = await conn.open_tunnel(str(path))
+            async with stream:
+                await stream.send(b"abc")
+                assert await stream.receive() == b"cba"
+            # Let the handler see EOF and close before stopping the server:
+            # cancelling a unix stream's receive and closing it races on
+            # asyncio (agronholm/anyio#1267).
+            with anyio.fail_after(10):
+                await served.wait()
+            tg.cancel_scope.cancel()
+    finally:
+        await path.unlink(missing_ok=True)
+        await sockdir.rmdir()
