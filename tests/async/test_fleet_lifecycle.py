@@ -102,9 +102,9 @@ async def test_keep_instance_with_acquisitions(tmp_path: Path) -> None:
     group = SimulatedGroup()
     group.add_existing("busy")
     settings = attrs.evolve(FAST, state_storage_dir=tmp_path, keep_instance_with_acquisitions=True)
-    async with Fleet(group, Limits(), Policy(idle_count=1), settings=settings) as fleet:
-        async with fleet.acquire("job", timeout=5.0) as slot:
-            assert slot.instance_id == "busy"
+    fleet = Fleet(group, Limits(), Policy(idle_count=1), settings=settings)
+    async with fleet, fleet.acquire("job", timeout=5.0) as slot:
+        assert slot.instance_id == "busy"
     assert group.calls_to("decrease") == []
 
 
