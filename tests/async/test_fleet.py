@@ -21,6 +21,7 @@ from fleetkit.fleet import (
     InstanceReady,
     SlotAcquired,
     anchored_wall_clock,
+    register_metrics,
 )
 from fleetkit.model import InstanceState, Limits
 from fleetkit.policy import Policy, Schedule
@@ -42,14 +43,15 @@ def hours(
     return Policy(
         idle_count=idle_count,
         idle_time=timedelta(minutes=idle_minutes),
-        # Policy's tuple converter confuses mypy's attrs plugin about the type.
-        periods=(period,),  # type: ignore[arg-type]
+        periods=(period,),
         timezone=timezone,
     )
 
 
-def idle(count: int, minutes: float = 5.0, **kwargs: object) -> Policy:
-    return Policy(idle_count=count, idle_time=timedelta(minutes=minutes), **kwargs)  # type: ignore[arg-type]
+def idle(count: int, minutes: float = 5.0, *, preemptive_mode: bool | None = None) -> Policy:
+    return Policy(
+        idle_count=count, idle_time=timedelta(minutes=minutes), preemptive_mode=preemptive_mode
+    )
 
 
 @asynccontextmanager
@@ -370,3 +372,39 @@ async def test_a_day_of_traffic_in_virtual_time() -> None:
     assert done == expected
     assert night_counts[0] <= 1
     assert math.isfinite(fleet.stats().histograms["instance_readiness_time_seconds"].sum)
+
+
+@pytest.mark.anyio
+async def test_stats_and_prometheus_metrics_agree() -> None:
+    """stats() and a Prometheus scrape show the same figures under GitLab's names."""
+    prometheus_client = pytest.importorskip("prometheus_client")
+    group = SimulatedGroup(boot=Delay(4.0, 4.0))
+    limits = Limits(capacity_per_instance=2, max_instances=5)
+    async with open_fleet(group, idle(3), limits) as fleet:
+        await wait_for(lambda: states(fleet).count(InstanceState.READY) == 2)
+        registry = prometheus_client.CollectorRegistry()
+        register_metrics(fleet, registry, labels={"runner": "r1"})
+        async with fleet.acquire("job", timeout=5.0):
+            stats = fleet.stats()
+            assert stats.tasks["acquired"] == 1
+            assert stats.tasks["idle"] == 3
+            assert stats.instances["ready"] == 2
+            assert stats.desired_instances == 2
+            sample = registry.get_sample_value
+            labels = {"runner": "r1"}
+            assert sample("fleeting_taskscaler_tasks", {**labels, "state": "acquired"}) == 1
+            assert sample("fleeting_taskscaler_tasks", {**labels, "state": "idle"}) == 3
+            assert sample("fleeting_provisioner_instances", {**labels, "state": "ready"}) == 2
+            assert sample("fleeting_taskscaler_desired_instances", labels) == 2
+            assert sample("fleeting_provisioner_max_instances", labels) == 5
+            assert (
+                sample(
+                    "fleeting_taskscaler_task_operations_total",
+                    {**labels, "operation": "acquire"},
+                )
+                == 1
+            )
+            readiness = "fleeting_taskscaler_task_instance_readiness_time_seconds"
+            assert sample(f"{readiness}_count", labels) == 2
+            assert sample(f"{readiness}_bucket", {**labels, "le": "1.0"}) == 0
+            assert sample(f"{readiness}_bucket", {**labels, "le": "5.0"}) == 2

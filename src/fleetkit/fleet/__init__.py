@@ -22,6 +22,8 @@ from fleetkit.fleet._events import PlanMade as PlanMade
 from fleetkit.fleet._events import SlotAcquired as SlotAcquired
 from fleetkit.fleet._events import SlotReleased as SlotReleased
 from fleetkit.fleet._fleet import Fleet as Fleet
+from fleetkit.fleet._metrics import FleetCollector as FleetCollector
+from fleetkit.fleet._metrics import register_metrics as register_metrics
 from fleetkit.fleet._settings import FleetSettings as FleetSettings
 from fleetkit.fleet._slots import Slot as Slot
 from fleetkit.fleet._stats import FleetStats as FleetStats
@@ -29,6 +31,7 @@ from fleetkit.fleet._stats import HistogramSnapshot as HistogramSnapshot
 
 __all__ = [
     "Fleet",
+    "FleetCollector",
     "FleetEvent",
     "FleetSettings",
     "FleetStats",
@@ -46,4 +49,5 @@ __all__ = [
     "SlotReleased",
     "WallClock",
     "anchored_wall_clock",
+    "register_metrics",
 ]
