@@ -170,6 +170,43 @@ async def test_vanished_instance_is_reported_deleted_once(moto: MotoServer) -> N
         await group.heartbeat(survivor)
 
 
+async def test_lifecycle_states_on_the_wire(moto: MotoServer) -> None:
+    """Pending, Terminating and a lingering Terminated map forward only, deleted reported once."""
+    async with running(moto) as group:
+        await group.increase(2)
+        booting, leaving = await _running_ids(group)
+        moto.set_lifecycle_state("ci", booting, "Pending")  # lagging: must stay running
+        moto.set_lifecycle_state("ci", leaving, "Terminating:Wait")
+        states = {s.id: s.state for s in await group.update()}
+        assert states == {booting: ProviderState.RUNNING, leaving: ProviderState.DELETING}
+
+        before = moto.calls
+        assert list(await group.decrease([leaving])) == [leaving]
+        moto.set_lifecycle_state("ci", leaving, "InService")  # a lagging answer
+        states = {s.id: s.state for s in await group.update()}
+        assert states[leaving] is ProviderState.DELETING
+
+        moto.set_lifecycle_state("ci", leaving, "Terminated")
+        states = {s.id: s.state for s in await group.update()}
+        assert states[leaving] is ProviderState.DELETED
+        assert [s.id for s in await group.update()] == [booting]  # moto still lists it
+        assert list(await group.decrease([leaving])) == [leaving]
+        with pytest.raises(InstanceNotFound):
+            await group.connect_info(leaving)
+        assert "TerminateInstanceInAutoScalingGroup" not in moto.calls - before
+
+
+async def test_pending_instance_is_creating_then_running(moto: MotoServer) -> None:
+    """An instance first seen Pending is reported creating, then running once InService."""
+    async with running(moto) as group:
+        await group.increase(1)
+        (instance_id,) = moto.group_instances("ci")
+        moto.set_lifecycle_state("ci", instance_id, "Pending:Wait")
+        assert [s.state for s in await group.update()] == [ProviderState.CREATING]
+        moto.set_lifecycle_state("ci", instance_id, "InService")
+        assert [s.state for s in await group.update()] == [ProviderState.RUNNING]
+
+
 async def test_standby_and_unhealthy_states(moto: MotoServer) -> None:
     """A Standby instance stays running; one Auto Scaling marked Unhealthy is reported deleting."""
     async with running(moto) as group:

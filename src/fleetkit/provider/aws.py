@@ -231,6 +231,8 @@ class AWSInstanceGroup:
             await self._describe_instances(unseen)
         statuses: list[InstanceStatus] = []
         for instance_id, (lifecycle, health) in group.members.items():
+            if instance_id in self._gone:
+                continue  # reported deleted once already; AWS may list it a while
             previous = self._reported.get(instance_id)
             state = map_lifecycle(lifecycle, health)
             if state is None:
@@ -239,10 +241,13 @@ class AWSInstanceGroup:
             if instance_id in self._deleting:
                 state = forward(state, ProviderState.DELETING)
             state = forward(previous, state)
-            self._reported[instance_id] = state
             statuses.append(
                 InstanceStatus(id=instance_id, state=state, owner=self._owner(instance_id))
             )
+            if state is ProviderState.DELETED:
+                self._forget(instance_id)
+            else:
+                self._reported[instance_id] = state
         for instance_id in [i for i in self._reported if i not in group.members]:
             owner = self._owner(instance_id)
             self._forget(instance_id)
@@ -512,12 +517,12 @@ class AWSInstanceGroup:
 
     def _remember(self, instance: Mapping[str, Any]) -> None:
         internal = instance.get("PrivateIpAddress")
-        if not internal:
+        if not internal and instance.get("State", {}).get("Name") == "pending":
             return  # no address yet: describe it again next time
         tags = {t.get("Key"): t.get("Value") for t in instance.get("Tags", [])}
         arch = str(instance.get("Architecture", ""))
         self._details[str(instance["InstanceId"])] = _Details(
-            internal_addr=str(internal),
+            internal_addr=str(internal) if internal else None,
             external_addr=instance.get("PublicIpAddress") or instance.get("Ipv6Address"),
             owner=tags.get(OWNER_TAG),
             os="windows"

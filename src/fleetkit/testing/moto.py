@@ -15,7 +15,8 @@ fails: those answers are built the way AWS builds them, so botocore parses
 them like the real thing.
 
 What moto does not model (see ``docs/aws.md``): lifecycle states (instances
-are InService at once), MaxSize enforcement, AWS's ValidationError for unknown
+are InService at once; :meth:`MotoServer.set_lifecycle_state` plays them),
+MaxSize enforcement, AWS's ValidationError for unknown
 ids (moto answers HTTP 500), throttling and capacity errors.
 """
 
@@ -301,6 +302,28 @@ class MotoServer:
             AvailabilityZones=[f"{self.region}a"],
         )
         return name
+
+    def set_lifecycle_state(
+        self, name: str, instance_id: str, state: str, *, health: str | None = None
+    ) -> None:
+        """Give one instance of group ``name`` the Auto Scaling ``LifecycleState``
+        ``state`` (``"Pending"``, ``"Terminating:Wait"``, ...) and optionally a
+        ``HealthStatus``, as the next describe will show them.
+
+        moto has no lifecycle of its own (instances are InService at once); this
+        lets a test play AWS's sequence. Reaches into moto's in-process backend.
+        """
+        from moto.autoscaling.models import autoscaling_backends
+        from moto.core import DEFAULT_ACCOUNT_ID
+
+        group = autoscaling_backends[DEFAULT_ACCOUNT_ID][self.region].autoscaling_groups[name]
+        for instance_state in group.instance_states:
+            if instance_state.instance.id == instance_id:
+                instance_state.lifecycle_state = state
+                if health is not None:
+                    instance_state.health_status = health
+                return
+        raise KeyError(f"instance {instance_id!r} is not in group {name!r}")
 
     def group_instances(self, name: str) -> dict[str, str]:
         """The group's instances as moto holds them: id -> LifecycleState."""
