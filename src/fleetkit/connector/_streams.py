@@ -82,8 +82,23 @@ async def communicate(proc: RunningCommand, stdin: bytes | None) -> tuple[bytes,
         with contextlib.suppress(ConnectorError, anyio.BrokenResourceError):
             await proc.stdin.aclose()
 
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(collect, proc.stdout, out)
-        tg.start_soon(collect, proc.stderr, err)
-        tg.start_soon(feed)
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(collect, proc.stdout, out)
+            tg.start_soon(collect, proc.stderr, err)
+            tg.start_soon(feed)
+    except BaseExceptionGroup as group:
+        # The readers fail together when the connection breaks; callers catch
+        # one ConnectorError, not a group of them.
+        leaves = _leaves(group)
+        if all(isinstance(leaf, ConnectorError) for leaf in leaves):
+            raise leaves[0] from leaves[0].__cause__
+        raise
     return bytes(out), bytes(err)
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    found: list[BaseException] = []
+    for exc in group.exceptions:
+        found.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return found

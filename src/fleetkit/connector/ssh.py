@@ -522,6 +522,16 @@ class SSHConnector:
         log.debug("%s: connected to %s:%d after %d attempts", where, address, info.port, attempt)
         return conn
 
+    def open_connections(self, instance_id: str) -> int:
+        """How many pooled SSH connections to ``instance_id`` are open now."""
+        return sum(
+            1
+            for key, pool in self._pools.items()
+            if key[0] == instance_id
+            for link in pool.links
+            if not link.conn.is_closed()
+        )
+
     async def sweep(self) -> None:
         """Close idle pooled connections now (also done on each use)."""
         for pool in list(self._pools.values()):

@@ -1,0 +1,294 @@
+"""SSHConnector against a real OpenSSH server: login, host keys, dialling, pooling, keepalive."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+from pathlib import Path
+
+import anyio
+import attrs
+import pytest
+
+from fleetkit._sshd import SSHDaemon, _descendants, _poll, generate_keypair
+from fleetkit.connector.ssh import SSHConnector
+from fleetkit.errors import (
+    AuthenticationFailed,
+    ConfigError,
+    ConnectionLost,
+    ConnectTimeout,
+    HostKeyMismatch,
+)
+from fleetkit.model import ConnectInfo
+from fleetkit.testing.sshd import TestSSHD, ensure_password_user, running_sshd
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.mark.anyio
+async def test_key_login_runs_a_command(sshd: TestSSHD, ssh_connector: SSHConnector) -> None:
+    """A key from the connect info logs in as its user and runs a command."""
+    async with ssh_connector.connect(sshd.connect_info()) as conn:
+        result = await conn.run("id -un")
+    assert result.stdout_text.strip() == sshd.daemon.login_user
+
+
+@pytest.mark.anyio
+async def test_key_path_is_used_when_connect_info_has_no_key(sshd: TestSSHD) -> None:
+    """The connector's key_path authenticates when the connect info carries no key."""
+    async with (
+        SSHConnector(key_path=sshd.client_key.path, dial_timeout=5) as ssh,
+        ssh.connect(sshd.connect_info(key=None)) as conn,
+    ):
+        assert (await conn.run("true")).ok
+
+
+@pytest.mark.anyio
+async def test_password_login(sshd_path: str, tmp_path: Path) -> None:
+    """A password logs in when the server allows password authentication."""
+    if os.geteuid() != 0:
+        pytest.skip("setting a login password needs root")
+    password = "pw-" + os.urandom(8).hex()
+    user = await anyio.to_thread.run_sync(ensure_password_user, "fleetkit-pw", password)
+    async with (
+        running_sshd(tmp_path, login_user=user, password=password) as server,
+        SSHConnector(dial_timeout=5) as ssh,
+    ):
+        async with ssh.connect(server.connect_info(use_key=False)) as conn:
+            assert (await conn.run("id -un")).stdout_text.strip() == user
+        bad = server.connect_info("other", use_key=False, password="wrong")
+        with pytest.raises(AuthenticationFailed) as caught:
+            async with ssh.connect(bad):
+                pass
+        assert "wrong" not in str(caught.value)
+
+
+@pytest.mark.anyio
+async def test_wrong_key_is_authentication_failed(
+    sshd: TestSSHD, ssh_connector: SSHConnector, tmp_path: Path
+) -> None:
+    """A key the server does not trust raises AuthenticationFailed, without retrying."""
+    other, _ = await anyio.to_thread.run_sync(generate_keypair, tmp_path / "other")
+    start = anyio.current_time()
+    with pytest.raises(AuthenticationFailed):
+        async with ssh_connector.connect(sshd.connect_info(key=other)):
+            pass
+    assert anyio.current_time() - start < 5
+
+
+@pytest.mark.anyio
+async def test_changed_host_key_on_same_instance_is_refused(
+    sshd: TestSSHD, ssh_connector: SSHConnector, tmp_path: Path
+) -> None:
+    """A host key pinned on first use is enforced: a new key on the same instance is refused."""
+    info = sshd.connect_info("pinned-0")
+    async with ssh_connector.connect(info) as conn:
+        assert (await conn.run("true")).ok
+    assert ssh_connector.host_keys.pinned("pinned-0") == sshd.daemon.host_public_key
+    port = sshd.daemon.port
+    await sshd.daemon.stop()
+    async with await SSHDaemon.start(
+        tmp_path / "replaced", port=port, authorized_keys=[sshd.client_key.public_key]
+    ) as replaced:
+        assert replaced.host_public_key != sshd.daemon.host_public_key
+        with pytest.raises(HostKeyMismatch):
+            async with ssh_connector.connect(info):
+                pass
+        # Another instance id has no pin yet and connects.
+        async with ssh_connector.connect(attrs.evolve(info, id="fresh-0")) as conn:
+            assert (await conn.run("true")).ok
+
+
+@pytest.mark.anyio
+async def test_supplied_host_key_is_checked(
+    sshd: TestSSHD, ssh_connector: SSHConnector, tmp_path: Path
+) -> None:
+    """A host key from the provider is enforced from the first connection on."""
+    good = sshd.connect_info("supplied-ok", host_key=sshd.daemon.host_public_key + " comment")
+    async with ssh_connector.connect(good) as conn:
+        assert (await conn.run("true")).ok
+    _, other_public = await anyio.to_thread.run_sync(generate_keypair, tmp_path / "hk")
+    with pytest.raises(HostKeyMismatch):
+        async with ssh_connector.connect(sshd.connect_info("supplied-bad", host_key=other_public)):
+            pass
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+@pytest.mark.anyio
+async def test_closed_port_times_out(sshd: TestSSHD) -> None:
+    """Dialling a port nobody listens on retries until the dial timeout, then ConnectTimeout."""
+    info = sshd.connect_info("closed", protocol_port=_closed_port())
+    start = anyio.current_time()
+    async with SSHConnector(dial_timeout=0.6, retry_interval=0.05) as ssh:
+        with pytest.raises(ConnectTimeout, match=r"within 0\.6 s"):
+            async with ssh.connect(info):
+                pass
+    assert 0.5 < anyio.current_time() - start < 5
+
+
+@pytest.mark.anyio
+async def test_dial_retries_until_a_late_sshd_listens(sshd: TestSSHD, tmp_path: Path) -> None:
+    """An sshd that starts after the first dial attempt is reached within the dial timeout."""
+    port = _closed_port()
+    info = sshd.connect_info("late", protocol_port=port)
+    async with SSHConnector(dial_timeout=20, retry_interval=0.05) as ssh:
+
+        async def start_late() -> None:
+            await anyio.sleep(0.5)
+            daemon = await SSHDaemon.start(
+                tmp_path / "late", port=port, authorized_keys=[sshd.client_key.public_key]
+            )
+            late.append(daemon)
+
+        late: list[SSHDaemon] = []
+        start = anyio.current_time()
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(start_late)
+                async with ssh.connect(info) as conn:
+                    assert (await conn.run("echo up")).stdout == b"up\n"
+            assert anyio.current_time() - start >= 0.5
+        finally:
+            for daemon in late:
+                await daemon.stop()
+
+
+@pytest.mark.anyio
+async def test_use_external_addr_picks_and_falls_back(sshd: TestSSHD) -> None:
+    """use_external_addr dials the external address, and the internal one when that is all."""
+    both = sshd.connect_info("ext", internal_addr="192.0.2.1", external_addr=sshd.daemon.address)
+    only_internal = sshd.connect_info("int")
+    async with SSHConnector(use_external_addr=True, dial_timeout=5) as ssh:
+        for info in (both, only_internal):
+            async with ssh.connect(info) as conn:
+                assert (await conn.run("true")).ok
+    with pytest.raises(ConfigError, match="no address"):
+        async with ssh.connect(ConnectInfo(id="nowhere", key=b"x")):
+            pass
+
+
+@pytest.mark.anyio
+async def test_fifty_concurrent_commands_share_few_connections(
+    sshd: TestSSHD, ssh_connector: SSHConnector
+) -> None:
+    """50 concurrent commands all succeed over a pool of at most 5 connections (10 sessions each)."""
+    outputs: dict[int, bytes] = {}
+    peak = 0
+    async with ssh_connector.connect(sshd.connect_info("pool")) as conn:
+
+        async def one(i: int) -> None:
+            nonlocal peak
+            result = await conn.run(["sh", "-c", 'sleep 0.3; echo "$0"', str(i)])
+            outputs[i] = result.stdout
+            peak = max(peak, ssh_connector.open_connections("pool"))
+
+        async with anyio.create_task_group() as tg:
+            for i in range(50):
+                tg.start_soon(one, i)
+    assert outputs == {i: f"{i}\n".encode() for i in range(50)}
+    assert 1 < peak <= 5
+
+
+@pytest.mark.anyio
+async def test_server_with_fewer_sessions_than_assumed(
+    sshd_path: str, tmp_path: Path, ssh_connector: SSHConnector
+) -> None:
+    """A server whose MaxSessions is below the connector's limit still runs every command."""
+    async with running_sshd(tmp_path, extra_config={"MaxSessions": "3"}) as server:
+        async with ssh_connector.connect(server.connect_info("small")) as conn:
+            results = []
+
+            async def one() -> None:
+                results.append(await conn.run("sleep 0.2; echo ok"))
+
+            async with anyio.create_task_group() as tg:
+                for _ in range(12):
+                    tg.start_soon(one)
+        assert [r.stdout for r in results] == [b"ok\n"] * 12
+        assert ssh_connector.open_connections("small") >= 4
+
+
+@pytest.mark.anyio
+async def test_connections_dropped_by_max_startups_are_retried(
+    sshd_path: str, tmp_path: Path, ssh_connector: SSHConnector
+) -> None:
+    """A burst of new connections that sshd's MaxStartups drops all succeed after retries."""
+    async with running_sshd(tmp_path, extra_config={"MaxStartups": "1"}) as server:
+        done: list[str] = []
+
+        async def one(i: int) -> None:
+            async with ssh_connector.connect(server.connect_info(f"burst-{i}")) as conn:
+                if (await conn.run("true")).ok:
+                    done.append(f"burst-{i}")
+
+        async with anyio.create_task_group() as tg:
+            for i in range(15):
+                tg.start_soon(one, i)
+        assert len(done) == 15
+        assert "drop connection" in server.daemon.log_path.read_text()
+
+
+@pytest.mark.anyio
+async def test_idle_connections_close(sshd: TestSSHD) -> None:
+    """A pooled connection idle longer than idle_timeout is closed by the reaper."""
+    async with SSHConnector(idle_timeout=0.2) as ssh:
+        async with ssh.connect(sshd.connect_info("idle")) as conn:
+            await conn.run("true")
+        assert ssh.open_connections("idle") == 1
+        with anyio.fail_after(5):
+            await _poll(lambda: ssh.open_connections("idle") == 0)
+
+
+def _session_processes(daemon: SSHDaemon) -> list[int]:
+    return [
+        pid
+        for pid in _descendants(daemon.pid)
+        if Path(f"/proc/{pid}/comm").read_text().strip() == "sshd"
+    ]
+
+
+@pytest.mark.anyio
+async def test_keepalive_notices_a_dead_server(sshd: TestSSHD) -> None:
+    """A server that stops answering is noticed by keepalive: the running command raises
+    ConnectionLost, and new work dials a fresh connection."""
+    info = sshd.connect_info("frozen", keepalive=None)
+    async with (
+        SSHConnector(keepalive=0.2, keepalive_count_max=2, dial_timeout=5) as ssh,
+        ssh.connect(info) as conn,
+    ):
+        frozen: list[int] = []
+        try:
+            async with anyio.create_task_group() as tg:
+
+                async def freeze() -> None:
+                    await anyio.sleep(0.3)
+                    # SIGSTOP leaves the TCP connection open but silent: only
+                    # keepalive can tell that the server is gone.
+                    frozen.extend(_session_processes(sshd.daemon))
+                    for pid in frozen:
+                        os.kill(pid, signal.SIGSTOP)
+
+                tg.start_soon(freeze)
+                start = anyio.current_time()
+                with pytest.raises(ConnectionLost):
+                    await conn.run("sleep 30")
+                assert anyio.current_time() - start < 10
+        finally:
+            for pid in frozen:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        assert frozen
+        assert (await conn.run("echo again")).stdout == b"again\n"
