@@ -120,7 +120,7 @@ async def test_kept_build_dir_stays_without_its_secrets(sshd: TestSSHD, ssh: SSH
     project_dir = next(x for x in log.text.splitlines() if x.startswith("/"))
     async with ssh.connect(sshd.connect_info("sshd-0")) as conn:
         kept = await conn.run(f"cat {project_dir}/out.txt; test -e {project_dir}.tmp")
-        await conn.run(f"rm -rf {project_dir}")
+        await conn.run(f"rm -rf {project_dir}; rmdir -p $(dirname {project_dir}) 2>/dev/null")
     assert kept.stdout_text == "artifact\n"
     assert kept.exit_code == 1
 

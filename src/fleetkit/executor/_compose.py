@@ -1,0 +1,202 @@
+"""Building an :class:`~fleetkit.executor.InstanceExecutor` from a ``config.toml``.
+
+The one place in fleetkit that picks concrete parts: the provider named by
+``plugin`` (through :func:`fleetkit.provider.load`), the connector for each
+instance's protocol, and the fleet's settings from ``[runners.autoscaler]``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from fleetkit import provider
+from fleetkit.config import AutoscalerConfig, Config, Runner, load
+from fleetkit.errors import ConfigError, Problem
+from fleetkit.executor._connectors import ProtocolConnector, connector_factories
+from fleetkit.executor._executor import InstanceExecutor, LogFactory, _memory_logs
+from fleetkit.fleet import Fleet, FleetSettings
+from fleetkit.policy import Schedule
+
+__all__ = ["build", "fleet_settings", "owner_id", "select_runner"]
+
+
+def build(
+    path: str | Path,
+    runner: str | int | None = None,
+    *,
+    retries: int = 1,
+    log_factory: LogFactory = _memory_logs,
+    delete_instances_on_shutdown: bool | None = None,
+    keep_build_dir: bool = False,
+    acquire_timeout: float | None = None,
+    settings: Mapping[str, Any] | None = None,
+) -> InstanceExecutor:
+    """Build the executor for one runner of the config at ``path``.
+
+    ``delete_instances_on_shutdown`` overrides the config's value (``fleetkit
+    run`` deletes what it made). ``settings`` overrides other
+    :class:`~fleetkit.fleet.FleetSettings` fields. ``concurrent`` is the
+    smaller of the global ``concurrent`` and the runner's ``limit``; when
+    neither is set, ``max_instances * capacity_per_instance`` (GitLab's
+    recommended value), or no cap when ``max_instances`` is 0.
+    """
+    source = Path(path)
+    config = load(source)
+    index, entry, auto = select_runner(config, runner, source=str(source))
+    owner = owner_id(entry, index)
+    group = provider.load(auto.plugin, auto.plugin_config, auto.connector_config, owner=owner)
+    fleet_config = fleet_settings(auto, owner=owner, config_dir=source.resolve().parent)
+    overrides = dict(settings or {})
+    if delete_instances_on_shutdown is not None:
+        overrides["delete_instances_on_shutdown"] = delete_instances_on_shutdown
+    if overrides:
+        fleet_config = _evolve(fleet_config, overrides)
+    connector = ProtocolConnector(connector_factories(auto.connector_config))
+    fleet = Fleet(
+        group,
+        auto.limits(),
+        auto.schedule(),
+        connector=connector,
+        settings=fleet_config,
+        name=entry.name or f"runners[{index}]",
+    )
+
+    def reload() -> Schedule:
+        _, _, fresh = select_runner(load(source), index, source=str(source))
+        return fresh.schedule()
+
+    return InstanceExecutor(
+        fleet,
+        connector,
+        concurrent=_concurrent(config, entry, auto),
+        retries=retries,
+        log_factory=log_factory,
+        builds_dir=entry.builds_dir or "builds",
+        keep_build_dir=keep_build_dir,
+        variables=_environment(entry, index),
+        acquire_timeout=acquire_timeout,
+        reload=reload,
+    )
+
+
+def select_runner(
+    config: Config, runner: str | int | None, *, source: str | None = None
+) -> tuple[int, Runner, AutoscalerConfig]:
+    """The ``[[runners]]`` entry named or indexed by ``runner`` (default: the only
+    one fleetkit drives), with its index and autoscaler section."""
+    driven = config.autoscaled_runners()
+    if runner is None:
+        if len(driven) != 1:
+            names = ", ".join(f"[{i}] {r.name!r}" for i, r in driven) or "none"
+            raise ConfigError(
+                [
+                    Problem(
+                        "runners",
+                        f"expected exactly one runner with executor 'instance' and an "
+                        f"[runners.autoscaler] section, found {len(driven)} ({names}); "
+                        "choose one by name or index",
+                    )
+                ],
+                source=source,
+            )
+        index, entry = driven[0]
+    elif isinstance(runner, int):
+        if not 0 <= runner < len(config.runners):
+            raise ConfigError(
+                [Problem(f"runners[{runner}]", f"no such runner ({len(config.runners)} in file)")],
+                source=source,
+            )
+        index, entry = runner, config.runners[runner]
+    else:
+        matches = [(i, r) for i, r in enumerate(config.runners) if r.name == runner]
+        if not matches:
+            known = ", ".join(repr(r.name) for r in config.runners) or "none"
+            raise ConfigError(
+                [Problem("runners", f"no runner named {runner!r} (runners: {known})")],
+                source=source,
+            )
+        index, entry = matches[0]
+    if entry.autoscaler is None or not entry.autoscaled:
+        raise ConfigError(
+            [
+                Problem(
+                    f"runners[{index}]",
+                    "fleetkit drives runners with executor 'instance' (or "
+                    f"'docker-autoscaler') and a [runners.autoscaler] section; this one has "
+                    f"executor {entry.executor!r}"
+                    + ("" if entry.autoscaler else " and no autoscaler section"),
+                )
+            ],
+            source=source,
+        )
+    return index, entry, entry.autoscaler
+
+
+def owner_id(entry: Runner, index: int) -> str:
+    """A stable id for the fleet of ``entry``, stamped on the instances it creates.
+
+    GitLab keys a runner's taskscaler by ``URL|runner-ID`` (the token when the
+    ID is 0); fleetkit hashes the same, so a restart proves the instances its
+    predecessor made are its own, and the token never leaves the process.
+    """
+    ident = str(entry.id) if entry.id else (entry.token or entry.name or f"runners[{index}]")
+    digest = hashlib.sha256(f"{entry.url or ''}|{ident}".encode()).hexdigest()
+    return f"fleetkit-{digest[:12]}"
+
+
+def fleet_settings(auto: AutoscalerConfig, *, owner: str, config_dir: Path) -> FleetSettings:
+    """:class:`~fleetkit.fleet.FleetSettings` from ``[runners.autoscaler]``."""
+    storage = auto.state_storage
+    storage_dir: Path | None = None
+    if storage.enabled:
+        # GitLab: <dir or config dir/.taskscaler>/<short token>; the owner id
+        # plays the short token's part.
+        base = Path(storage.dir) if storage.dir else config_dir / ".taskscaler"
+        storage_dir = base / owner
+    throttle = auto.scale_throttle
+    return FleetSettings(
+        update_interval=auto.update_interval.total_seconds(),
+        update_interval_when_expecting=auto.update_interval_when_expecting.total_seconds(),
+        deletion_retry_interval=auto.deletion_retry_interval.total_seconds(),
+        delete_instances_on_shutdown=auto.delete_instances_on_shutdown,
+        shutdown_deletion_interval=auto.shutdown_deletion_interval.total_seconds(),
+        shutdown_deletion_retries=auto.shutdown_deletion_retries,
+        instance_ready_command=auto.instance_ready_command or None,
+        scale_throttle_limit=throttle.limit,
+        scale_throttle_burst=throttle.burst or None,
+        reservation_throttling=auto.reservation_throttling,
+        acquire_timeout=auto.instance_acquire_timeout.total_seconds(),
+        state_storage_dir=storage_dir,
+        keep_instance_with_acquisitions=storage.keep_instance_with_acquisitions,
+        owner_id=owner,
+    )
+
+
+def _evolve(settings: FleetSettings, overrides: Mapping[str, Any]) -> FleetSettings:
+    known = {a.name for a in attrs.fields(FleetSettings)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ConfigError([Problem(f"settings.{k}", "not a FleetSettings field") for k in unknown])
+    return attrs.evolve(settings, **overrides)
+
+
+def _concurrent(config: Config, entry: Runner, auto: AutoscalerConfig) -> int | None:
+    caps = [c for c in (config.concurrent, entry.limit) if c]
+    if not caps and auto.max_instances:
+        caps.append(auto.max_instances * auto.capacity_per_instance)
+    return min(caps) if caps else None
+
+
+def _environment(entry: Runner, index: int) -> dict[str, str]:
+    """The runner's ``environment = ["NAME=value", ...]``, exported to every job."""
+    raw = entry.extra.get("environment", [])
+    if not isinstance(raw, list) or not all(isinstance(x, str) and "=" in x for x in raw):
+        raise ConfigError(
+            [Problem(f"runners[{index}].environment", 'expected a list of "NAME=value" strings')]
+        )
+    return dict(item.split("=", 1) for item in raw)

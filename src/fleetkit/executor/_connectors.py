@@ -1,0 +1,93 @@
+"""One connector for a whole fleet: each connection by its instance's protocol.
+
+A provider says per instance how to reach it (``ConnectInfo.protocol``): the
+local provider gives ``"ssh"`` when it runs an sshd per instance and
+``"local"`` otherwise, a cloud gives ``"ssh"``. :class:`ProtocolConnector`
+builds the concrete connector for a protocol the first time it is needed, so
+a fleet that never meets SSH never imports asyncssh.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+import anyio
+
+from fleetkit.connector import Connection, Connector
+from fleetkit.errors import ConnectorError
+from fleetkit.model import ConnectInfo, ConnectorConfig
+
+__all__ = ["ProtocolConnector", "connector_factories"]
+
+
+class ProtocolConnector:
+    """A :class:`~fleetkit.connector.Connector` dispatching on ``ConnectInfo.protocol``.
+
+    ``factories`` maps a protocol name to a function building its connector.
+    Connectors built are closed by :meth:`aclose`. An instance whose protocol
+    has no factory fails to connect with a :class:`~fleetkit.errors.ConnectorError`.
+    """
+
+    def __init__(self, factories: Mapping[str, Callable[[], Connector]]) -> None:
+        self._factories = dict(factories)
+        self._built: dict[str, Connector] = {}
+
+    def __repr__(self) -> str:
+        return (
+            f"<ProtocolConnector protocols={sorted(self._factories)} built={sorted(self._built)}>"
+        )
+
+    def for_protocol(self, protocol: str) -> Connector:
+        """The connector for ``protocol``, built on first use."""
+        connector = self._built.get(protocol)
+        if connector is None:
+            factory = self._factories.get(protocol)
+            if factory is None:
+                raise ConnectorError(
+                    f"no connector for protocol {protocol!r} "
+                    f"(fleetkit has {', '.join(sorted(self._factories))})"
+                )
+            connector = self._built[protocol] = factory()
+        return connector
+
+    def connect(self, info: ConnectInfo) -> AbstractAsyncContextManager[Connection]:
+        """A connection to ``info``'s instance through its protocol's connector."""
+        return self.for_protocol(info.protocol).connect(info)
+
+    async def aclose(self) -> None:
+        """Close every connector built (pooled connections included); idempotent."""
+        built, self._built = self._built, {}
+        with anyio.CancelScope(shield=True):
+            for connector in built.values():
+                close: Any = getattr(connector, "aclose", None)
+                if close is not None:
+                    await close()
+
+
+def connector_factories(config: ConnectorConfig) -> dict[str, Callable[[], Connector]]:
+    """Factories for fleetkit's connectors, set up from ``connector_config``.
+
+    ``"ssh"``: :class:`~fleetkit.connector.ssh.SSHConnector` (needs the ``ssh``
+    extra); ``"local"``: :class:`~fleetkit.connector.local.LocalConnector`.
+    """
+
+    def ssh() -> Connector:
+        from fleetkit.connector.ssh import SSHConnector
+
+        options: dict[str, Any] = {"use_external_addr": config.use_external_addr}
+        if config.timeout is not None:
+            options["dial_timeout"] = config.timeout.total_seconds()
+        if config.keepalive is not None:
+            options["keepalive"] = config.keepalive.total_seconds()
+        if config.username is not None:
+            options["username"] = config.username
+        return SSHConnector(**options)
+
+    def local() -> Connector:
+        from fleetkit.connector.local import LocalConnector
+
+        return LocalConnector()
+
+    return {"ssh": ssh, "local": local}

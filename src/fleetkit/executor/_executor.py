@@ -1,0 +1,406 @@
+"""The InstanceExecutor: jobs in, results out, on an autoscaled fleet.
+
+Theory of operation
+-------------------
+The executor owns a :class:`~fleetkit.fleet.Fleet`, a connector and a task
+group. A job runs as *attempts*: each acquires a slot (the fleet grows to
+provide it), runs the job there with :func:`~fleetkit.jobs.run_job`, and
+releases the slot. An attempt that ends in a system failure (instance lost,
+connection broken, no slot within the acquire timeout) is retried, up to
+``retries`` times, and the final result lists the earlier attempts, so both
+are reported. Admission follows GitLab's order (spec §1.1): the global
+``concurrent`` and the runner's ``limit`` bound the jobs in flight before the
+fleet is asked for a slot.
+
+Stopping (:meth:`InstanceExecutor.stop`, e.g. on Ctrl-C) takes no new job,
+cancels running attempts (each ends its processes and cleans up) and reports
+them, and jobs never started, as cancelled. Leaving ``async with`` stops, then
+shuts the fleet down (deleting instances when configured), then closes the
+connectors.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+import anyio
+import attrs
+from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from fleetkit.connector import Connector
+from fleetkit.errors import (
+    AcquireTimeout,
+    FleetClosed,
+    FleetError,
+    InstanceLost,
+)
+from fleetkit.executor._ledger import InstanceLedger, LedgerFigures
+from fleetkit.fleet import Fleet
+from fleetkit.jobs import Job, JobResult, JobStatus, LogSink, MemoryLog, run_job
+from fleetkit.policy import Policy, Schedule
+
+__all__ = ["InstanceExecutor", "JobCounts", "LogFactory"]
+
+logger = logging.getLogger("fleetkit.executor")
+
+#: Builds the log sink of one attempt of a job: ``factory(job, attempt)``.
+LogFactory = Callable[[Job, int], LogSink]
+
+
+def _memory_logs(job: Job, attempt: int) -> LogSink:
+    return MemoryLog(limit=64 * 1024)
+
+
+@attrs.frozen
+class JobCounts:
+    """Jobs by where they are: waiting for admission or a slot, running, done."""
+
+    queued: int
+    running: int
+    done: int
+
+
+class InstanceExecutor:
+    """Runs jobs on an autoscaled fleet; the composition root of fleetkit.
+
+    Build it with :meth:`from_config` from a GitLab Runner ``config.toml``, or
+    directly around a :class:`~fleetkit.fleet.Fleet` and a connector::
+
+        async with InstanceExecutor.from_config("config.toml") as executor:
+            result = await executor.run(job)
+            async for result in executor.submit(jobs):
+                print(result.name, result.status)
+
+    ``concurrent`` caps the jobs in flight (GitLab's ``concurrent`` and the
+    runner's ``limit``; ``None``: no cap beyond the fleet's). ``retries`` is
+    how many times an attempt ending in a system failure is tried again.
+    ``log_factory`` makes each attempt's log sink (default: the last 64 KiB in
+    memory). ``builds_dir``, ``keep_build_dir`` and ``variables`` are passed to
+    :func:`~fleetkit.jobs.run_job`. ``acquire_timeout`` (seconds) bounds the
+    wait for a slot (default: the fleet's).
+    """
+
+    def __init__(
+        self,
+        fleet: Fleet,
+        connector: Connector,
+        *,
+        concurrent: int | None = None,
+        retries: int = 1,
+        log_factory: LogFactory = _memory_logs,
+        builds_dir: str = "builds",
+        keep_build_dir: bool = False,
+        variables: Mapping[str, str] | None = None,
+        acquire_timeout: float | None = None,
+        reload: Callable[[], Schedule] | None = None,
+        on_close: Callable[[], object] | None = None,
+    ) -> None:
+        if retries < 0:
+            raise ValueError(f"retries must be >= 0, got {retries}")
+        if concurrent is not None and concurrent < 1:
+            raise ValueError(f"concurrent must be >= 1, got {concurrent}")
+        self.fleet = fleet
+        self.connector = connector
+        self.concurrent = concurrent
+        self.retries = retries
+        self.log_factory = log_factory
+        self.builds_dir = builds_dir
+        self.keep_build_dir = keep_build_dir
+        self.variables = dict(variables or {})
+        self.acquire_timeout = acquire_timeout
+        self.ledger = InstanceLedger()
+        self._reload = reload
+        self._on_close = on_close
+        self._admission = anyio.Semaphore(concurrent if concurrent else 2**31 - 1)
+        self._tg: TaskGroup | None = None
+        self._keys = itertools.count(1)
+        self._attempt_scopes: set[anyio.CancelScope] = set()
+        self._stopping = False
+        self._active = 0
+        self._drained: anyio.Event | None = None
+        self._queued = 0
+        self._running = 0
+        self._done = 0
+
+    def __repr__(self) -> str:
+        c = self.counts()
+        return (
+            f"<InstanceExecutor {self.fleet.name!r} queued={c.queued} running={c.running} "
+            f"done={c.done}>"
+        )
+
+    @classmethod
+    def from_config(
+        cls,
+        path: str | Path,
+        runner: str | int | None = None,
+        **overrides: object,
+    ) -> InstanceExecutor:
+        """Build provider, limits, schedule, connector and fleet from a ``config.toml``.
+
+        ``runner`` picks a ``[[runners]]`` entry by name or index (default: the
+        only one fleetkit drives). ``overrides`` are keyword arguments of
+        :func:`fleetkit.executor.build` (``retries``, ``log_factory``,
+        ``delete_instances_on_shutdown``, ...). Raises
+        :class:`~fleetkit.errors.ConfigError` naming the TOML path of every
+        problem, and :class:`~fleetkit.errors.PluginNotFound` for an unknown
+        plugin.
+        """
+        from fleetkit.executor._compose import build
+
+        return build(path, runner, **overrides)  # type: ignore[arg-type]
+
+    # --- lifecycle ----------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        tg = anyio.create_task_group()
+        await tg.__aenter__()
+        try:
+            await tg.start(self._follow_fleet)
+            await self.fleet.__aenter__()
+        except BaseException as exc:
+            tg.cancel_scope.cancel()
+            with anyio.CancelScope(shield=True):
+                await tg.__aexit__(type(exc), exc, exc.__traceback__)
+                await self._close_connector()
+            raise
+        self._tg = tg
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        assert self._tg is not None
+        tg, self._tg = self._tg, None
+        try:
+            self.stop()
+            with anyio.CancelScope(shield=True):
+                # Cancelled attempts end their processes and clean up (bounded).
+                if self._active:
+                    self._drained = anyio.Event()
+                    await self._drained.wait()
+            # Not inside a scope of ours: the fleet's task group was entered
+            # outside it (and the fleet shields its own teardown).
+            await self.fleet.__aexit__(exc_type, exc, tb)
+        finally:
+            try:
+                await tg.__aexit__(exc_type, exc, tb)
+            finally:
+                await self._close_connector()
+
+    async def _close_connector(self) -> None:
+        with anyio.CancelScope(shield=True):
+            close = getattr(self.connector, "aclose", None)
+            if close is not None:
+                await close()
+            if self._on_close is not None:
+                self._on_close()
+
+    async def _follow_fleet(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+        # Subscribed before the fleet opens, so instances adopted or created at
+        # start are booked too; the stream ends when the fleet has shut down.
+        async with self.fleet.events(max_buffer=100_000) as events:
+            task_status.started()
+            async for event in events:
+                self.ledger.record(event)
+
+    # --- running jobs -------------------------------------------------------
+
+    def counts(self) -> JobCounts:
+        """Jobs queued (admission or slot), running, and done, right now."""
+        return JobCounts(self._queued, self._running, self._done)
+
+    def figures(self) -> LedgerFigures:
+        """Instances created and deleted, and instance-seconds, so far."""
+        return self.ledger.figures(anyio.current_time())
+
+    async def run(self, job: Job, *, queued_at: float | None = None) -> JobResult:
+        """Run ``job`` (retrying system failures) and return its final result."""
+        queued = anyio.current_time() if queued_at is None else queued_at
+        # A job counts as queued whenever it is in here and not running.
+        self._queued += 1
+        self._active += 1
+        try:
+            if self._stopping:
+                return self._never_started(job, queued, "the executor is stopping")
+            async with self._admission:
+                return await self._attempts(job, queued)
+        finally:
+            self._queued -= 1
+            self._done += 1
+            self._active -= 1
+            if not self._active and self._drained is not None:
+                self._drained.set()
+
+    def submit(self, jobs: Iterable[Job]) -> MemoryObjectReceiveStream[JobResult]:
+        """Start ``jobs`` and give their results as they finish.
+
+        ``async for result in executor.submit(jobs)`` ends after the last
+        result. Jobs run within ``concurrent`` (and the fleet's capacity), in
+        the order given.
+        """
+        if self._tg is None:
+            raise FleetClosed("the executor is not open: use `async with executor:`")
+        batch = list(jobs)
+        send, receive = anyio.create_memory_object_stream[JobResult](max(len(batch), 1))
+        self._tg.start_soon(self._feed, batch, send, name="executor feed")
+        return receive
+
+    async def _feed(self, batch: list[Job], send: MemoryObjectSendStream[JobResult]) -> None:
+        queued = anyio.current_time()
+        async with send, anyio.create_task_group() as tg:
+            for job in batch:
+                tg.start_soon(self._run_into, job, queued, send.clone(), name=f"job {job.id}")
+
+    async def _run_into(
+        self, job: Job, queued: float, send: MemoryObjectSendStream[JobResult]
+    ) -> None:
+        async with send:
+            result = await self.run(job, queued_at=queued)
+            await send.send(result)
+
+    def stop(self) -> None:
+        """Take no new job; cancel running attempts (reported as cancelled)."""
+        self._stopping = True
+        for scope in tuple(self._attempt_scopes):
+            scope.cancel()
+
+    @property
+    def stopping(self) -> bool:
+        """Whether :meth:`stop` was called."""
+        return self._stopping
+
+    def reload(self) -> Schedule:
+        """Re-read the idle policies and apply them from the fleet's next tick.
+
+        Only policies are reloaded, as in GitLab Runner; other settings need a
+        restart. Raises :class:`~fleetkit.errors.ConfigError` when the file is
+        now invalid (the running policies stay).
+        """
+        if self._reload is None:
+            raise FleetError("this executor was not built from a config file; use set_schedule")
+        schedule = self._reload()
+        self.fleet.set_schedule(schedule)
+        return schedule
+
+    def set_schedule(self, schedule: Schedule | Policy) -> None:
+        """Apply new idle policies without a restart."""
+        self.fleet.set_schedule(schedule)
+
+    async def _attempts(self, job: Job, queued: float) -> JobResult:
+        earlier: list[JobResult] = []
+        for attempt in range(1, self.retries + 2):
+            if self._stopping:
+                result = self._never_started(job, queued, "the executor is stopping", attempt)
+            else:
+                result = await self._attempt(job, attempt, queued)
+            if result.status is not JobStatus.SYSTEM_FAILURE or attempt > self.retries:
+                return attrs.evolve(result, earlier=tuple(earlier))
+            logger.warning(
+                "job %s (%r) attempt %d: system failure on %s: %s; retrying",
+                job.id,
+                job.name,
+                attempt,
+                result.instance_id,
+                result.message,
+                extra={"job_id": job.id, "attempt": attempt, "instance_id": result.instance_id},
+            )
+            earlier.append(result)
+        raise AssertionError("unreachable: the last attempt always returns")
+
+    async def _attempt(self, job: Job, attempt: int, queued: float) -> JobResult:
+        key = f"job-{job.id}-{attempt}-{next(self._keys)}"
+        log = self.log_factory(job, attempt)
+        result: JobResult | None = None
+        where: tuple[str, int] | None = None
+        started: float | None = None
+        with anyio.CancelScope() as scope:
+            self._attempt_scopes.add(scope)
+            try:
+                async with self.fleet.acquire(key, timeout=self.acquire_timeout) as slot:
+                    where = (slot.instance_id, slot.number)
+                    started = anyio.current_time()
+                    self._queued -= 1
+                    self._running += 1
+                    try:
+                        result = await run_job(
+                            slot,
+                            job,
+                            self.connector,
+                            log=log,
+                            builds_dir=self.builds_dir,
+                            keep_build_dir=self.keep_build_dir,
+                            queued_at=queued,
+                            attempt=attempt,
+                            variables=self.variables,
+                        )
+                    finally:
+                        self._running -= 1
+                        self._queued += 1
+            except InstanceLost as exc:
+                result = self._unfinished(
+                    job, attempt, queued, started, where, JobStatus.SYSTEM_FAILURE, str(exc), log
+                )
+            except AcquireTimeout as exc:
+                result = self._unfinished(
+                    job, attempt, queued, None, None, JobStatus.SYSTEM_FAILURE, str(exc), log
+                )
+            except FleetClosed as exc:
+                result = self._unfinished(
+                    job, attempt, queued, started, where, JobStatus.CANCELLED, str(exc), log
+                )
+            finally:
+                self._attempt_scopes.discard(scope)
+        if result is None:
+            # Our scope caught the cancel: stop() was called during the attempt.
+            result = self._unfinished(
+                job, attempt, queued, started, where, JobStatus.CANCELLED, "stopped", log
+            )
+        return result
+
+    def _unfinished(
+        self,
+        job: Job,
+        attempt: int,
+        queued: float,
+        started: float | None,
+        where: tuple[str, int] | None,
+        status: JobStatus,
+        message: str,
+        log: LogSink,
+    ) -> JobResult:
+        return JobResult(
+            job_id=job.id,
+            name=job.name,
+            status=status,
+            queued_at=queued,
+            started_at=started,
+            finished_at=anyio.current_time(),
+            instance_id=where[0] if where else None,
+            slot=where[1] if where else None,
+            log=log.location,
+            attempt=attempt,
+            allow_failure=job.allow_failure,
+            message=message,
+        )
+
+    def _never_started(self, job: Job, queued: float, message: str, attempt: int = 1) -> JobResult:
+        return JobResult(
+            job_id=job.id,
+            name=job.name,
+            status=JobStatus.CANCELLED,
+            queued_at=queued,
+            finished_at=anyio.current_time(),
+            attempt=attempt,
+            allow_failure=job.allow_failure,
+            message=message,
+        )

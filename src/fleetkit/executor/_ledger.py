@@ -1,0 +1,90 @@
+"""The instance ledger: what the fleet created and deleted, and for how long.
+
+Fed with the fleet's events; gives the figures of ``fleetkit run``'s summary
+(instances created and deleted, instance-minutes) and a short history of what
+happened to instances for the live display.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import attrs
+
+from fleetkit.fleet import (
+    FleetEvent,
+    InstanceDeleted,
+    InstanceDraining,
+    InstanceFailed,
+    InstanceReady,
+    InstanceSeen,
+)
+
+__all__ = ["InstanceLedger", "LedgerFigures"]
+
+
+@attrs.frozen
+class LedgerFigures:
+    """``created``/``deleted`` count instances seen and gone during the run;
+    ``instance_seconds`` sums their lifetimes (to ``now`` for live ones)."""
+
+    created: int
+    deleted: int
+    live: int
+    instance_seconds: float
+
+    @property
+    def instance_minutes(self) -> float:
+        """``instance_seconds`` in minutes."""
+        return self.instance_seconds / 60
+
+
+class InstanceLedger:
+    """Books instance lifetimes from fleet events; ``notes`` keeps the last few
+    happenings as text (``"i-1 ready"``, ``"i-2 draining: idle for 61s ..."``)."""
+
+    __slots__ = ("_born", "_closed_seconds", "created", "deleted", "notes")
+
+    def __init__(self, notes: int = 20) -> None:
+        self._born: dict[str, float] = {}
+        self._closed_seconds = 0.0
+        self.created = 0
+        self.deleted = 0
+        self.notes: deque[str] = deque(maxlen=notes)
+
+    def __repr__(self) -> str:
+        return (
+            f"<InstanceLedger created={self.created} deleted={self.deleted} live={len(self._born)}>"
+        )
+
+    def record(self, event: FleetEvent) -> None:
+        """Take one fleet event into account."""
+        match event:
+            case InstanceSeen(at=at, instance_id=iid) if iid not in self._born:
+                self._born[iid] = at
+                self.created += 1
+                self.notes.append(f"{iid} created")
+            case InstanceReady(instance_id=iid):
+                self.notes.append(f"{iid} ready")
+            case InstanceDraining(instance_id=iid, reason=reason):
+                self.notes.append(f"{iid} draining: {reason}")
+            case InstanceFailed(instance_id=iid, reason=reason):
+                self.notes.append(f"{iid} failed: {reason}")
+            case InstanceDeleted(at=at, instance_id=iid, expected=expected):
+                born = self._born.pop(iid, None)
+                if born is not None:
+                    self._closed_seconds += max(at - born, 0.0)
+                self.deleted += 1
+                self.notes.append(f"{iid} deleted" + ("" if expected else " (lost)"))
+            case _:
+                pass
+
+    def figures(self, now: float) -> LedgerFigures:
+        """The figures as of ``now`` (runtime clock)."""
+        open_seconds = sum(max(now - born, 0.0) for born in self._born.values())
+        return LedgerFigures(
+            created=self.created,
+            deleted=self.deleted,
+            live=len(self._born),
+            instance_seconds=self._closed_seconds + open_seconds,
+        )
