@@ -314,7 +314,7 @@ class MotoServer:
         lets a test play AWS's sequence. Reaches into moto's in-process backend.
         """
         from moto.autoscaling.models import autoscaling_backends
-        from moto.core import DEFAULT_ACCOUNT_ID
+        from moto.core.models import DEFAULT_ACCOUNT_ID
 
         group = autoscaling_backends[DEFAULT_ACCOUNT_ID][self.region].autoscaling_groups[name]
         for instance_state in group.instance_states:
