@@ -277,8 +277,11 @@ async def test_keepalive_notices_a_dead_server(sshd: TestSSHD) -> None:
                     await anyio.sleep(0.3)
                     # SIGSTOP leaves the TCP connection open but silent: only
                     # keepalive can tell that the server is gone.
-                    frozen.extend(_session_processes(sshd.daemon))
-                    for pid in frozen:
+                    sessions = _session_processes(sshd.daemon)
+                    # Remember the whole session tree: once its sshd dies, the
+                    # shell and command below it are no longer under the daemon.
+                    frozen.extend(_descendants(sshd.daemon.pid))
+                    for pid in sessions:
                         os.kill(pid, signal.SIGSTOP)
 
                 tg.start_soon(freeze)
