@@ -24,6 +24,7 @@ from fleetkit.errors import (
     Throttled,
 )
 from fleetkit.model import ConnectorConfig, ProviderState
+from fleetkit.provider import aws
 from fleetkit.provider._aws_config import parse_aws_config
 from fleetkit.provider.aws import OWNER_TAG, AWSInstanceGroup
 from fleetkit.testing.moto import (
@@ -132,6 +133,20 @@ async def test_steady_update_is_one_call(moto: MotoServer) -> None:
             assert await group.update() == first
         after = moto.calls
         assert after - before == {"DescribeAutoScalingGroups": 3}
+
+
+async def test_update_follows_describe_instances_pages(
+    moto: MotoServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """New instances spread over several DescribeInstances pages are all described."""
+    monkeypatch.setattr(aws, "_DESCRIBE_PAGE", 5)  # AWS's smallest page
+    async with running(moto, max_size=8) as group:
+        for _ in range(6):  # one reservation per launch: six of them
+            assert await group.increase(1) == 1
+        statuses = await group.update()
+        assert len(statuses) == 6
+        assert {s.owner for s in statuses} == {"fleet-test"}
+        assert group.stats.calls["DescribeInstances"] == moto.calls["DescribeInstances"] == 2
 
 
 async def test_instances_report_the_owner_tag(moto: MotoServer) -> None:

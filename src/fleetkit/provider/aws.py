@@ -65,6 +65,8 @@ launch) and so on every instance the group launches."""
 _PUSHED_KEY_LIFETIME = timedelta(seconds=55)
 # AWS accepts up to 200 values per filter; smaller batches keep responses short.
 _DESCRIBE_BATCH = 100
+# DescribeInstances page size (AWS allows 5..1000).
+_DESCRIBE_PAGE = 1000
 # Ids known to be gone are remembered (so they are never sent to AWS again) up
 # to this many; the oldest are forgotten first.
 _GONE_MEMORY = 10_000
@@ -503,7 +505,7 @@ class AWSInstanceGroup:
             # and MaxResults (pagination) is only allowed with filters.
             params: dict[str, Any] = {
                 "Filters": [{"Name": "instance-id", "Values": list(batch)}],
-                "MaxResults": 1000,
+                "MaxResults": _DESCRIBE_PAGE,
             }
             while True:
                 page = await self._call(self._clients["ec2"], "DescribeInstances", **params)
