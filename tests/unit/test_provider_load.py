@@ -16,6 +16,7 @@ from fleetkit.model import ConnectInfo, ConnectorConfig
 from fleetkit.provider import InstanceStatus, ProviderInfo, available, load
 from fleetkit.provider._protocol import InstanceGroupFactory
 from fleetkit.provider.local import LocalInstanceGroup
+from tests.support import require_module
 
 
 class ThirdPartyGroup:
@@ -100,6 +101,23 @@ def test_gitlab_aws_names_resolve_to_fleetkit_aws() -> None:
     assert _resolve("aws") == target
     assert _resolve("fleeting-plugin-aws:0.5.0") == target
     assert _resolve("registry.gitlab.com/gitlab-org/fleeting/plugins/aws:latest") == target
+
+
+def test_load_builds_aws_provider_and_passes_config_errors_through() -> None:
+    """load('fleeting-plugin-aws:<v>') builds the AWS group; its bad keys surface as ConfigError."""
+    require_module("aiobotocore", "pip install 'fleetkit[aws]'")
+    from fleetkit.provider.aws import AWSInstanceGroup
+
+    group = load(
+        "fleeting-plugin-aws:1.0.0",
+        {"name": "ci-asg", "region": "eu-west-1"},
+        ConnectorConfig(username="ec2-user"),
+        owner="r1",
+    )
+    assert isinstance(group, AWSInstanceGroup)
+    with pytest.raises(ConfigError) as caught:
+        load("aws", {"region": "eu-west-1"}, ConnectorConfig(username="ec2-user"))
+    assert "plugin_config.name" in {p.path for p in caught.value.problems}
 
 
 def test_unknown_plugin_lists_installed_ones() -> None:

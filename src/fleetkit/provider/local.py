@@ -172,6 +172,7 @@ class _Instance:
     machine: _Machine | None = None
     starting: bool = True
     delete_requested: bool = False
+    removing: bool = False
 
 
 @attrs.frozen(kw_only=True)
@@ -301,6 +302,8 @@ class LocalInstanceGroup:
         """
         if self._session is not None or self._closed:
             raise ProviderError(f"{self!r}: init() may be called once, before the other verbs")
+        if self._settings.use_sshd and not sshd_available(SSHD_PATH):
+            raise ProviderError(f"{self!r}: use_sshd is set but {SSHD_PATH} is not installed")
         owner_dir = self._settings.root / _slug(self._owner)
         lock = await anyio.to_thread.run_sync(_take_lock, owner_dir, self._owner)
         try:
@@ -493,10 +496,7 @@ class LocalInstanceGroup:
                 return login_user, None, None
             return (login_user, *await anyio.to_thread.run_sync(_static_key, Path(cc.key_path)))
         key_path = owner_dir / "client_ed25519"
-        private, public = await anyio.to_thread.run_sync(generate_keypair, key_path)
-        # The private key lives in memory only; nothing on disk outlives init.
-        key_path.unlink()
-        key_path.with_name(key_path.name + ".pub").unlink()
+        private, public = await anyio.to_thread.run_sync(_ephemeral_keypair, key_path)
         return login_user, private, public
 
     def _reserve(self, session: _Session, boot_until: float) -> _Instance:
@@ -545,6 +545,9 @@ class LocalInstanceGroup:
 
     async def _remove(self, instance: _Instance) -> None:
         """Stop the instance's process, remove its sandbox, mark it deleted."""
+        if instance.removing:
+            return  # another task is removing it; its state moves on there
+        instance.removing = True
         with anyio.CancelScope(shield=True):
             instance.state = ProviderState.DELETING
             if instance.machine is not None:
@@ -641,6 +644,15 @@ def _write_record(instance: _Instance, owner: str | None) -> None:
         "port": getattr(machine, "port", None),
     }
     (instance.sandbox / _RECORD).write_text(json.dumps(record, indent=2) + "\n")
+
+
+def _ephemeral_keypair(path: Path) -> tuple[bytes, str]:
+    """A fresh client key pair; the private key lives in memory only."""
+    try:
+        return generate_keypair(path)
+    finally:
+        path.unlink(missing_ok=True)
+        path.with_name(path.name + ".pub").unlink(missing_ok=True)
 
 
 def _static_key(key_path: Path) -> tuple[bytes, str]:
