@@ -232,3 +232,14 @@ def test_importing_provider_package_needs_no_cloud_or_ssh_library() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert json.loads(out) == []
+
+
+def test_local_owner_directories_never_collide() -> None:
+    """Owners that differ only in unsafe characters still get distinct, safe directory names."""
+    from fleetkit.provider.local import _slug
+
+    owners = [None, "default", "a/b", "a_b", "a b", "..", "", "runner-1"]
+    slugs = [_slug(o) for o in owners]
+    assert len(set(slugs)) == len(owners)
+    assert all(s and "/" not in s and s not in {".", ".."} for s in slugs)
+    assert _slug("runner-1") == "runner-1"

@@ -45,6 +45,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import getpass
+import hashlib
 import json
 import logging
 import os
@@ -78,7 +79,7 @@ from fleetkit._sshd import (
 )
 from fleetkit.config import parse_duration
 from fleetkit.errors import ConfigError, InstanceNotFound, Problem, ProviderError, RetryLater
-from fleetkit.model import ConnectInfo, ConnectorConfig, ProviderState
+from fleetkit.model import ConnectInfo, ConnectorConfig, ProviderState, mask_secret
 from fleetkit.provider._protocol import InstanceGroupFactory, InstanceStatus, ProviderInfo
 
 if TYPE_CHECKING:
@@ -190,12 +191,18 @@ class _Session:
     lock: IO[bytes]
     owner_dir: Path
     login_user: str
-    private_key: bytes | None
+    private_key: bytes | None = attrs.field(repr=mask_secret)
     public_key: str | None
 
 
 def _slug(owner: str | None) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", owner or "default") or "default"
+    """The owner as a directory name; distinct owners never share one."""
+    if owner is None:
+        return "default"
+    slug = re.sub(r"[^A-Za-z0-9_.-]", "_", owner)[:64]
+    if slug != owner or slug in {"", ".", "..", "default"}:
+        slug = f"{slug}-{hashlib.sha256(owner.encode()).hexdigest()[:8]}"
+    return slug
 
 
 class LocalInstanceGroup:
@@ -320,11 +327,15 @@ class LocalInstanceGroup:
             public_key=public_key,
         )
         if not self._settings.use_sshd:
-            log.warning(
+            # Said once per group: a missing sshd is a degraded setup, a
+            # configured use_sshd = false is a choice.
+            missing = not sshd_available(SSHD_PATH)
+            log.log(
+                logging.WARNING if missing else logging.INFO,
                 "local provider %s: no sshd in use (%s); instances are plain sandbox "
                 "directories reached through fleetkit.connector.local.LocalConnector",
                 owner_dir,
-                "disabled by use_sshd" if sshd_available(SSHD_PATH) else f"{SSHD_PATH} missing",
+                f"{SSHD_PATH} missing" if missing else "use_sshd = false",
             )
         return ProviderInfo(
             id=f"local/{_slug(self._owner)}",
