@@ -77,9 +77,9 @@ def test_docker_autoscaler_with_throttle_state_storage_and_opaque_sections() -> 
     )
     assert scaler.connector_config == ConnectorConfig(use_external_addr=True)
     assert scaler.policy == (
-        Policy(periods=("* * * * *",), idle_count=0, idle_time=timedelta(0)),  # type: ignore[arg-type]
+        Policy(periods=("* * * * *",), idle_count=0, idle_time=timedelta(0)),
         Policy(
-            periods=("* 7-19 * * mon-fri",),  # type: ignore[arg-type]
+            periods=("* 7-19 * * mon-fri",),
             timezone="Europe/Berlin",
             idle_count=8,
             idle_time=timedelta(minutes=20),

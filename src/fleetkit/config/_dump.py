@@ -18,13 +18,18 @@ import attrs
 from fleetkit.config._duration import format_duration
 from fleetkit.config._schema import Config
 
-__all__ = ["dump"]
+__all__ = ["dump", "toml_text"]
 
 
 def dump(config: Config) -> str:
     """``config`` as TOML text; secrets are written as they are (this is the file)."""
+    return toml_text(_as_table(config))
+
+
+def toml_text(table: Mapping[str, Any]) -> str:
+    """Any table of TOML values (as tomllib returns them) as TOML text."""
     lines: list[str] = []
-    _write_table(lines, (), _as_table(config), array=False)
+    _write_table(lines, (), table, array=False)
     return "\n".join(lines).lstrip("\n") + "\n"
 
 

@@ -604,6 +604,10 @@ def _read(path_or_text: str | os.PathLike[str]) -> tuple[str, str | None]:
         ) from None
     except OSError as exc:
         raise ConfigError([Problem("", f"cannot read: {exc.strerror}")], source=str(path)) from None
+    except ValueError as exc:  # a NUL byte in the path
+        raise ConfigError(
+            [Problem("", f"not a usable path: {exc}")], source=repr(str(path))
+        ) from None
 
 
 def _looks_like_path(text: str) -> bool:
