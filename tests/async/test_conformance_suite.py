@@ -122,6 +122,14 @@ class StrictDecrease(SimulatedGroup):
         return await super().decrease(fresh)
 
 
+class RefusesCreatingDecrease(SimulatedGroup):
+    """Will not delete an instance that is still creating."""
+
+    async def decrease(self, ids: Sequence[str]) -> Sequence[str]:
+        ready = [i for i in ids if self.state_of(i) is not ProviderState.CREATING]
+        return await super().decrease(ready)
+
+
 class AnswersUnknownIds(SimulatedGroup):
     """Invents connect info for any id."""
 
@@ -166,6 +174,7 @@ def check_named(name: str) -> Check:
         (ComesBack, "decrease_all_then_empty", "after it was reported deleted"),
         (IgnoresMaxSize, "increase_capped_by_max_size", "max_size"),
         (StrictDecrease, "decrease_idempotent", "decrease of an id"),
+        (RefusesCreatingDecrease, "decrease_before_running", "returned \\[\\]"),
         (AnswersUnknownIds, "connect_info", "InstanceNotFound"),
         (ShutdownOnce, "shutdown_idempotent", "second shutdown"),
         (NeverRuns, "increase_then_running", "gave up waiting"),

@@ -93,7 +93,6 @@ class _Observer:
         self.harness = harness
         self.states: dict[str, ProviderState] = {}
         self.gone: set[str] = set()
-        self.created: set[str] = set()
         self.initialised = False
         self.shut_down = False
 
@@ -137,7 +136,6 @@ class _Observer:
             f"instance {status.id!r} reports owner {status.owner!r}, expected {owner!r}",
         )
         self.states[status.id] = status.state
-        self.created.add(status.id)
         if status.state in _GONE:
             self.gone.add(status.id)
 
@@ -318,6 +316,19 @@ async def _decrease_idempotent(obs: _Observer, max_size: int) -> None:
         )
 
 
+async def _decrease_before_running(obs: _Observer, max_size: int) -> None:
+    """An instance can be decreased as soon as update reports it, running or not."""
+    await _init(obs)
+    _expect(await _grow(obs, 1, max_size) == 1, "increase(1) on an empty group accepted nothing")
+    current = await obs.wait_for(
+        "the new instance is reported", lambda c: any(s in _ALIVE for s in c.values())
+    )
+    (instance_id,) = [i for i, s in current.items() if s in _ALIVE]
+    removed = list(await obs.harness.group.decrease([instance_id]))
+    _expect(removed == [instance_id], f"decrease([{instance_id!r}]) returned {removed!r}")
+    await obs.wait_gone([instance_id])
+
+
 async def _connect_info(obs: _Observer, max_size: int) -> None:
     """connect_info names a running instance's address; an unknown id raises InstanceNotFound."""
     await _init(obs)
@@ -390,8 +401,15 @@ class Check:
             obs = _Observer(harness)
             try:
                 await self.body(obs, self.max_size)
-            finally:
-                await obs.cleanup()
+            except BaseException as failure:
+                # The broken contract is the finding; a cleanup that fails too
+                # (likely, with a broken group) must not hide it.
+                try:
+                    await obs.cleanup()
+                except Exception as also:  # noqa: BLE001 (any cleanup error is only a note)
+                    failure.add_note(f"cleanup after the failure also failed: {also!r}")
+                raise
+            await obs.cleanup()
 
 
 CHECKS: tuple[Check, ...] = (
@@ -400,6 +418,7 @@ CHECKS: tuple[Check, ...] = (
     Check("increase_then_running", _increase_then_running),
     Check("increase_capped_by_max_size", _increase_capped_by_max_size),
     Check("decrease_idempotent", _decrease_idempotent),
+    Check("decrease_before_running", _decrease_before_running),
     Check("connect_info", _connect_info),
     Check("decrease_all_then_empty", _decrease_all_then_empty),
     Check("shutdown_idempotent", _shutdown_idempotent),
