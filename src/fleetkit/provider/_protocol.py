@@ -101,7 +101,8 @@ class InstanceGroup(Protocol):
     async def init(self) -> ProviderInfo:
         """Validate configuration, prepare credentials, and describe the group.
 
-        Called once before any other verb. Raises
+        Called once before any other verb; the other verbs raise
+        :class:`~fleetkit.errors.ProviderError` until it has succeeded. Raises
         :class:`~fleetkit.errors.ConfigError` for a bad plugin config.
         """
         ...
