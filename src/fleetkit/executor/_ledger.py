@@ -41,16 +41,26 @@ class LedgerFigures:
 
 class InstanceLedger:
     """Books instance lifetimes from fleet events; ``notes`` keeps the last few
-    happenings as text (``"i-1 ready"``, ``"i-2 draining: idle for 61s ..."``)."""
+    happenings as numbered text (``(3, "i-1 ready")``, ``(4, "i-2 draining: idle
+    for 61s ...")``), so a display can show each once."""
 
-    __slots__ = ("_born", "_closed_seconds", "created", "deleted", "notes")
+    __slots__ = ("_born", "_closed_seconds", "created", "deleted", "notes", "seq")
 
-    def __init__(self, notes: int = 20) -> None:
+    def __init__(self, notes: int = 50) -> None:
         self._born: dict[str, float] = {}
         self._closed_seconds = 0.0
         self.created = 0
         self.deleted = 0
-        self.notes: deque[str] = deque(maxlen=notes)
+        self.seq = 0
+        self.notes: deque[tuple[int, str]] = deque(maxlen=notes)
+
+    def _note(self, text: str) -> None:
+        self.seq += 1
+        self.notes.append((self.seq, text))
+
+    def notes_since(self, seq: int) -> list[tuple[int, str]]:
+        """The notes numbered above ``seq`` that are still kept."""
+        return [note for note in self.notes if note[0] > seq]
 
     def __repr__(self) -> str:
         return (
@@ -63,19 +73,19 @@ class InstanceLedger:
             case InstanceSeen(at=at, instance_id=iid) if iid not in self._born:
                 self._born[iid] = at
                 self.created += 1
-                self.notes.append(f"{iid} created")
+                self._note(f"{iid} created")
             case InstanceReady(instance_id=iid):
-                self.notes.append(f"{iid} ready")
+                self._note(f"{iid} ready")
             case InstanceDraining(instance_id=iid, reason=reason):
-                self.notes.append(f"{iid} draining: {reason}")
+                self._note(f"{iid} draining: {reason}")
             case InstanceFailed(instance_id=iid, reason=reason):
-                self.notes.append(f"{iid} failed: {reason}")
+                self._note(f"{iid} failed: {reason}")
             case InstanceDeleted(at=at, instance_id=iid, expected=expected):
                 born = self._born.pop(iid, None)
                 if born is not None:
                     self._closed_seconds += max(at - born, 0.0)
                 self.deleted += 1
-                self.notes.append(f"{iid} deleted" + ("" if expected else " (lost)"))
+                self._note(f"{iid} deleted" + ("" if expected else " (lost)"))
             case _:
                 pass
 

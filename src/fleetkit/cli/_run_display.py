@@ -1,0 +1,226 @@
+"""What ``fleetkit run`` shows while it works: rich on a terminal, plain lines
+otherwise, nothing with ``--json``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import deque
+from typing import TYPE_CHECKING, Any, Protocol, TextIO
+
+import anyio
+
+from fleetkit.cli._fleet_args import seconds
+from fleetkit.jobs import JobResult
+
+if TYPE_CHECKING:
+    from fleetkit.executor import InstanceExecutor
+
+__all__ = ["Display", "PlainDisplay", "QuietDisplay", "RichDisplay", "choose_display"]
+
+_STATES = ("requested", "creating", "running", "ready", "draining", "deleting")
+_REFRESH = 0.25
+
+
+class Display(Protocol):
+    """**Protocol:** what the command tells its display."""
+
+    async def refresh_loop(self, start: float) -> None:
+        """Keep the display current until cancelled; ``start`` is time zero."""
+        ...
+
+    def finished(self, result: JobResult) -> None:
+        """A job finished."""
+        ...
+
+    def note(self, text: str) -> None:
+        """Something worth a line happened."""
+        ...
+
+    def close(self) -> None:
+        """Show the last state; idempotent."""
+        ...
+
+
+def choose_display(args: argparse.Namespace, executor: InstanceExecutor, *, total: int) -> Display:
+    """rich when stdout is a terminal (and rich is installed), else plain; quiet for --json."""
+    if args.json:
+        return QuietDisplay()
+    if not args.plain and sys.stdout.isatty():
+        try:
+            import rich  # noqa: F401
+        except ImportError:
+            pass
+        else:
+            return RichDisplay(executor, total)
+    return PlainDisplay(executor, total, sys.stdout)
+
+
+def _instances(executor: InstanceExecutor) -> dict[str, int]:
+    counts = executor.fleet.stats().instances
+    return {state: counts.get(state, 0) for state in _STATES if counts.get(state, 0)}
+
+
+def _instance_text(counts: dict[str, int]) -> str:
+    return ", ".join(f"{state} {n}" for state, n in counts.items()) or "none"
+
+
+def _result_line(result: JobResult, now: float) -> str:
+    status = "ok" if result.ok else result.status.value
+    if not result.ok and result.allow_failure and result.status.value != "cancelled":
+        status += " (allowed)"
+    where = f"{result.instance_id} slot {result.slot}" if result.instance_id else "-"
+    retried = f", after {len(result.earlier)} system failure(s)" if result.earlier else ""
+    return (
+        f"[{now:6.1f}s] {status:<16} {result.name:<24} on {where}  "
+        f"wait {seconds(result.wait)}  took {seconds(result.duration)}{retried}"
+    )
+
+
+class QuietDisplay:
+    """Shows nothing (``--json``)."""
+
+    async def refresh_loop(self, start: float) -> None:
+        """Nothing to refresh."""
+
+    def finished(self, result: JobResult) -> None:
+        """Nothing to show."""
+
+    def note(self, text: str) -> None:
+        """Nothing to show."""
+
+    def close(self) -> None:
+        """Nothing to close."""
+
+
+class PlainDisplay:
+    """A line per finished job, per change of the fleet, per note."""
+
+    def __init__(self, executor: InstanceExecutor, total: int, out: TextIO) -> None:
+        self.executor = executor
+        self.total = total
+        self.out = out
+        self.start = 0.0
+        self._last_instances: dict[str, int] | None = None
+        self._notes_seen = 0
+
+    def _now(self) -> float:
+        return anyio.current_time() - self.start
+
+    def _print(self, text: str) -> None:
+        print(text, file=self.out, flush=True)
+
+    async def refresh_loop(self, start: float) -> None:
+        """Print the fleet's instance counts and happenings when they change."""
+        self.start = start
+        while True:
+            self.poll()
+            await anyio.sleep(_REFRESH)
+
+    def poll(self) -> None:
+        """Print what changed since the last poll."""
+        for seq, line in self.executor.ledger.notes_since(self._notes_seen):
+            self._print(f"[{self._now():6.1f}s] instance {line}")
+            self._notes_seen = seq
+        counts = _instances(self.executor)
+        if counts != self._last_instances:
+            self._last_instances = counts
+            jobs = self.executor.counts()
+            self._print(
+                f"[{self._now():6.1f}s] instances: {_instance_text(counts)}; "
+                f"jobs queued {jobs.queued}, running {jobs.running}, done {jobs.done}/{self.total}"
+            )
+
+    def finished(self, result: JobResult) -> None:
+        """One line for the finished job."""
+        self._print(_result_line(result, self._now()))
+
+    def note(self, text: str) -> None:
+        """A line of its own."""
+        self._print(f"[{self._now():6.1f}s] {text}")
+
+    def close(self) -> None:
+        """Print what happened since the last poll."""
+        self.poll()
+
+
+class RichDisplay:
+    """A live panel: instances by state, job counts, last jobs and happenings."""
+
+    def __init__(self, executor: InstanceExecutor, total: int) -> None:
+        from rich.console import Console
+        from rich.live import Live
+
+        self.executor = executor
+        self.total = total
+        self.start = 0.0
+        self.console = Console()
+        self.lines: deque[str] = deque(maxlen=10)
+        self.notes: deque[str] = deque(maxlen=4)
+        self.live = Live(console=self.console, refresh_per_second=8, transient=False)
+        self.live.start()
+        self._closed = False
+
+    def _now(self) -> float:
+        return anyio.current_time() - self.start
+
+    def _render(self) -> Any:
+        from rich.console import Group
+        from rich.panel import Panel
+        from rich.table import Table
+        from rich.text import Text
+
+        counts = _instances(self.executor)
+        jobs = self.executor.counts()
+        figures = self.executor.figures()
+        table = Table.grid(padding=(0, 2))
+        table.add_column(style="bold")
+        table.add_column()
+        bar = "".join(
+            {"ready": "[green]■[/]", "draining": "[yellow]■[/]", "deleting": "[red]■[/]"}.get(
+                state, "[blue]□[/]"
+            )
+            * n
+            for state, n in counts.items()
+        )
+        table.add_row("instances", Text.from_markup(f"{bar}  {_instance_text(counts)}"))
+        table.add_row(
+            "jobs",
+            f"queued {jobs.queued} · running {jobs.running} · done {jobs.done}/{self.total}",
+        )
+        table.add_row(
+            "fleet",
+            f"{figures.created} created · {figures.deleted} deleted · "
+            f"{figures.instance_minutes:.2f} instance-minutes",
+        )
+        notes = [text for _, text in list(self.executor.ledger.notes)[-4:]] + list(self.notes)
+        body = Group(
+            table,
+            Text(""),
+            *(Text(line) for line in self.lines),
+            Text(""),
+            *(Text(f"· {n}", style="dim") for n in notes[-6:]),
+        )
+        return Panel(body, title=f"fleetkit run · {self._now():.1f}s", border_style="cyan")
+
+    async def refresh_loop(self, start: float) -> None:
+        """Redraw the panel a few times a second."""
+        self.start = start
+        while True:
+            self.live.update(self._render())
+            await anyio.sleep(_REFRESH)
+
+    def finished(self, result: JobResult) -> None:
+        """Add the job's line to the panel."""
+        self.lines.append(_result_line(result, self._now()))
+
+    def note(self, text: str) -> None:
+        """Show a note under the panel's last lines."""
+        self.notes.append(text)
+
+    def close(self) -> None:
+        """Draw the last frame and stop the live display; idempotent."""
+        if not self._closed:
+            self._closed = True
+            self.live.update(self._render())
+            self.live.stop()
