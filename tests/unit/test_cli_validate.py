@@ -158,3 +158,40 @@ def test_subprocess_exit_statuses(tmp_path: Path) -> None:
     usage = _subprocess("validate")
     assert usage.returncode == 2
     assert "the following arguments are required: CONFIG" in usage.stderr
+
+
+def test_problems_come_with_the_warnings(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """When a config has problems, its key warnings are printed after them."""
+    config = tmp_path / "config.toml"
+    config.write_text('[[runners]]\nexecutor = "instance"\nrequest_concurency = 2\n')
+    status, _, err = run_cli(capsys, "validate", str(config))
+    assert status == 1
+    assert err.splitlines()[-2:] == [
+        "1 warning:",
+        (
+            "  - runners[0].request_concurency: is not a GitLab Runner key; kept but not used "
+            "(did you mean 'request_concurrency'?)"
+        ),
+    ]
+
+
+def test_example_script_prints_limits_and_active_policy() -> None:
+    """examples/validate_config.py loads a config and prints its limits and active policy."""
+    script = ROOT / "examples" / "validate_config.py"
+    done = subprocess.run(
+        [sys.executable, str(script), str(CONFIGS / "windows-winrm.toml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert done.stdout.splitlines() == [
+        "runners[0] windows instance executor",
+        (
+            "  limits: Limits(capacity_per_instance=5, max_use_count=0, max_instances=10, "
+            "failure_threshold=3, ready_timeout=None)"
+        ),
+        "  active policy now: idle_count=5 idle_time=20m0s preemptive=False",
+    ]

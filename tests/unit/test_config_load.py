@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from fleetkit.config import ScaleThrottle, StateStorage, load
+from fleetkit.config import ScaleThrottle, StateStorage, check, load
 from fleetkit.errors import ConfigError, Problem
 from fleetkit.model import ConnectorConfig
 from fleetkit.policy import DEFAULT_POLICY, Policy
@@ -561,3 +561,23 @@ def test_problems_from_a_file_name_the_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load(path)
     assert str(caught.value) == f"{path}: concurrent: must be >= 1 (GitLab Runner refuses 0), got 0"
+
+
+def test_check_returns_problems_and_warnings_together() -> None:
+    """check() reports placement warnings even when there are problems, without raising."""
+    found = check(
+        RUNNER.replace('  name = "r"', '  name = "r"\n  limt = 2') + "    max_use_count = -1\n"
+    )
+    assert found.config is None
+    assert [p.path for p in found.problems] == ["runners[0].autoscaler.max_use_count"]
+    assert [w.path for w in found.warnings] == ["runners[0].limt"]
+    with pytest.raises(ConfigError):
+        found.raise_problems()
+
+
+def test_check_of_a_good_config_carries_it() -> None:
+    """check() of a valid config returns it, with the same warnings as load()."""
+    found = check(CONFIGS / "several-runners.toml")
+    assert found.problems == ()
+    assert found.config == load(CONFIGS / "several-runners.toml")
+    assert found.source == str(CONFIGS / "several-runners.toml")

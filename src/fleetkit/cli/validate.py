@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from fleetkit.config import Config, Runner, format_duration, load
-from fleetkit.errors import ConfigError
+from fleetkit.config import Config, Runner, check, format_duration
+from fleetkit.errors import Problem
 from fleetkit.model import ConnectorConfig
 from fleetkit.policy import Policy
 
@@ -56,14 +56,16 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
     out = out or sys.stdout
     err = err or sys.stderr
     path: Path = args.config
-    try:
-        config = load(path)
-    except ConfigError as exc:
-        count = len(exc.problems)
-        print(f"{path}: {count} problem{'s' if count != 1 else ''}", file=err)
-        for problem in exc.problems:
+    found = check(path)
+    if found.problems:
+        print(f"{path}: {_count(found.problems, 'problem')}", file=err)
+        for problem in found.problems:
             print(f"  - {problem}", file=err)
+        for line in _warnings(found.warnings):
+            print(line, file=err)
         return 1
+    assert found.config is not None
+    config = found.config
     at: datetime = args.at or datetime.now(UTC)
     print(f"OK {path}", file=out)
     for line in summary(config, at):
@@ -77,9 +79,17 @@ def summary(config: Config, at: datetime) -> Iterator[str]:
     yield f"concurrent: {concurrent}"
     for index, runner in enumerate(config.runners):
         yield from _runner(index, runner, at)
-    if config.warnings:
-        yield f"{len(config.warnings)} warning{'s' if len(config.warnings) != 1 else ''}:"
-        yield from (f"  - {w}" for w in config.warnings)
+    yield from _warnings(config.warnings)
+
+
+def _count(items: Sequence[object], noun: str) -> str:
+    return f"{len(items)} {noun}{'' if len(items) == 1 else 's'}"
+
+
+def _warnings(warnings: Sequence[Problem]) -> Iterator[str]:
+    if warnings:
+        yield f"{_count(warnings, 'warning')}:"
+        yield from (f"  - {w}" for w in warnings)
 
 
 def _runner(index: int, runner: Runner, at: datetime) -> Iterator[str]:

@@ -1,7 +1,8 @@
 """GitLab Runner's ``config.toml`` (the autoscaler part) as typed, frozen values.
 
 :func:`load` reads a file or text into a :class:`Config`, raising
-:class:`~fleetkit.errors.ConfigError` with every problem and its TOML path;
+:class:`~fleetkit.errors.ConfigError` with every problem and its TOML path
+(:func:`check` returns the problems and warnings instead of raising);
 :func:`dump` writes a :class:`Config` back as TOML. :func:`parse_duration` and
 :func:`format_duration` read and write Go durations ("20m0s").
 """
@@ -11,6 +12,8 @@ from __future__ import annotations
 from fleetkit.config._dump import dump as dump
 from fleetkit.config._duration import format_duration as format_duration
 from fleetkit.config._duration import parse_duration as parse_duration
+from fleetkit.config._load import Findings as Findings
+from fleetkit.config._load import check as check
 from fleetkit.config._load import load as load
 from fleetkit.config._schema import AUTOSCALER_EXECUTORS as AUTOSCALER_EXECUTORS
 from fleetkit.config._schema import AutoscalerConfig as AutoscalerConfig
@@ -25,11 +28,13 @@ __all__ = [
     "AUTOSCALER_EXECUTORS",
     "AutoscalerConfig",
     "Config",
+    "Findings",
     "InstanceConfig",
     "Runner",
     "ScaleThrottle",
     "StateStorage",
     "VMIsolation",
+    "check",
     "dump",
     "format_duration",
     "load",

@@ -53,7 +53,7 @@ from fleetkit.errors import ConfigError, Problem
 from fleetkit.model import ConnectorConfig
 from fleetkit.policy import Policy
 
-__all__ = ["load"]
+__all__ = ["Findings", "check", "load"]
 
 PathPart = str | int
 
@@ -618,20 +618,37 @@ def _looks_like_path(text: str) -> bool:
     return "=" not in text and "[" not in text
 
 
-def load(path_or_text: str | os.PathLike[str]) -> Config:
-    """Load a GitLab Runner ``config.toml`` from a path or from its text.
+@attrs.frozen
+class Findings:
+    """What one read of a config found: the config (``None`` when there are
+    problems), every problem and every warning, and the file it came from."""
 
-    A ``str`` holding a single line without ``=`` or ``[`` (or naming an existing
-    file) is a path; any other ``str`` is TOML text. Raises
-    :class:`~fleetkit.errors.ConfigError` listing every problem, each with its
-    TOML path (``runners[0].autoscaler.policy[1].idle_time``); findings that do not
-    stop loading are on :attr:`Config.warnings`.
+    config: Config | None
+    problems: tuple[Problem, ...]
+    warnings: tuple[Problem, ...]
+    source: str | None = None
+
+    def raise_problems(self) -> Config:
+        """The config, or :class:`~fleetkit.errors.ConfigError` with every problem."""
+        if self.problems or self.config is None:
+            raise ConfigError(self.problems, source=self.source)
+        return self.config
+
+
+def check(path_or_text: str | os.PathLike[str]) -> Findings:
+    """Read a config like :func:`load`, returning problems and warnings instead of raising.
+
+    Warnings about key placement are found even when there are problems, so a
+    report can show both.
     """
-    text, source = _read(path_or_text)
+    try:
+        text, source = _read(path_or_text)
+    except ConfigError as exc:
+        return Findings(None, exc.problems, (), exc.source)
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([_syntax_problem(exc, text)], source=source) from None
+        return Findings(None, (_syntax_problem(exc, text),), (), source)
     shape = _Shape()
     shape.document(doc)
     issues = list(shape.errors)
@@ -641,11 +658,26 @@ def load(path_or_text: str | os.PathLike[str]) -> Config:
     except _Invalid as exc:
         issues += exc.issues
     problems = _unique(_to_problem(i) for i in sorted(issues, key=_runner_index))
+    found = list(shape.warnings)
+    if config is not None and not problems:
+        found += _warnings(config)
+    warnings = _unique(_to_problem(i) for i in found)
     if problems:
-        raise ConfigError(problems, source=source)
+        return Findings(None, problems, warnings, source)
     assert config is not None
-    warnings = _unique(_to_problem(i) for i in [*shape.warnings, *_warnings(config)])
-    return attrs.evolve(config, warnings=tuple(warnings))
+    return Findings(attrs.evolve(config, warnings=warnings), (), warnings, source)
+
+
+def load(path_or_text: str | os.PathLike[str]) -> Config:
+    """Load a GitLab Runner ``config.toml`` from a path or from its text.
+
+    A ``str`` holding a single line without ``=`` or ``[`` (or naming an existing
+    file) is a path; any other ``str`` is TOML text. Raises
+    :class:`~fleetkit.errors.ConfigError` listing every problem, each with its
+    TOML path (``runners[0].autoscaler.policy[1].idle_time``); findings that do not
+    stop loading are on :attr:`Config.warnings`.
+    """
+    return check(path_or_text).raise_problems()
 
 
 def _runner_index(issue: _Issue) -> int:
@@ -656,9 +688,9 @@ def _runner_index(issue: _Issue) -> int:
     return -1
 
 
-def _unique(problems: typing.Iterable[Problem]) -> list[Problem]:
+def _unique(problems: typing.Iterable[Problem]) -> tuple[Problem, ...]:
     """One problem per path: the first pass's message is the more specific one."""
     seen: dict[str, Problem] = {}
     for problem in problems:
         seen.setdefault(problem.path, problem)
-    return list(seen.values())
+    return tuple(seen.values())
