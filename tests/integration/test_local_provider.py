@@ -192,3 +192,16 @@ async def test_no_secret_in_logs(tmp_path: Path, caplog: pytest.LogCaptureFixtur
     assert info.key is not None
     secret = info.key.decode().splitlines()[1]
     assert secret not in caplog.text
+
+
+@pytest.mark.anyio
+async def test_cancelled_increase_orphans_no_process(tmp_path: Path) -> None:
+    """Cancelling increase mid-start leaves every started instance known to update, so it can be removed."""
+    async with local_group(tmp_path) as group:
+        with anyio.CancelScope() as scope:
+            scope.cancel()
+            await group.increase(3)
+        statuses = await group.update()
+        assert len(statuses) == 3
+        assert {s.state for s in statuses} == {ProviderState.RUNNING}
+        assert len(instances_up(tmp_path / "fleet-test")) == 3
