@@ -218,7 +218,9 @@ def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
-def _validator_issue(attribute: attrs.Attribute[Any], field_type: Any, exc: ValueError) -> _Issue:
+def _validator_issue(
+    attribute: attrs.Attribute[Any], field_type: Any, exc: ValueError | TypeError
+) -> _Issue:
     """Place a validator's message: ``"protocol: ..."`` about a nested class goes one level down."""
     message = str(exc)
     for prefix in (f"{attribute.name}: ", f"{attribute.name} "):
@@ -255,14 +257,16 @@ def _attrs_hook(converter: cattrs.Converter, cls: type) -> Callable[[object, typ
                 continue
             if a.metadata.get("zero_means_default") and not item:
                 item = a.default
-            if callable(a.converter):
-                item = a.converter(item)
-            if a.validator is not None:
-                try:
+            try:
+                # Field by field rather than through the constructor, which
+                # would stop at the first failing validator.
+                if callable(a.converter):
+                    item = a.converter(item)
+                if a.validator is not None:
                     a.validator(None, a, item)
-                except ValueError as exc:
-                    issues.append(_validator_issue(a, hints[a.name], exc))
-                    continue
+            except (ValueError, TypeError) as exc:
+                issues.append(_validator_issue(a, hints[a.name], exc))
+                continue
             kwargs[a.name] = item
         if keeps_extra:
             kwargs["extra"] = {k: v for k, v in value.items() if k not in names}

@@ -16,6 +16,7 @@ from typing import Any
 
 import attrs
 
+from fleetkit.config._duration import format_duration
 from fleetkit.errors import Problem
 from fleetkit.model import ConnectorConfig, Limits, mask_secret
 from fleetkit.policy import Policy, Schedule
@@ -77,14 +78,10 @@ def _nonneg(_inst: object, attribute: attrs.Attribute[Any], value: int) -> None:
         raise ValueError(f"must be >= 0, got {value}")
 
 
-def _nonneg_duration(_inst: object, attribute: attrs.Attribute[Any], value: timedelta) -> None:
-    if value < timedelta(0):
-        raise ValueError(f"must be >= 0s, got {value}")
-
-
 def _positive_duration(_inst: object, attribute: attrs.Attribute[Any], value: timedelta) -> None:
     if value <= timedelta(0):
-        raise ValueError(f"must be > 0s (leave it out for the default), got {value}")
+        shown = format_duration(value)
+        raise ValueError(f"must be > 0s (leave it out for the default), got {shown}")
 
 
 # Go passes a written zero straight through and taskscaler then uses its own
@@ -176,8 +173,9 @@ class AutoscalerConfig:
     """``[runners.autoscaler]``: the fleet one runner drives, with GitLab's defaults.
 
     ``plugin_config`` is handed to the provider as is; values whose names say
-    token, secret, password or key are masked in the repr. A zero duration
-    means the default, as in taskscaler.
+    token, secret, password or key are masked in the repr. The intervals,
+    ``shutdown_deletion_retries`` and ``failure_threshold`` hold effective values
+    (> 0): the loader reads a written 0 as the default, as taskscaler does.
     """
 
     plugin: str = attrs.field(
