@@ -50,7 +50,7 @@ def _periods(
 def _to_periods(value: Iterable[str]) -> tuple[str, ...]:
     # A named converter (not ``tuple``) so type checkers see ``Iterable[str]``.
     if isinstance(value, str):
-        raise TypeError(f"periods must be a list of cron strings, got the string {value!r}")
+        raise ValueError(f"periods must be a list of cron strings, got the string {value!r}")
     return tuple(value)
 
 

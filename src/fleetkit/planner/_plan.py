@@ -24,11 +24,13 @@ The pass, in order:
    at the same instant changes nothing;
 2. free instances that can never serve again are removed: drained, unhealthy,
    use count exhausted, not ready within ``ready_timeout``;
-3. the figures are counted and, when demand exceeds capacity, instances are
-   provisioned (never beyond ``max_instances`` counting every state);
-4. otherwise idle instances past ``idle_time`` are removed, longest idle first,
-   while the rest still covers demand and the reservations keep a ready slot;
-5. instances over a lowered ``max_instances`` are removed, free ones only.
+3. the figures are counted;
+4. idle instances past ``idle_time`` are removed, longest idle first, while the
+   instances left after the plan (provisions included) still cover demand and
+   every reservation keeps a ready slot;
+5. instances over a lowered ``max_instances`` are removed, free ones only;
+6. when demand exceeds what is left, instances are provisioned, never beyond
+   ``max_instances`` counting every state.
 
 An instance with an acquired slot is never removed. Deleting and deleted
 instances are not capacity, but count against ``max_instances``.
@@ -222,38 +224,46 @@ def plan(snapshot: Snapshot, policy: Policy, limits: Limits, now: float) -> Plan
     demand = acquired + unavailable + reserved + pending + target
     all_instances = snapshot.requested + len(snapshot.instances)
     max_instances = limits.max_instances
+
     # Instances on their way out still count against max_instances.
     ceiling = max(max_instances - (all_instances - counted), 0) if max_instances else None
-
-    if _ceil_div(demand, cap) <= counted:
-        free_ready.sort()
-        for since, _, instance_id, usable, lost in free_ready:
-            if now - since < idle_time:
-                continue
-            # Reservations were granted against ready slots: keep one for each.
-            if idle - usable < reserved:
-                continue
-            if (counted - 1) * cap < demand - lost:
-                continue
-            removals.append(Deprovision(instance_id, IdleExpired(now - since, idle_time)))
-            counted -= 1
-            demand -= lost
-            unavailable -= lost
-            idle -= usable
-        if max_instances and counted > max_instances:
-            counted, idle, unready, demand, unavailable = _trim_over_max(
-                removals,
-                free_ready,
-                booting_free,
-                limits,
-                counted,
-                idle,
-                unready,
-                demand,
-                unavailable,
-                reserved + pending,
-            )
     required = _ceil_div(demand, cap)
+    # How many instances count once this plan is carried out. A removal is
+    # allowed only if those, one fewer, still cover demand: so removing never
+    # makes the plan provision more (no replacement for an expired instance,
+    # gitlab-runner#37673), and applying the plan leaves nothing to remove next
+    # time at the same instant.
+    after = max(counted, required if ceiling is None else min(required, ceiling))
+    free_ready.sort()
+    for since, _, instance_id, usable, lost in free_ready:
+        if now - since < idle_time:
+            continue
+        # Reservations were granted against ready slots: keep one for each.
+        if idle - usable < reserved:
+            continue
+        if (after - 1) * cap < demand - lost:
+            continue
+        removals.append(Deprovision(instance_id, IdleExpired(now - since, idle_time)))
+        after -= 1
+        counted -= 1
+        demand -= lost
+        unavailable -= lost
+        idle -= usable
+    if max_instances and counted > max_instances:
+        counted, idle, unready, demand, unavailable = _trim_over_max(
+            removals,
+            free_ready,
+            booting_free,
+            limits,
+            counted,
+            idle,
+            unready,
+            demand,
+            unavailable,
+            reserved + pending,
+        )
+    required = _ceil_div(demand, cap)
+    ceiling = max(max_instances - (all_instances - counted), 0) if max_instances else None
     desired = required if ceiling is None else min(required, ceiling)
     capped_by = "max_instances" if desired < required else None
     provision_count = max(desired - counted, 0)

@@ -1,0 +1,315 @@
+"""Properties of plan(), can_reserve() and idle_target() over generated fleets.
+
+The oracle here is written apart from the planner: ``census`` counts the slots of
+a fleet from first principles, and ``apply_plan`` carries a plan out the way a
+runtime does, so a property compares the planner against what its decisions do.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from datetime import timedelta
+
+import attrs
+from hypothesis import given
+from hypothesis import strategies as st
+
+from fleetkit.model import Instance, InstanceState, Limits, Snapshot
+from fleetkit.planner import IdleExpired, OverMaxInstances, Plan, can_reserve, plan
+from fleetkit.policy import Policy, idle_target
+from fleetkit.testing.strategies import apply_plan, fleets, instances, limits
+
+LEAVING = {InstanceState.DELETING, InstanceState.DELETED}
+BOOTING = {InstanceState.CREATING, InstanceState.RUNNING}
+
+
+def takes_jobs(instance: Instance, limits: Limits) -> bool:
+    """Ready, under the failure threshold and under max_use_count."""
+    healthy = not (
+        limits.failure_threshold and instance.health_failures >= limits.failure_threshold
+    )
+    fresh = not (limits.max_use_count and instance.use_count >= limits.max_use_count)
+    return instance.state is InstanceState.READY and healthy and fresh
+
+
+@attrs.frozen
+class Census:
+    """Slots of a fleet counted from first principles."""
+
+    idle: int  # a job could take it now
+    unready: int  # on an instance (or request) not ready yet
+    acquired: int
+    all_instances: int
+
+
+def census(snapshot: Snapshot, limits: Limits) -> Census:
+    cap = limits.capacity_per_instance
+    idle = acquired = 0
+    unready = snapshot.requested * cap
+    for i in snapshot.instances:
+        if i.state in LEAVING:
+            continue
+        acquired += len(i.slots_in_use)
+        if i.state in BOOTING:
+            unready += cap - len(i.slots_in_use)
+        elif takes_jobs(i, limits):
+            free = cap - len(i.slots_in_use)
+            if limits.max_use_count:
+                free = min(free, limits.max_use_count - i.use_count)
+            idle += max(free, 0)
+    return Census(idle, unready, acquired, snapshot.requested + len(snapshot.instances))
+
+
+def check_safety(snapshot: Snapshot, limits: Limits, the_plan: Plan) -> None:
+    """The safety properties every plan must have, whatever the fleet."""
+    by_id = snapshot.by_id()
+    # Never give one slot twice, nor a slot already held.
+    pairs = Counter((a.instance_id, a.slot) for a in the_plan.assignments)
+    assert all(n == 1 for n in pairs.values()), pairs
+    per_instance = Counter(a.instance_id for a in the_plan.assignments)
+    for a in the_plan.assignments:
+        instance = by_id[a.instance_id]
+        assert a.slot not in instance.slots_in_use, a
+        assert 0 <= a.slot < limits.capacity_per_instance, a
+        # Only on ready, healthy instances with uses left, within those uses.
+        assert takes_jobs(instance, limits), (a, instance)
+        if limits.max_use_count:
+            assert instance.use_count + per_instance[a.instance_id] <= limits.max_use_count
+    # Keys are served in arrival order, each at most once.
+    keys = [a.key for a in the_plan.assignments]
+    assert keys == list(snapshot.pending[: len(keys)])
+    # Never remove an instance holding a slot, nor one just given a job.
+    for removal in the_plan.deprovisions:
+        assert not by_id[removal.instance_id].slots_in_use, removal
+        assert removal.instance_id not in per_instance, removal
+        assert by_id[removal.instance_id].state not in LEAVING, removal
+    assert len({d.instance_id for d in the_plan.deprovisions}) == len(the_plan.deprovisions)
+    # Never beyond max_instances, counting every state.
+    if the_plan.provision is not None and limits.max_instances:
+        total = snapshot.requested + len(snapshot.instances) + the_plan.provision.count
+        assert total <= limits.max_instances, the_plan.provision
+    # Over max_instances, nothing is provisioned.
+    if any(isinstance(d.reason, OverMaxInstances) for d in the_plan.deprovisions):
+        assert the_plan.provision is None
+
+
+def check_capacity_kept(snapshot: Snapshot, limits: Limits, the_plan: Plan, now: float) -> None:
+    """Removals leave what reservations and waiting keys need; waiting keys are served."""
+    after = census(apply_plan(snapshot, the_plan, now), limits)
+    reserved = the_plan.figures.reserved
+    waiting = len(snapshot.pending) - len(the_plan.assignments)
+    chosen = [
+        d
+        for d in the_plan.deprovisions
+        if type(d.reason).__name__ in {"IdleExpired", "OverMaxInstances"}
+    ]
+    if chosen:
+        # Capacity the plan chose to remove was not what reservations and waiting keys need.
+        assert after.idle + after.unready >= reserved + waiting
+    if any(isinstance(d.reason, IdleExpired) for d in chosen):
+        assert after.idle >= reserved
+    if waiting:
+        # Pending demand below the limits is served by an assignment or a provision.
+        at_limit = limits.max_instances and after.all_instances >= limits.max_instances
+        assert after.idle == 0
+        assert at_limit or after.unready >= waiting, (after, waiting)
+
+
+@given(fleets())
+def test_every_plan_is_safe(fleet: tuple[Snapshot, Policy, Limits, float]) -> None:
+    """No slot given twice or on an unfit instance, no busy instance removed, max_instances kept."""
+    snapshot, policy, chosen, now = fleet
+    check_safety(snapshot, chosen, plan(snapshot, policy, chosen, now))
+
+
+@given(fleets())
+def test_removals_keep_needed_capacity_and_pending_is_served(
+    fleet: tuple[Snapshot, Policy, Limits, float],
+) -> None:
+    """Removals never eat capacity reservations and waiting keys need; waiting keys get capacity."""
+    snapshot, policy, chosen, now = fleet
+    check_capacity_kept(snapshot, chosen, plan(snapshot, policy, chosen, now), now)
+
+
+@given(fleets())
+def test_planning_again_after_applying_changes_nothing(
+    fleet: tuple[Snapshot, Policy, Limits, float],
+) -> None:
+    """Applying a plan and planning again at the same instant gives an empty plan."""
+    snapshot, policy, chosen, now = fleet
+    first = plan(snapshot, policy, chosen, now)
+    second = plan(apply_plan(snapshot, first, now), policy, chosen, now)
+    assert second.empty, f"first:\n{first}\nsecond:\n{second}"
+
+
+@given(fleets())
+def test_figures_add_up(fleet: tuple[Snapshot, Policy, Limits, float]) -> None:
+    """Figures follow the design's formula and the slot identity."""
+    snapshot, policy, chosen, now = fleet
+    f = plan(snapshot, policy, chosen, now).figures
+    cap = chosen.capacity_per_instance
+    assert f.in_use == f.acquired + f.reserved
+    assert f.idle_target == idle_target(policy, f.in_use)
+    assert f.demand_slots == f.acquired + f.unavailable + f.reserved + f.pending + f.idle_target
+    assert f.instances * cap == f.acquired + f.unavailable + f.idle + f.unready
+    required = math.ceil(f.demand_slots / cap)
+    assert f.desired_instances <= required
+    assert (f.desired_instances < required) == (f.capped_by == "max_instances")
+
+
+@given(
+    limits(),
+    st.data(),
+    st.integers(0, 5000).map(lambda s: timedelta(seconds=s)),
+    st.floats(0, 3),
+    st.integers(0, 6),
+)
+def test_idle_count_zero_scales_to_zero(
+    chosen: Limits, data: st.DataObject, idle_time: timedelta, factor: float, count: int
+) -> None:
+    """gitlab-runner#37643: no jobs and idle_count 0 plan every ready instance away after idle_time."""
+    now = 100_000.0
+    fleet = []
+    for n in range(count):
+        i = data.draw(instances(chosen, now - idle_time.total_seconds(), iid=f"i{n}"))
+        fleet.append(attrs.evolve(i, slots_in_use=frozenset()))
+    policy = Policy(idle_count=0, idle_time=idle_time, scale_factor=factor)
+    the_plan = plan(Snapshot(instances=tuple(fleet)), policy, chosen, now)
+    gone = {d.instance_id for d in the_plan.deprovisions}
+    assert {i.id for i in fleet if i.state in {InstanceState.READY, InstanceState.DRAINING}} <= gone
+    assert the_plan.provision is None
+
+
+@st.composite
+def idle_fleets(draw: st.DrawFn) -> tuple[Snapshot, Policy, Limits, float]:
+    """Ready fleets, some busy, most idle for various times, no one waiting."""
+    cap = draw(st.integers(1, 5))
+    chosen = Limits(capacity_per_instance=cap, max_use_count=draw(st.sampled_from([0, 3])))
+    now = 10_000.0
+    members = []
+    for n in range(draw(st.integers(1, 8))):
+        slots = draw(st.frozensets(st.integers(0, cap - 1))) if draw(st.booleans()) else frozenset()
+        idle_since = None if slots else draw(st.floats(0, now))
+        uses = draw(st.integers(len(slots), max(len(slots), chosen.max_use_count or 9)))
+        members.append(
+            Instance(
+                id=f"i{n}",
+                state=InstanceState.READY,
+                created_at=float(n),
+                ready_at=float(n),
+                slots_in_use=slots,
+                use_count=uses,
+                idle_since=idle_since,
+            )
+        )
+    policy = Policy(
+        idle_count=draw(st.integers(0, 8)),
+        idle_time=timedelta(seconds=draw(st.integers(0, 9000))),
+        scale_factor=draw(st.sampled_from([0.0, 0.5])),
+    )
+    reservations = tuple(f"r{k}" for k in range(draw(st.integers(0, 2))))
+    return Snapshot(instances=tuple(members), reservations=reservations), policy, chosen, now
+
+
+@given(idle_fleets())
+def test_expired_idle_removal_never_comes_with_a_replacement(
+    fleet: tuple[Snapshot, Policy, Limits, float],
+) -> None:
+    """gitlab-runner#37673: expired idle instances go without a replacement, as many as demand allows."""
+    snapshot, policy, chosen, now = fleet
+    first = plan(snapshot, policy, chosen, now)
+    removed = {d.instance_id for d in first.deprovisions if isinstance(d.reason, IdleExpired)}
+    # Had those instances not expired, the plan would provision at least as many.
+    fresh = attrs.evolve(
+        snapshot,
+        instances=tuple(
+            attrs.evolve(i, idle_since=now) if i.id in removed else i for i in snapshot.instances
+        ),
+    )
+    counterfactual = plan(fresh, policy, chosen, now)
+    count = first.provision.count if first.provision else 0
+    assert count <= (counterfactual.provision.count if counterfactual.provision else 0)
+    after = apply_plan(snapshot, first, now)
+    assert plan(after, policy, chosen, now).empty
+    # Liveness: every expired idle instance left is one the idle target or a
+    # reservation still needs (removing it would bring a provision back).
+    idle_time = policy.idle_time.total_seconds()
+    for instance in after.instances:
+        if instance.state is not InstanceState.READY or instance.slots_in_use:
+            continue
+        if not takes_jobs(instance, chosen) or instance.idle_since is None:
+            continue
+        if now - instance.idle_since < idle_time:
+            continue
+        without = attrs.evolve(
+            after,
+            instances=tuple(
+                attrs.evolve(i, state=InstanceState.DELETING) if i.id == instance.id else i
+                for i in after.instances
+            ),
+        )
+        third = plan(without, policy, chosen, now)
+        needed = third.provision is not None or census(without, chosen).idle < len(
+            after.reservations
+        )
+        assert needed, f"{instance.id} could have gone:\n{first}"
+
+
+@given(
+    st.integers(0, 50),
+    st.floats(0, 10, allow_nan=False),
+    st.integers(0, 100),
+    st.integers(0, 10_000),
+)
+def test_idle_target_follows_the_formula(
+    count: int, factor: float, limit: int, in_use: int
+) -> None:
+    """idle_target is max(idle_count, min(ceil(scale_factor * in_use), limit or no cap))."""
+    policy = Policy(idle_count=count, scale_factor=factor, scale_factor_limit=limit)
+    scaled = math.ceil(factor * in_use)
+    expected = max(count, min(scaled, limit) if limit else scaled)
+    assert idle_target(policy, in_use) == expected
+
+
+@given(fleets())
+def test_preemptive_reservation_needs_a_free_ready_slot(
+    fleet: tuple[Snapshot, Policy, Limits, float],
+) -> None:
+    """In preemptive mode a reservation is granted only with an idle slot not yet spoken for."""
+    snapshot, policy, chosen, _ = fleet
+    policy = attrs.evolve(policy, preemptive_mode=True)
+    decision = can_reserve(snapshot, policy, chosen, throttling=False)
+    free = census(snapshot, chosen).idle - len(snapshot.reservations) - len(snapshot.pending)
+    assert decision.granted == (free > 0), decision.reason
+
+
+@given(fleets())
+def test_non_preemptive_reservation_needs_potential_capacity(
+    fleet: tuple[Snapshot, Policy, Limits, float],
+) -> None:
+    """Without preemption a reservation needs room under max_instances, unlimited at 0."""
+    snapshot, policy, chosen, _ = fleet
+    policy = attrs.evolve(policy, preemptive_mode=False)
+    decision = can_reserve(snapshot, policy, chosen, throttling=False)
+    used = census(snapshot, chosen).acquired + len(snapshot.reservations) + len(snapshot.pending)
+    potential = chosen.max_instances * chosen.capacity_per_instance - used
+    assert decision.granted == (chosen.max_instances == 0 or potential > 0), decision.reason
+
+
+@given(fleets())
+def test_throttling_caps_reservations_while_idle_capacity_exists(
+    fleet: tuple[Snapshot, Policy, Limits, float],
+) -> None:
+    """With idle slots, throttling refuses a reservation beyond max(idle - capacity, 1)."""
+    snapshot, policy, chosen, _ = fleet
+    idle = census(snapshot, chosen).idle
+    throttled = can_reserve(snapshot, policy, chosen, throttling=True)
+    free = can_reserve(snapshot, policy, chosen, throttling=False)
+    if idle and len(snapshot.reservations) >= max(idle - chosen.capacity_per_instance, 1):
+        assert not throttled.granted
+        assert "throttled" in throttled.reason
+    else:
+        assert throttled == free
+    # Throttling only ever takes grants away.
+    assert not (throttled.granted and not free.granted)
