@@ -79,7 +79,8 @@ class HostKeyStore:
 
     def forget(self, instance_id: str) -> None:
         """Drop the pin of a deleted instance (its id will not come back)."""
-        self._pins.pop(instance_id, None)
+        if self._pins.pop(instance_id, None) is not None and self.path is not None:
+            self.path.write_text("".join(f"{iid} {key}\n" for iid, key in self._pins.items()))
 
     def pinned(self, instance_id: str) -> str | None:
         """The key pinned for ``instance_id``, if any."""
