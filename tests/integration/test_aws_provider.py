@@ -58,18 +58,29 @@ async def _running_ids(group: AWSInstanceGroup) -> list[str]:
 
 
 async def test_init_describes_the_group_and_tags_it(moto: MotoServer) -> None:
-    """init reports aws/<region>/<name> and MaxSize, and tags the group with the owner."""
-    async with running(moto, "ci", max_size=7, owner="fleet-a") as group:
-        info = group.stats
-        assert info.calls == {"DescribeAutoScalingGroups": 1, "CreateOrUpdateTags": 1}
+    """init reports aws/<region>/<name> and MaxSize, and tags the group once per owner."""
+    moto.create_group("ci", max_size=7)
     moto.create_group("other", max_size=5)
-    fresh = build(moto, "other", owner=None)
-    described = await fresh.init()
-    await fresh.shutdown()
-    assert (described.id, described.max_size) == ("aws/us-east-1/other", 5)
+    calls: dict[str, dict[str, int]] = {}
+    for key, name, owner in [
+        ("first", "ci", "fleet-a"),
+        ("restart", "ci", "fleet-a"),
+        ("none", "other", None),
+    ]:
+        group = build(moto, name, owner=owner)
+        described = await group.init()
+        await group.shutdown()
+        calls[key] = dict(group.stats.calls)
+        assert described.id == f"aws/us-east-1/{name}"
+        assert described.max_size == {"ci": 7, "other": 5}[name]
+    assert calls == {
+        "first": {"DescribeAutoScalingGroups": 1, "CreateOrUpdateTags": 1},
+        "restart": {"DescribeAutoScalingGroups": 1},
+        "none": {"DescribeAutoScalingGroups": 1},
+    }
     tags = moto.client("autoscaling").describe_tags()["Tags"]
-    owned = {(t["ResourceId"], t["Value"], t["PropagateAtLaunch"]) for t in tags}
-    assert owned == {("ci", "fleet-a", True)}
+    owned = {(t["ResourceId"], t["Key"], t["Value"], t["PropagateAtLaunch"]) for t in tags}
+    assert owned == {("ci", OWNER_TAG, "fleet-a", True)}
 
 
 async def test_init_of_a_missing_group_names_the_key(moto: MotoServer) -> None:
