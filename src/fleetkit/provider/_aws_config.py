@@ -10,12 +10,12 @@ config.toml or in a repr.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping
 from typing import Any
 
 import attrs
 
+from fleetkit.config._suggest import did_you_mean
 from fleetkit.errors import ConfigError, Problem
 from fleetkit.model import ConnectorConfig
 
@@ -49,12 +49,11 @@ def parse_aws_config(
     problems: list[Problem] = []
     for key in plugin_config:
         if key not in _KEYS:
-            hint = difflib.get_close_matches(str(key), _KEYS, n=1)
-            suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
             problems.append(
                 Problem(
                     f"{_ROOT}.{key}",
-                    f"unknown key{suggestion} (expected one of: {', '.join(_KEYS)})",
+                    f"unknown key{did_you_mean(str(key), _KEYS)}; "
+                    f"the AWS provider takes {', '.join(_KEYS)}",
                 )
             )
     values: dict[str, str | None] = {}
