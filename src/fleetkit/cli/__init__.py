@@ -18,7 +18,7 @@ from fleetkit import __version__
 __all__ = ["COMMANDS", "build_parser", "main"]
 
 #: Subcommand modules under ``fleetkit.cli``, in the order ``--help`` lists them.
-COMMANDS: tuple[str, ...] = ("validate", "run")
+COMMANDS: tuple[str, ...] = ("validate", "plan", "run", "exec")
 
 
 def build_parser() -> argparse.ArgumentParser:
