@@ -325,10 +325,15 @@ def test_autoscaler_executor_without_autoscaler_section() -> None:
 
 
 def test_runners_written_as_a_table_is_a_fragment() -> None:
-    """[runners.autoscaler] without [[runners]] makes runners a table: reported as a fragment."""
-    found = only_problem("[runners.autoscaler]\nplugin = 'aws'\n")
-    assert found.path == "runners"
-    assert "expected an array of tables ([[runners]]), got a table" in found.message
+    """[runners.autoscaler] without [[runners]] is a fragment; its keys are still checked."""
+    text = "[runners.autoscaler]\nplugin = 'aws'\n[runners.autoscaler.connector_config]\nkey_file = 'k'\n"
+    fragment, typo = problems(text)
+    assert fragment.path == "runners"
+    assert "expected an array of tables ([[runners]]), got a table" in fragment.message
+    assert typo == Problem(
+        "runners.autoscaler.connector_config.key_file",
+        "is not a key of [runners.autoscaler.connector_config] (did you mean 'key_path'?)",
+    )
 
 
 def test_a_config_with_nothing_to_drive_warns() -> None:

@@ -382,12 +382,15 @@ class _Shape:
                     "a fragment; put its sections under a [[runners]] entry",
                 )
             )
+            # Still check the fragment's keys, so a typo in it shows in the same run.
+            self.runner_keys(("runners",), runners)
         elif isinstance(runners, list):
             for index, runner in enumerate(runners):
                 if isinstance(runner, dict):
-                    self.runner(("runners", index), runner)
+                    self.runner_keys(("runners", index), runner)
+                    self.executor(("runners", index), runner)
 
-    def runner(self, path: tuple[PathPart, ...], runner: dict[str, Any]) -> None:
+    def runner_keys(self, path: tuple[PathPart, ...], runner: dict[str, Any]) -> None:
         modelled = {a.name for a in attrs.fields(Runner)} - {"extra"}
         homes = _homes()
         for key, value in runner.items():
@@ -412,7 +415,6 @@ class _Shape:
                         + did_you_mean(key, RUNNER_KEYS),
                     )
                 )
-        self.executor(path, runner)
 
     def executor(self, path: tuple[PathPart, ...], runner: dict[str, Any]) -> None:
         executor = runner.get("executor")
