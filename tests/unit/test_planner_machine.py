@@ -1,0 +1,280 @@
+"""A hypothesis state machine drives the planner through a fleet's life.
+
+Rules are what happens to a fleet between ticks (jobs arrive and end, keys
+reserve and unreserve, instances boot, become ready, die, fail health checks,
+time passes, the policy period changes, the operator drains) and the runtime's
+one move: carry out the plan. The invariants are the planner's promises, checked
+on the plan for the fleet as it stands after every step.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import timedelta
+
+import attrs
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
+
+from fleetkit.model import Instance, InstanceState, Limits, Snapshot
+from fleetkit.planner import Plan, can_reserve, plan
+from fleetkit.policy import Policy
+from fleetkit.testing.strategies import apply_plan
+from tests.unit.test_planner_oracle import census, check_capacity_kept, check_safety, takes_jobs
+
+READY = InstanceState.READY
+GONE = {InstanceState.DELETING, InstanceState.DELETED}
+
+
+class FleetMachine(RuleBasedStateMachine):
+    """The fleet as a runtime would hold it, with the planner's plan carried out on demand."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.limits = Limits()
+        self.policies = (Policy(), Policy())
+        self.active = 0
+        self.now = 0.0
+        self.instances: dict[str, Instance] = {}
+        self.pending: list[str] = []
+        self.reservations: list[str] = []
+        self.requested = 0
+        self.jobs: dict[str, tuple[str, int]] = {}
+        self.serial = 0
+
+    # --- set-up ------------------------------------------------------------
+
+    @initialize(
+        cap=st.integers(1, 4),
+        max_use=st.sampled_from([0, 0, 1, 3]),
+        max_instances=st.sampled_from([0, 3, 6]),
+        threshold=st.integers(0, 3),
+        ready_timeout=st.none() | st.sampled_from([120.0, 600.0]),
+        day=st.tuples(st.integers(0, 6), st.integers(0, 1200), st.sampled_from([0.0, 1.0])),
+        night=st.tuples(st.integers(0, 2), st.integers(0, 1200)),
+    )
+    def configure(
+        self,
+        cap: int,
+        max_use: int,
+        max_instances: int,
+        threshold: int,
+        ready_timeout: float | None,
+        day: tuple[int, int, float],
+        night: tuple[int, int],
+    ) -> None:
+        self.limits = Limits(
+            capacity_per_instance=cap,
+            max_use_count=max_use,
+            max_instances=max_instances,
+            failure_threshold=threshold,
+            ready_timeout=ready_timeout,
+        )
+        self.policies = (
+            Policy(idle_count=day[0], idle_time=timedelta(seconds=day[1]), scale_factor=day[2]),
+            Policy(idle_count=night[0], idle_time=timedelta(seconds=night[1])),
+        )
+
+    # --- helpers -----------------------------------------------------------
+
+    @property
+    def policy(self) -> Policy:
+        return self.policies[self.active]
+
+    def snapshot(self) -> Snapshot:
+        return Snapshot(
+            instances=tuple(self.instances.values()),
+            pending=tuple(self.pending),
+            reservations=tuple(self.reservations),
+            requested=self.requested,
+        )
+
+    def plan_now(self) -> Plan:
+        return plan(self.snapshot(), self.policy, self.limits, self.now)
+
+    def new_key(self) -> str:
+        self.serial += 1
+        return f"job{self.serial}"
+
+    def pick(self, data: st.DataObject, states: set[InstanceState]) -> Instance | None:
+        choices = sorted(i for i, inst in self.instances.items() if inst.state in states)
+        if not choices:
+            return None
+        return self.instances[data.draw(st.sampled_from(choices))]
+
+    def replace(self, instance: Instance, **changes: object) -> None:
+        self.instances[instance.id] = attrs.evolve(instance, **changes)  # type: ignore[arg-type]
+
+    # --- what happens to a fleet ---------------------------------------------
+
+    @rule(n=st.integers(1, 3))
+    def jobs_arrive(self, n: int) -> None:
+        self.pending += [self.new_key() for _ in range(n)]
+
+    @rule()
+    def reserve(self) -> None:
+        if can_reserve(self.snapshot(), self.policy, self.limits):
+            self.reservations.append(self.new_key())
+
+    @precondition(lambda self: self.reservations)
+    @rule(data=st.data(), acquire=st.booleans())
+    def reservation_ends(self, data: st.DataObject, acquire: bool) -> None:
+        key = data.draw(st.sampled_from(self.reservations))
+        self.reservations.remove(key)
+        if acquire:
+            self.pending.append(key)
+
+    @precondition(lambda self: self.jobs)
+    @rule(data=st.data())
+    def job_ends(self, data: st.DataObject) -> None:
+        key = data.draw(st.sampled_from(sorted(self.jobs)))
+        instance_id, slot = self.jobs.pop(key)
+        instance = self.instances[instance_id]
+        slots = instance.slots_in_use - {slot}
+        self.replace(instance, slots_in_use=slots, idle_since=self.now if not slots else None)
+
+    @precondition(lambda self: self.requested)
+    @rule()
+    def instance_boots(self) -> None:
+        self.requested -= 1
+        self.serial += 1
+        iid = f"i{self.serial}"
+        self.instances[iid] = Instance(id=iid, state=InstanceState.CREATING, created_at=self.now)
+
+    @rule(data=st.data())
+    def instance_comes_up(self, data: st.DataObject) -> None:
+        instance = self.pick(data, {InstanceState.CREATING, InstanceState.RUNNING})
+        if instance is None:
+            return
+        if instance.state is InstanceState.CREATING:
+            self.replace(instance, state=InstanceState.RUNNING)
+        else:
+            self.replace(instance, state=READY, ready_at=self.now, idle_since=self.now)
+
+    @rule(data=st.data())
+    def instance_dies(self, data: st.DataObject) -> None:
+        instance = self.pick(data, {s for s in InstanceState if s not in GONE})
+        if instance is None:
+            return
+        # The cloud took it: its jobs fail, the runtime forgets their slots.
+        self.jobs = {k: v for k, v in self.jobs.items() if v[0] != instance.id}
+        self.replace(instance, state=InstanceState.DELETED, slots_in_use=frozenset())
+
+    @rule(data=st.data())
+    def deletion_finishes(self, data: st.DataObject) -> None:
+        instance = self.pick(data, GONE)
+        if instance is not None:
+            del self.instances[instance.id]
+
+    @rule(data=st.data(), healthy=st.booleans())
+    def health_check(self, data: st.DataObject, healthy: bool) -> None:
+        instance = self.pick(data, {READY, InstanceState.RUNNING})
+        if instance is not None:
+            failures = 0 if healthy else instance.health_failures + 1
+            self.replace(instance, health_failures=failures)
+
+    @rule(data=st.data())
+    def operator_drains(self, data: st.DataObject) -> None:
+        instance = self.pick(data, {READY})
+        if instance is not None:
+            self.replace(instance, state=InstanceState.DRAINING, drain_reason="operator")
+
+    @rule(seconds=st.sampled_from([1.0, 30.0, 119.0, 300.0, 1200.0]) | st.floats(0, 3000))
+    def time_passes(self, seconds: float) -> None:
+        self.now += seconds
+
+    @rule()
+    def policy_period_changes(self) -> None:
+        self.active = 1 - self.active
+
+    @rule()
+    def carry_out_plan(self) -> None:
+        before = self.snapshot()
+        the_plan = self.plan_now()
+        after = apply_plan(before, the_plan, self.now)
+        for assignment in the_plan.assignments:
+            self.jobs[assignment.key] = (assignment.instance_id, assignment.slot)
+        self.instances = {i.id: i for i in after.instances}
+        self.pending = list(after.pending)
+        self.requested = after.requested
+        # Planning again at the same instant changes nothing.
+        again = self.plan_now()
+        assert again.empty, f"plan:\n{the_plan}\nthen:\n{again}"
+        self.check_expired_left_are_needed()
+
+    def check_expired_left_are_needed(self) -> None:
+        """No churn (gitlab-runner#37673): an expired idle instance the plan kept is one
+        whose removal would have to be made up by a provision or would take a
+        reservation's ready slot."""
+        idle_time = self.policy.idle_time.total_seconds()
+        snapshot = self.snapshot()
+        for instance in snapshot.instances:
+            if instance.slots_in_use or not takes_jobs(instance, self.limits):
+                continue
+            since = instance.idle_since if instance.idle_since is not None else instance.ready_at
+            assert since is not None
+            if self.now - since < idle_time:
+                continue
+            without = attrs.evolve(
+                snapshot,
+                instances=tuple(
+                    attrs.evolve(i, state=InstanceState.DELETING) if i.id == instance.id else i
+                    for i in snapshot.instances
+                ),
+            )
+            replanned = plan(without, self.policy, self.limits, self.now)
+            short = census(without, self.limits).idle < len(self.reservations)
+            assert replanned.provision is not None or short, f"{instance.id} kept for nothing"
+
+    # --- the planner's promises --------------------------------------------
+
+    @invariant()
+    def never_beyond_max_instances(self) -> None:
+        if self.limits.max_instances:
+            assert self.requested + len(self.instances) <= self.limits.max_instances
+
+    @invariant()
+    def no_slot_is_held_twice(self) -> None:
+        held = [(iid, slot) for iid, slot in self.jobs.values()]
+        assert len(set(held)) == len(held)
+        for iid, slot in held:
+            assert slot in self.instances[iid].slots_in_use
+
+    @invariant()
+    def plan_is_safe_and_keeps_needed_capacity(self) -> None:
+        the_plan = self.plan_now()
+        check_safety(self.snapshot(), self.limits, the_plan)
+        check_capacity_kept(self.snapshot(), self.limits, the_plan, self.now)
+
+    @invariant()
+    def idle_target_follows_the_formula(self) -> None:
+        figures = self.plan_now().figures
+        policy = self.policy
+        scaled = math.ceil(policy.scale_factor * figures.in_use)
+        if policy.scale_factor_limit:
+            scaled = min(scaled, policy.scale_factor_limit)
+        assert figures.idle_target == max(policy.idle_count, scaled)
+
+    @invariant()
+    def no_work_and_idle_count_zero_scales_to_zero(self) -> None:
+        policy = self.policy
+        if policy.idle_count or self.pending or self.reservations or self.jobs:
+            return
+        idle_time = policy.idle_time.total_seconds()
+        up = [i for i in self.instances.values() if i.state in {READY, InstanceState.DRAINING}]
+        if all(self.now - (i.idle_since or 0.0) >= idle_time for i in up):
+            gone = {d.instance_id for d in self.plan_now().deprovisions}
+            assert {i.id for i in up} <= gone
+
+
+FleetMachine.TestCase.settings = settings(
+    FleetMachine.TestCase.settings, stateful_step_count=40, deadline=None
+)
+test_fleet_machine = FleetMachine.TestCase

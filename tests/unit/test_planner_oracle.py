@@ -1,0 +1,108 @@
+"""The planner tests' oracle: fleet slots counted from first principles, and the
+safety checks every plan must pass. Shared by the property tests and the state
+machine; no tests of its own."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import attrs
+
+from fleetkit.model import Instance, InstanceState, Limits, Snapshot
+from fleetkit.planner import IdleExpired, OverMaxInstances, Plan
+from fleetkit.testing.strategies import apply_plan
+
+LEAVING = {InstanceState.DELETING, InstanceState.DELETED}
+BOOTING = {InstanceState.CREATING, InstanceState.RUNNING}
+
+
+def takes_jobs(instance: Instance, limits: Limits) -> bool:
+    """Ready, under the failure threshold and under max_use_count."""
+    healthy = not (
+        limits.failure_threshold and instance.health_failures >= limits.failure_threshold
+    )
+    fresh = not (limits.max_use_count and instance.use_count >= limits.max_use_count)
+    return instance.state is InstanceState.READY and healthy and fresh
+
+
+@attrs.frozen
+class Census:
+    """Slots of a fleet counted from first principles."""
+
+    idle: int  # a job could take it now
+    unready: int  # on an instance (or request) not ready yet
+    acquired: int
+    all_instances: int
+
+
+def census(snapshot: Snapshot, limits: Limits) -> Census:
+    cap = limits.capacity_per_instance
+    idle = acquired = 0
+    unready = snapshot.requested * cap
+    for i in snapshot.instances:
+        if i.state in LEAVING:
+            continue
+        acquired += len(i.slots_in_use)
+        if i.state in BOOTING:
+            unready += cap - len(i.slots_in_use)
+        elif takes_jobs(i, limits):
+            free = cap - len(i.slots_in_use)
+            if limits.max_use_count:
+                free = min(free, limits.max_use_count - i.use_count)
+            idle += max(free, 0)
+    return Census(idle, unready, acquired, snapshot.requested + len(snapshot.instances))
+
+
+def check_safety(snapshot: Snapshot, limits: Limits, the_plan: Plan) -> None:
+    """The safety properties every plan must have, whatever the fleet."""
+    by_id = snapshot.by_id()
+    # Never give one slot twice, nor a slot already held.
+    pairs = Counter((a.instance_id, a.slot) for a in the_plan.assignments)
+    assert all(n == 1 for n in pairs.values()), pairs
+    per_instance = Counter(a.instance_id for a in the_plan.assignments)
+    for a in the_plan.assignments:
+        instance = by_id[a.instance_id]
+        assert a.slot not in instance.slots_in_use, a
+        assert 0 <= a.slot < limits.capacity_per_instance, a
+        # Only on ready, healthy instances with uses left, within those uses.
+        assert takes_jobs(instance, limits), (a, instance)
+        if limits.max_use_count:
+            assert instance.use_count + per_instance[a.instance_id] <= limits.max_use_count
+    # Keys are served in arrival order, each at most once.
+    keys = [a.key for a in the_plan.assignments]
+    assert keys == list(snapshot.pending[: len(keys)])
+    # Never remove an instance holding a slot, nor one just given a job.
+    for removal in the_plan.deprovisions:
+        assert not by_id[removal.instance_id].slots_in_use, removal
+        assert removal.instance_id not in per_instance, removal
+        assert by_id[removal.instance_id].state not in LEAVING, removal
+    assert len({d.instance_id for d in the_plan.deprovisions}) == len(the_plan.deprovisions)
+    # Never beyond max_instances, counting every state.
+    if the_plan.provision is not None and limits.max_instances:
+        total = snapshot.requested + len(snapshot.instances) + the_plan.provision.count
+        assert total <= limits.max_instances, the_plan.provision
+    # Over max_instances, nothing is provisioned.
+    if any(isinstance(d.reason, OverMaxInstances) for d in the_plan.deprovisions):
+        assert the_plan.provision is None
+
+
+def check_capacity_kept(snapshot: Snapshot, limits: Limits, the_plan: Plan, now: float) -> None:
+    """Removals leave what reservations and waiting keys need; waiting keys are served."""
+    after = census(apply_plan(snapshot, the_plan, now), limits)
+    reserved = the_plan.figures.reserved
+    waiting = len(snapshot.pending) - len(the_plan.assignments)
+    chosen = [
+        d
+        for d in the_plan.deprovisions
+        if type(d.reason).__name__ in {"IdleExpired", "OverMaxInstances"}
+    ]
+    if chosen:
+        # Capacity the plan chose to remove was not what reservations and waiting keys need.
+        assert after.idle + after.unready >= reserved + waiting
+    if any(isinstance(d.reason, IdleExpired) for d in chosen):
+        assert after.idle >= reserved
+    if waiting:
+        # Pending demand below the limits is served by an assignment or a provision.
+        at_limit = limits.max_instances and after.all_instances >= limits.max_instances
+        assert after.idle == 0
+        assert at_limit or after.unready >= waiting, (after, waiting)
