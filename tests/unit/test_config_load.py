@@ -296,6 +296,14 @@ def test_unknown_runner_and_global_keys_are_warnings_with_suggestions() -> None:
     assert config.runners[0].extra == {"request_concurency": 4, "output_limit": 8192}
 
 
+def test_runner_and_autoscaler_keys_at_the_top_level_say_where_they_belong() -> None:
+    """executor or max_instances written above every [[runners]] is an error naming its section."""
+    assert problems('executor = "instance"\nmax_instances = 3\n' + RUNNER) == [
+        Problem("executor", "belongs in [[runners]], not at the top level"),
+        Problem("max_instances", "belongs in [runners.autoscaler], not at the top level"),
+    ]
+
+
 # --- mistakes: executors and sections ----------------------------------------
 
 

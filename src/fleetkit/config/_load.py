@@ -363,8 +363,16 @@ class _Shape:
         self.warnings: list[_Issue] = []
 
     def document(self, doc: dict[str, Any]) -> None:
+        homes = _homes()
         for key in doc:
             if key in ("concurrent", "runners") or key in GLOBAL_KEYS:
+                continue
+            if key in RUNNER_KEYS or key in homes:
+                # Silently ignored by GitLab Runner at the top level: a real mistake.
+                where = (*(("[[runners]]",) if key in RUNNER_KEYS else ()), *homes.get(key, ()))
+                self.errors.append(
+                    _Issue((key,), f"belongs in {_where(where)}, not at the top level")
+                )
                 continue
             self.warnings.append(
                 _Issue(
