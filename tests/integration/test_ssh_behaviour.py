@@ -135,6 +135,32 @@ async def test_large_output_streams_in_bounded_memory(conn: Connection) -> None:
     assert peak < 32 * 1024 * 1024
 
 
+@pytest.mark.slow
+@pytest.mark.anyio
+async def test_one_gigabyte_of_output_does_not_grow_memory(conn: Connection) -> None:
+    """A command printing 1 GB, read as it comes, leaves this process's RSS nearly unchanged."""
+    total = 1024 * 1024 * 1024
+    received = 0
+    before = _rss()
+    peak = before
+    async with conn.stream(f"head -c {total} /dev/zero") as proc:
+        async for chunk in proc.stdout:
+            received += len(chunk)
+            if received % (64 * 1024 * 1024) < len(chunk):
+                peak = max(peak, _rss())
+        status = await proc.wait()
+    assert (status.exit_code, received) == (0, total)
+    assert peak - before < 64 * 1024 * 1024
+
+
+def _rss() -> int:
+    """This process's resident set size in bytes, from /proc."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS in /proc/self/status")
+
+
 async def _far_side_pids(conn: Connection, marker: str) -> list[str]:
     # "[s]leep" matches "sleep" but not the command line of this pgrep (or of
     # the shell running it), which holds the pattern itself.

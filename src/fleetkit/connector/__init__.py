@@ -192,7 +192,9 @@ class Connection(Protocol):
         ...
 
     async def aclose(self) -> None:
-        """Close the connection; commands still running on it are ended."""
+        """Close the connection: it refuses new commands. (Commands still
+        running end with their own ``stream`` blocks; a pooled SSH connection
+        stays pooled for the next user.)"""
         ...
 
 
