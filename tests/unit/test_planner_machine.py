@@ -27,7 +27,11 @@ from fleetkit.model import Instance, InstanceState, Limits, Snapshot
 from fleetkit.planner import Plan, can_reserve, plan
 from fleetkit.policy import Policy
 from fleetkit.testing.strategies import apply_plan
-from tests.unit.test_planner_oracle import census, check_capacity_kept, check_safety, takes_jobs
+from tests.unit.test_planner_oracle import (
+    check_capacity_kept,
+    check_expired_left_are_needed,
+    check_safety,
+)
 
 READY = InstanceState.READY
 GONE = {InstanceState.DELETING, InstanceState.DELETED}
@@ -207,31 +211,7 @@ class FleetMachine(RuleBasedStateMachine):
         # Planning again at the same instant changes nothing.
         again = self.plan_now()
         assert again.empty, f"plan:\n{the_plan}\nthen:\n{again}"
-        self.check_expired_left_are_needed()
-
-    def check_expired_left_are_needed(self) -> None:
-        """No churn (gitlab-runner#37673): an expired idle instance the plan kept is one
-        whose removal would have to be made up by a provision or would take a
-        reservation's ready slot."""
-        idle_time = self.policy.idle_time.total_seconds()
-        snapshot = self.snapshot()
-        for instance in snapshot.instances:
-            if instance.slots_in_use or not takes_jobs(instance, self.limits):
-                continue
-            since = instance.idle_since if instance.idle_since is not None else instance.ready_at
-            assert since is not None
-            if self.now - since < idle_time:
-                continue
-            without = attrs.evolve(
-                snapshot,
-                instances=tuple(
-                    attrs.evolve(i, state=InstanceState.DELETING) if i.id == instance.id else i
-                    for i in snapshot.instances
-                ),
-            )
-            replanned = plan(without, self.policy, self.limits, self.now)
-            short = census(without, self.limits).idle < len(self.reservations)
-            assert replanned.provision is not None or short, f"{instance.id} kept for nothing"
+        check_expired_left_are_needed(self.snapshot(), self.policy, self.limits, self.now)
 
     # --- the planner's promises --------------------------------------------
 

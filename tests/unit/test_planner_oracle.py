@@ -9,7 +9,8 @@ from collections import Counter
 import attrs
 
 from fleetkit.model import Instance, InstanceState, Limits, Snapshot
-from fleetkit.planner import IdleExpired, OverMaxInstances, Plan
+from fleetkit.planner import IdleExpired, OverMaxInstances, Plan, plan
+from fleetkit.policy import Policy
 from fleetkit.testing.strategies import apply_plan
 
 LEAVING = {InstanceState.DELETING, InstanceState.DELETED}
@@ -106,3 +107,29 @@ def check_capacity_kept(snapshot: Snapshot, limits: Limits, the_plan: Plan, now:
         at_limit = limits.max_instances and after.all_instances >= limits.max_instances
         assert after.idle == 0
         assert at_limit or after.unready >= waiting, (after, waiting)
+
+
+def check_expired_left_are_needed(
+    snapshot: Snapshot, policy: Policy, limits: Limits, now: float
+) -> None:
+    """No churn (gitlab-runner#37673), as liveness: in a fleet where a plan was just
+    carried out, every idle instance past ``idle_time`` that is still there is
+    needed: removing it would take a provision to make up for, or would take a
+    reservation's ready slot."""
+    idle_time = policy.idle_time.total_seconds()
+    for instance in snapshot.instances:
+        if instance.slots_in_use or not takes_jobs(instance, limits):
+            continue
+        since = instance.idle_since if instance.idle_since is not None else instance.ready_at
+        if since is None or now - since < idle_time:
+            continue
+        without = attrs.evolve(
+            snapshot,
+            instances=tuple(
+                attrs.evolve(i, state=InstanceState.DELETING) if i.id == instance.id else i
+                for i in snapshot.instances
+            ),
+        )
+        replanned = plan(without, policy, limits, now)
+        short = census(without, limits).idle < len(snapshot.reservations)
+        assert replanned.provision is not None or short, f"{instance.id} kept for nothing"

@@ -19,7 +19,12 @@ from fleetkit.model import Instance, InstanceState, Limits, Snapshot
 from fleetkit.planner import IdleExpired, can_reserve, plan
 from fleetkit.policy import Policy, idle_target
 from fleetkit.testing.strategies import apply_plan, fleets, instances, limits
-from tests.unit.test_planner_oracle import census, check_capacity_kept, check_safety, takes_jobs
+from tests.unit.test_planner_oracle import (
+    census,
+    check_capacity_kept,
+    check_expired_left_are_needed,
+    check_safety,
+)
 
 
 @given(fleets())
@@ -138,28 +143,7 @@ def test_expired_idle_removal_never_comes_with_a_replacement(
     assert count <= (counterfactual.provision.count if counterfactual.provision else 0)
     after = apply_plan(snapshot, first, now)
     assert plan(after, policy, chosen, now).empty
-    # Liveness: every expired idle instance left is one the idle target or a
-    # reservation still needs (removing it would bring a provision back).
-    idle_time = policy.idle_time.total_seconds()
-    for instance in after.instances:
-        if instance.state is not InstanceState.READY or instance.slots_in_use:
-            continue
-        if not takes_jobs(instance, chosen) or instance.idle_since is None:
-            continue
-        if now - instance.idle_since < idle_time:
-            continue
-        without = attrs.evolve(
-            after,
-            instances=tuple(
-                attrs.evolve(i, state=InstanceState.DELETING) if i.id == instance.id else i
-                for i in after.instances
-            ),
-        )
-        third = plan(without, policy, chosen, now)
-        needed = third.provision is not None or census(without, chosen).idle < len(
-            after.reservations
-        )
-        assert needed, f"{instance.id} could have gone:\n{first}"
+    check_expired_left_are_needed(after, policy, chosen, now)
 
 
 @given(
