@@ -227,7 +227,7 @@ class LocalInstanceGroup:
         """Prefer :meth:`from_config`, which validates its input; this
         constructor takes the values already typed. ``use_sshd=None`` means
         "when ``/usr/sbin/sshd`` is installed"."""
-        base = Path(root) if root is not None else Path(tempfile.gettempdir())
+        base = Path(root).expanduser() if root is not None else Path(tempfile.gettempdir())
         if root is None:
             base = base / f"fleetkit-local-{_slug(owner)}"
         self._settings = _Settings(
