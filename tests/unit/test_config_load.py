@@ -537,6 +537,12 @@ def test_secrets_never_appear_in_error_messages() -> None:
     assert "123456789" not in message
 
 
+def test_plugin_settings_written_as_a_string_are_not_echoed() -> None:
+    """plugin_config written as a string (it may hold a token) is described by type only."""
+    found = only_problem(RUNNER + '    plugin_config = "token=hcloud-secret"\n')
+    assert found == Problem("runners[0].autoscaler.plugin_config", "expected a table, got a string")
+
+
 # --- syntax and files -------------------------------------------------------------
 
 

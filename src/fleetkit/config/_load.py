@@ -186,7 +186,8 @@ def _duration(value: object, _type: type) -> timedelta:
 def _mapping(value: object, _type: type) -> dict[str, Any]:
     if isinstance(value, dict):
         return dict(value)
-    raise _Invalid.expected("a table", value)
+    # plugin_config and nesting_config hold credentials: never echo what was written.
+    raise _Invalid([_Issue((), f"expected a table, got {_kind(value)}")])
 
 
 _WHAT = {str: "strings", int: "integers", float: "numbers", bool: "booleans"}
