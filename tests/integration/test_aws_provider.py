@@ -432,6 +432,18 @@ async def test_connect_info_pushes_an_instance_connect_key(moto: MotoServer) -> 
         assert info.key.decode() not in repr(info)
 
 
+async def test_connect_info_retries_a_throttled_push(moto: MotoServer) -> None:
+    """A throttled SendSSHPublicKey (JSON protocol) is retried like the XML services."""
+    async with running(moto) as group:
+        await group.increase(1)
+        (instance_id,) = await _running_ids(group)
+        moto.inject("SendSSHPublicKey", Fault(400, "ThrottlingException", "slow down"), times=2)
+        info = await group.connect_info(instance_id)
+        assert info.key is not None
+        assert moto.calls["SendSSHPublicKey"] == 3
+        assert group.stats.throttled == 2
+
+
 async def test_connect_info_static_credentials(moto: MotoServer, tmp_path: Path) -> None:
     """Static credentials: the key file's bytes, the password, no Instance Connect call."""
     key_path = tmp_path / "id_test"
