@@ -1,8 +1,9 @@
 """Local provider: time from increase(10) until all 10 instances are reachable.
 
-"Reachable" means a completed SSH handshake with the instance's own host key
-and the group's generated client key (asyncssh), or, without sshd or asyncssh,
-a TCP connect to the instance's port (an existing sandbox without sshd).
+"Reachable" means a completed SSH login through fleetkit's SSH connector, with
+the instance's own host key pinned and the group's generated client key; or,
+without asyncssh, a TCP connect to the instance's port; without sshd, an
+existing sandbox.
 
 Run: ``python bench/bench_local_provider.py`` (prints ``BENCH name=value unit`` lines).
 """
@@ -12,7 +13,10 @@ from __future__ import annotations
 import statistics
 import sys
 import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 
@@ -20,32 +24,36 @@ from fleetkit._sshd import sshd_available
 from fleetkit.model import ConnectInfo, ConnectorConfig, ProviderState
 from fleetkit.provider.local import LocalInstanceGroup
 
+if TYPE_CHECKING:
+    from fleetkit.connector.ssh import SSHConnector
+
 COUNT = 10
 ROUNDS = 3
 
 
-async def reach(info: ConnectInfo) -> None:
-    """Wait until the instance answers: an SSH handshake, a TCP connect, or its sandbox."""
+async def reach(info: ConnectInfo, ssh: SSHConnector | None) -> None:
+    """Wait until the instance answers: an SSH login, a TCP connect, or its sandbox."""
     if info.protocol == "local":
         if not await anyio.Path(info.address()).is_dir():
             raise RuntimeError(f"sandbox of {info.id} is missing")
-        return
-    try:
-        import asyncssh
-    except ImportError:
+    elif ssh is None:
         stream = await anyio.connect_tcp(info.address(), info.port)
         await stream.aclose()
+    else:
+        async with ssh.connect(info):
+            pass
+
+
+@asynccontextmanager
+async def _ssh_connector() -> AsyncIterator[SSHConnector | None]:
+    """fleetkit's SSH connector (host key pinned from connect info), if asyncssh is here."""
+    try:
+        from fleetkit.connector.ssh import SSHConnector
+    except ImportError:
+        yield None
         return
-    assert info.key is not None
-    known = asyncssh.import_known_hosts(f"[{info.address()}]:{info.port} {info.host_key}\n")
-    async with asyncssh.connect(
-        info.address(),
-        info.port,
-        username=info.username,
-        client_keys=[asyncssh.import_private_key(info.key)],
-        known_hosts=known,
-    ):
-        pass
+    async with SSHConnector(dial_timeout=30) as ssh:
+        yield ssh
 
 
 async def one_round(root: Path, use_sshd: bool) -> tuple[float, float]:
@@ -65,9 +73,9 @@ async def one_round(root: Path, use_sshd: bool) -> tuple[float, float]:
             raise RuntimeError(f"increase({COUNT}) accepted {accepted}")
         ids = [s.id for s in await group.update() if s.state is ProviderState.RUNNING]
         infos = [await group.connect_info(i) for i in ids]
-        async with anyio.create_task_group() as tg:
+        async with _ssh_connector() as ssh, anyio.create_task_group() as tg:
             for info in infos:
-                tg.start_soon(reach, info)
+                tg.start_soon(reach, info, ssh)
         reachable = anyio.current_time() - start
         start = anyio.current_time()
         await group.decrease(ids)

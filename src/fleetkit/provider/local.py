@@ -73,6 +73,7 @@ from fleetkit._sshd import (
     _descendants,
     _exists,
     _poll,
+    _signal_all,
     ensure_login_user,
     generate_keypair,
     sshd_available,
@@ -746,12 +747,6 @@ def _stale_processes(owner_dir: Path) -> list[int]:
     return sorted(found)
 
 
-def _signal(pids: Sequence[int], signum: signal.Signals) -> None:
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            os.kill(pid, signum)
-
-
 def _leftover_sandboxes(owner_dir: Path) -> list[Path]:
     return [p for p in owner_dir.iterdir() if p.is_dir()]
 
@@ -760,11 +755,11 @@ async def _end(pids: Sequence[int]) -> None:
     """TERM, then KILL what is left after a grace period."""
     if not pids:
         return
-    _signal(pids, signal.SIGTERM)
+    _signal_all(pids, signal.SIGTERM)
     with anyio.move_on_after(_SWEEP_GRACE):
         # Processes we did not start send no event when they end: poll /proc.
         await _poll(lambda: not any(_exists(pid) for pid in pids))
-    _signal([pid for pid in pids if _exists(pid)], signal.SIGKILL)
+    _signal_all([pid for pid in pids if _exists(pid)], signal.SIGKILL)
 
 
 async def _sweep(owner_dir: Path) -> None:
