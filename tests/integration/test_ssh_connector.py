@@ -18,6 +18,7 @@ from fleetkit.errors import (
     AuthenticationFailed,
     ConfigError,
     ConnectionLost,
+    ConnectorError,
     ConnectTimeout,
     HostKeyMismatch,
 )
@@ -295,3 +296,26 @@ async def test_keepalive_notices_a_dead_server(sshd: TestSSHD) -> None:
                     os.kill(pid, signal.SIGKILL)
         assert frozen
         assert (await conn.run("echo again")).stdout == b"again\n"
+
+
+@pytest.mark.anyio
+async def test_pooled_connection_closed_by_the_server_is_redialled(
+    sshd: TestSSHD, ssh_connector: SSHConnector
+) -> None:
+    """New work on a pooled connection the server has since closed dials a fresh one."""
+    async with ssh_connector.connect(sshd.connect_info("reopen")) as conn:
+        assert (await conn.run("true")).ok
+        for pid in _session_processes(sshd.daemon):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        assert (await conn.run("echo fresh")).stdout == b"fresh\n"
+        assert ssh_connector.open_connections("reopen") == 1
+
+
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+@pytest.mark.anyio
+async def test_ssh_connector_refuses_a_non_asyncio_backend(sshd: TestSSHD) -> None:
+    """Under trio the connector says it needs asyncio instead of failing obscurely."""
+    with pytest.raises(ConnectorError, match="asyncio"):
+        async with SSHConnector().connect(sshd.connect_info()):
+            pass

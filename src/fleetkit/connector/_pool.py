@@ -100,9 +100,10 @@ class Pool(Generic[C]):
             link.idle_since = anyio.current_time()
 
     def refused(self, link: Link[C]) -> None:
-        """The server refused a session on ``link``: it allows fewer sessions
-        than assumed, so lower that connection's limit to what it carries."""
-        link.limit = max(1, link.sessions - 1)
+        """The server refused a session on ``link`` (after its slot was given
+        back): it allows fewer sessions than assumed, so lower that
+        connection's limit to what it carries now."""
+        link.limit = max(1, link.sessions)
 
     async def sweep(self) -> None:
         """Drop closed connections and close idle ones."""

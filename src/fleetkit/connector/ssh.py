@@ -38,6 +38,7 @@ backend. asyncssh's exceptions are translated here and never escape.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import getpass
 import logging
@@ -262,31 +263,43 @@ class SSHConnection(ConnectionBase):
         self, open_: Callable[[_Conn], Awaitable[_T]]
     ) -> tuple[Link[_Conn], _T]:
         """Take a session slot and open a channel on it with ``open_``; the
-        caller releases the slot. A refused channel on a live connection means
-        the server carries fewer sessions than assumed (``MaxSessions`` below
-        10): lower that connection's limit and use another."""
+        caller releases the slot.
+
+        Nothing has run yet when opening fails, so two failures are retried on
+        another connection: a pooled connection found closed (the server went
+        away since its last use: the pool drops it and dials afresh), and a
+        refused channel on a live connection, which means the server carries
+        fewer sessions than assumed (``MaxSessions`` below 10; that
+        connection's limit is lowered)."""
         if self._closed:
             raise anyio.ClosedResourceError
+        last: BaseException | None = None
         for _attempt in range(4):
             link = await self._pool.acquire_session()
             try:
-                with _translate(self._info.id):
-                    try:
-                        return link, await open_(link.conn)
-                    except asyncssh.ChannelOpenError:
-                        if link.conn.is_closed():
-                            raise
-                        log.info(
-                            "instance %s: server refused session %d; lowering the limit",
-                            self._info.id,
-                            link.sessions,
-                        )
-                        self._pool.refused(link)
+                return link, await open_(link.conn)
+            except (asyncssh.Error, OSError) as exc:
+                self._pool.release_session(link)
+                last = exc
+                if link.conn.is_closed():
+                    log.info("instance %s: pooled connection was closed; redialling", self._info.id)
+                elif isinstance(exc, asyncssh.ChannelOpenError):
+                    log.info(
+                        "instance %s: server refused session %d; lowering the limit",
+                        self._info.id,
+                        link.sessions + 1,
+                    )
+                    self._pool.refused(link)
+                else:
+                    raise ConnectionLost(
+                        f"instance {self._info.id}: could not open a session ({_describe(exc)})"
+                    ) from exc
             except BaseException:
                 self._pool.release_session(link)
                 raise
-            self._pool.release_session(link)
-        raise ConnectionLost(f"instance {self._info.id}: the server refused every session")
+        raise ConnectionLost(
+            f"instance {self._info.id}: no session could be opened ({_describe(last)})"
+        ) from last
 
     @asynccontextmanager
     async def stream(
@@ -410,6 +423,7 @@ class SSHConnector:
     async def connect(self, info: ConnectInfo) -> AsyncIterator[SSHConnection]:
         """A connection to ``info``'s instance; dials (or reuses a pooled
         connection) on entry. See :class:`fleetkit.connector.Connector`."""
+        _require_asyncio()
         connection = SSHConnection(self, info, self._pool_for(info))
         await connection._open()
         try:
@@ -516,9 +530,16 @@ class SSHConnector:
         if known_hosts is None:
             server_key = conn.get_server_host_key()
             if server_key is not None:
-                self.host_keys.pin(
-                    info.id, normalise_key(server_key.export_public_key("openssh").decode())
-                )
+                presented = normalise_key(server_key.export_public_key("openssh").decode())
+                pinned = self.host_keys.pinned(info.id)
+                # Another dial to this instance pinned a key meanwhile.
+                if pinned is not None and pinned != presented:
+                    await _close_conn(conn)
+                    raise HostKeyMismatch(
+                        f"{where}: the server at {address}:{info.port} presented a host key "
+                        "other than the one pinned for this instance"
+                    )
+                self.host_keys.pin(info.id, presented)
         log.debug("%s: connected to %s:%d after %d attempts", where, address, info.port, attempt)
         return conn
 
@@ -568,6 +589,15 @@ class SSHConnector:
                 self._reaper = None
         finally:
             await self.aclose()
+
+
+def _require_asyncio() -> None:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        raise ConnectorError(
+            "SSHConnector needs anyio's asyncio backend (asyncssh runs on asyncio only)"
+        ) from None
 
 
 async def _close_conn(conn: _Conn) -> None:
