@@ -19,7 +19,7 @@ FORBIDDEN_LOADED = ["anyio", "asyncio", "asyncssh", "aiobotocore", "botocore", "
 FORBIDDEN_IMPORTED = {*FORBIDDEN_LOADED, "time", "random", "socket", "subprocess"}
 
 
-@pytest.mark.parametrize("module", PURE)
+@pytest.mark.parametrize("module", [*PURE, "fleetkit.config"])
 def test_pure_module_loads_no_io_library(module: str) -> None:
     """Importing a pure-core module pulls in none of the async or cloud libraries."""
     code = (
