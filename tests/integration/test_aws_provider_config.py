@@ -6,9 +6,10 @@ from __future__ import annotations
 import random
 from typing import Any
 
+import anyio
 import pytest
 
-from fleetkit.errors import ConfigError
+from fleetkit.errors import ConfigError, ProviderError
 from fleetkit.model import ConnectorConfig, ProviderState
 from tests.support import require_module
 
@@ -134,3 +135,10 @@ def test_generated_key_pair_is_openssh_ed25519_and_masked() -> None:
     assert pair.private.startswith(b"-----BEGIN OPENSSH PRIVATE KEY-----")
     assert pair.private.decode() not in repr(pair)
     assert generate_key_pair().public != pair.public
+
+
+def test_init_refuses_a_loop_other_than_asyncio() -> None:
+    """Under trio, init says the provider needs asyncio instead of failing obscurely."""
+    group = AWSInstanceGroup.from_config({"name": "ci"}, DYNAMIC)
+    with pytest.raises(ProviderError, match="asyncio"):
+        anyio.run(group.init, backend="trio")

@@ -187,6 +187,11 @@ class AWSInstanceGroup:
         """
         if self._stack is not None or self._closed:
             raise ProviderError(f"{self!r}: init() called twice")
+        if not _on_asyncio():
+            raise ProviderError(
+                f"{self!r} needs the asyncio event loop (aiobotocore is asyncio-only); "
+                "run the fleet with anyio's asyncio backend"
+            )
         stack = AsyncExitStack()
         self._stack = stack
         try:
@@ -642,6 +647,14 @@ class AWSInstanceGroup:
         expires_at = self._wall_clock() + _PUSHED_KEY_LIFETIME
         self._pushed[instance_id] = (now, expires_at)
         return key_pair, expires_at
+
+
+def _on_asyncio() -> bool:
+    try:
+        import sniffio
+    except ImportError:
+        return True  # trio depends on sniffio: without it only asyncio can be running
+    return bool(sniffio.current_async_library() == "asyncio")
 
 
 def _batches(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
