@@ -174,6 +174,7 @@ def check_named(name: str) -> Check:
         (ComesBack, "decrease_all_then_empty", "after it was reported deleted"),
         (IgnoresMaxSize, "increase_capped_by_max_size", "max_size"),
         (StrictDecrease, "decrease_idempotent", "decrease of an id"),
+        (StrictDecrease, "random_walk", "already gone all count as removed"),
         (RefusesCreatingDecrease, "decrease_before_running", "returned \\[\\]"),
         (AnswersUnknownIds, "connect_info", "InstanceNotFound"),
         (ShutdownOnce, "shutdown_idempotent", "second shutdown"),

@@ -29,6 +29,7 @@ owner stamped as the harness says.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol
@@ -366,6 +367,31 @@ async def _decrease_all_then_empty(obs: _Observer, max_size: int) -> None:
         raise ConformanceError(f"connect_info({instance_id!r}) answered after deletion")
 
 
+async def _random_walk(obs: _Observer, max_size: int) -> None:
+    """A seeded mix of increase, decrease (of live and gone ids) and update keeps every contract."""
+    await _init(obs)
+    rng = random.Random(4)  # fixed: a failure replays the same walk
+    gone: list[str] = []
+    for _ in range(12):
+        current = await obs.update()
+        live = sorted(i for i, s in current.items() if s not in _GONE)
+        _expect(len(live) <= max_size, f"{len(live)} instances exist, max_size is {max_size}")
+        if not live or rng.random() < 0.5:
+            await _grow(obs, rng.randint(1, max_size), max_size)
+        else:
+            victims = rng.sample(live, rng.randint(1, len(live)))
+            if gone:
+                victims.append(rng.choice(gone))
+            removed = set(await obs.harness.group.decrease(victims))
+            _expect(
+                removed == set(victims),
+                f"decrease({victims}) returned {sorted(removed)}: live ids, ids being "
+                "deleted and ids already gone all count as removed",
+            )
+            gone.extend(v for v in victims if v not in gone)
+        await obs.harness.settle()
+
+
 async def _shutdown_idempotent(obs: _Observer, max_size: int) -> None:
     """shutdown can be called twice; the second call is a no-op."""
     await _init(obs)
@@ -421,6 +447,7 @@ CHECKS: tuple[Check, ...] = (
     Check("decrease_before_running", _decrease_before_running),
     Check("connect_info", _connect_info),
     Check("decrease_all_then_empty", _decrease_all_then_empty),
+    Check("random_walk", _random_walk),
     Check("shutdown_idempotent", _shutdown_idempotent),
 )
 """Every check, in a stable order; parametrise a test over it (``ids=str``)."""
