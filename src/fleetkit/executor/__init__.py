@@ -17,6 +17,7 @@ from fleetkit.executor._connectors import ProtocolConnector as ProtocolConnector
 from fleetkit.executor._connectors import connector_factories as connector_factories
 from fleetkit.executor._executor import InstanceExecutor as InstanceExecutor
 from fleetkit.executor._executor import JobCounts as JobCounts
+from fleetkit.executor._executor import JobResults as JobResults
 from fleetkit.executor._executor import LogFactory as LogFactory
 from fleetkit.executor._ledger import InstanceLedger as InstanceLedger
 from fleetkit.executor._ledger import LedgerFigures as LedgerFigures
@@ -25,6 +26,7 @@ __all__ = [
     "InstanceExecutor",
     "InstanceLedger",
     "JobCounts",
+    "JobResults",
     "LedgerFigures",
     "LogFactory",
     "ProtocolConnector",

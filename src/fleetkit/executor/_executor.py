@@ -21,6 +21,7 @@ connectors.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 from collections.abc import Callable, Iterable, Mapping
@@ -45,7 +46,7 @@ from fleetkit.fleet import Fleet
 from fleetkit.jobs import Job, JobResult, JobStatus, LogSink, MemoryLog, run_job
 from fleetkit.policy import Policy, Schedule
 
-__all__ = ["InstanceExecutor", "JobCounts", "LogFactory"]
+__all__ = ["InstanceExecutor", "JobCounts", "JobResults", "LogFactory"]
 
 logger = logging.getLogger("fleetkit.executor")
 
@@ -55,6 +56,48 @@ LogFactory = Callable[[Job, int], LogSink]
 
 def _memory_logs(job: Job, attempt: int) -> LogSink:
     return MemoryLog(limit=64 * 1024)
+
+
+class JobResults:
+    """The results of :meth:`InstanceExecutor.submit`, in the order they finish.
+
+    ``async for result in results`` ends after the last one and closes the
+    stream; ``async with results:`` closes it early (results still to come
+    are then dropped; the jobs still run).
+    """
+
+    __slots__ = ("_receive",)
+
+    def __init__(self, receive: MemoryObjectReceiveStream[JobResult]) -> None:
+        self._receive = receive
+
+    def __repr__(self) -> str:
+        return f"<JobResults {self._receive.statistics().current_buffer_used} waiting>"
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> JobResult:
+        try:
+            return await self._receive.receive()
+        except (anyio.EndOfStream, anyio.ClosedResourceError):
+            self._receive.close()
+            raise StopAsyncIteration from None
+
+    def close(self) -> None:
+        """Stop receiving; idempotent."""
+        self._receive.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
 
 
 @attrs.frozen
@@ -241,7 +284,7 @@ class InstanceExecutor:
             if not self._active and self._drained is not None:
                 self._drained.set()
 
-    def submit(self, jobs: Iterable[Job]) -> MemoryObjectReceiveStream[JobResult]:
+    def submit(self, jobs: Iterable[Job]) -> JobResults:
         """Start ``jobs`` and give their results as they finish.
 
         ``async for result in executor.submit(jobs)`` ends after the last
@@ -253,7 +296,7 @@ class InstanceExecutor:
         batch = list(jobs)
         send, receive = anyio.create_memory_object_stream[JobResult](max(len(batch), 1))
         self._tg.start_soon(self._feed, batch, send, name="executor feed")
-        return receive
+        return JobResults(receive)
 
     async def _feed(self, batch: list[Job], send: MemoryObjectSendStream[JobResult]) -> None:
         queued = anyio.current_time()
@@ -266,7 +309,8 @@ class InstanceExecutor:
     ) -> None:
         async with send:
             result = await self.run(job, queued_at=queued)
-            await send.send(result)
+            with contextlib.suppress(anyio.BrokenResourceError):
+                await send.send(result)  # unless the receiver stopped listening
 
     def stop(self) -> None:
         """Take no new job; cancel running attempts (reported as cancelled)."""

@@ -39,6 +39,10 @@ _CLEANUP_TIMEOUT = 30.0
 # How long the output may keep coming after the script's shell has exited
 # (a background process holding the pipe open is killed by run.sh).
 _DRAIN_TIMEOUT = 5.0
+# A job killed by a signal nobody here sent most often means its instance is
+# going away (a cloud terminating it ends every process first): give the fleet
+# this long to report the loss before calling it the job's own failure.
+_LOSS_GRACE = 2.0
 
 
 class _SystemFailure(Exception):
@@ -121,6 +125,7 @@ class _Run:
         self.relative = _script.relative_project_dir(slot.instance_id, slot.number, job.id)
         self.paths: _script.JobPaths | None = None
         self.timed_out = False
+        self.cleanup_error: ConnectorError | None = None
 
     def _where(self) -> str:
         return f"job {self.job.id} ({self.job.name!r}) on {self.slot.instance_id} slot {self.slot.number}"
@@ -286,7 +291,12 @@ class _Run:
                 )
                 await conn.run(command, timeout=_STEP_TIMEOUT)
             except ConnectorError as exc:
+                self.cleanup_error = exc
                 logger.warning("%s: cleanup failed: %s", self._where(), exc)
+
+    async def _await_loss(self, slot: LosableSlot, signal: str | None) -> None:
+        if await _wait_for_loss(slot):
+            raise _SystemFailure(f"the job was killed by signal {signal} as its instance was lost")
 
     async def _finish(self, status: ExitStatus | None) -> tuple[JobStatus, int | None, str | None]:
         if self.timed_out:
@@ -298,12 +308,31 @@ class _Run:
         if status.exit_code == 0:
             await self.log.write("Job succeeded\n")
             return JobStatus.SUCCESS, 0, None
+        if status.exit_code is None and isinstance(self.slot, LosableSlot):
+            await self._await_loss(self.slot, status.signal)
+        if self.cleanup_error is not None:
+            # The job failed and its instance cannot be reached any more: it
+            # died under the job (which its processes dying with it shows as a
+            # signal or a failure), so the failure is the instance's.
+            if isinstance(self.slot, LosableSlot):
+                self.slot.report_failure()
+            raise _SystemFailure(
+                f"the instance became unreachable during the job ({self.cleanup_error})"
+            )
         if status.exit_code is None:
             message = f"killed by signal {status.signal}"
         else:
             message = f"exit code {status.exit_code}"
         await self.log.write(f"ERROR: Job failed: {message}\n")
         return JobStatus.FAILED, status.exit_code, message
+
+
+async def _wait_for_loss(slot: LosableSlot) -> bool:
+    """Whether ``slot`` is lost within the grace period."""
+    with anyio.move_on_after(_LOSS_GRACE), anyio.CancelScope() as probe:
+        slot.attach(probe)
+        await anyio.sleep_forever()
+    return probe.cancelled_caught
 
 
 def _arch(info: ConnectInfo | None) -> str:

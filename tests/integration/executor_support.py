@@ -1,0 +1,70 @@
+"""Configs and oracles for the executor and `fleetkit` command tests."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import anyio
+
+
+def local_config(
+    tmp_path: Path,
+    *,
+    use_sshd: bool,
+    capacity: int = 2,
+    max_instances: int = 3,
+    idle_count: int = 0,
+    idle_time: str = "1m",
+    concurrent: int = 8,
+    extra_autoscaler: str = "",
+) -> Path:
+    """Write a config.toml for the local provider rooted under ``tmp_path``; its path.
+
+    Update intervals are short so that tests see the fleet move within moments;
+    instances are deleted at shutdown so nothing outlives a test.
+    """
+    root = tmp_path / "instances"
+    path = tmp_path / "config.toml"
+    path.write_text(
+        f"""
+concurrent = {concurrent}
+
+[[runners]]
+  name = "test"
+  url = "https://gitlab.example.com"
+  token = "glrt-test-token"
+  executor = "instance"
+
+  [runners.autoscaler]
+    plugin = "local"
+    capacity_per_instance = {capacity}
+    max_instances = {max_instances}
+    update_interval = "200ms"
+    update_interval_when_expecting = "100ms"
+    deletion_retry_interval = "500ms"
+    delete_instances_on_shutdown = true
+    shutdown_deletion_interval = "100ms"
+    shutdown_deletion_retries = 20
+{extra_autoscaler}
+    [runners.autoscaler.plugin_config]
+      root = "{root}"
+      use_sshd = {"true" if use_sshd else "false"}
+
+    [[runners.autoscaler.policy]]
+      idle_count = {idle_count}
+      idle_time = "{idle_time}"
+"""
+    )
+    return path
+
+
+def sandbox_root(tmp_path: Path) -> Path:
+    """Where :func:`local_config` puts the instances."""
+    return tmp_path / "instances"
+
+
+async def wait_until(condition: Callable[[], object], *, interval: float = 0.05) -> None:
+    """Poll ``condition`` until it is true (bound the wait with ``anyio.fail_after``)."""
+    while not condition():  # noqa: ASYNC110 - state owned by other code, no event to wait on
+        await anyio.sleep(interval)
