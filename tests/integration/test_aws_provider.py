@@ -26,7 +26,7 @@ from fleetkit.errors import (
 from fleetkit.model import ConnectorConfig, ProviderState
 from fleetkit.provider import aws
 from fleetkit.provider._aws_config import parse_aws_config
-from fleetkit.provider.aws import OWNER_TAG, AWSInstanceGroup
+from fleetkit.provider.aws import OWNER_TAG, AWSAPIError, AWSInstanceGroup
 from fleetkit.testing.moto import (
     REQUEST_LIMIT_EXCEEDED,
     SERVICE_UNAVAILABLE,
@@ -323,7 +323,7 @@ async def test_increase_retries_throttling(moto: MotoServer) -> None:
 
 
 async def test_increase_refused_is_quota_exceeded(moto: MotoServer) -> None:
-    """AWS's ValidationError for a desired capacity above MaxSize becomes QuotaExceeded."""
+    """A desired capacity above MaxSize is QuotaExceeded; another ValidationError is AWSAPIError."""
     async with running(moto) as group:
         moto.inject(
             "SetDesiredCapacity",
@@ -331,6 +331,14 @@ async def test_increase_refused_is_quota_exceeded(moto: MotoServer) -> None:
         )
         with pytest.raises(QuotaExceeded, match="above max value"):
             await group.increase(2)
+        moto.inject(
+            "SetDesiredCapacity",
+            Fault(400, "ValidationError", "AutoScalingGroup name not found - null"),
+        )
+        with pytest.raises(AWSAPIError) as refused:
+            await group.increase(1)
+        assert not isinstance(refused.value, QuotaExceeded)
+        assert refused.value.code == "ValidationError"
         # The view was marked stale: the next increase reads the group again.
         before = moto.calls
         assert await group.increase(1) == 1

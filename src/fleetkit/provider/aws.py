@@ -52,7 +52,7 @@ from fleetkit.provider._aws_keys import KeyPair, generate_key_pair
 from fleetkit.provider._aws_states import forward, map_lifecycle
 from fleetkit.provider._protocol import InstanceStatus, ProviderInfo
 
-__all__ = ["OWNER_TAG", "AWSCallStats", "AWSInstanceGroup", "RetryPolicy"]
+__all__ = ["OWNER_TAG", "AWSAPIError", "AWSCallStats", "AWSInstanceGroup", "RetryPolicy"]
 
 _log = logging.getLogger("fleetkit.provider.aws")
 
@@ -303,7 +303,10 @@ class AWSInstanceGroup:
                 HonorCooldown=False,
             )
         except AWSAPIError as exc:
-            if exc.code == "ValidationError":
+            # "New SetDesiredCapacity value 11 is above max value 10": MaxSize was
+            # lowered since the group was read. Other ValidationErrors (a deleted
+            # group) stay AWSAPIError.
+            if exc.code == "ValidationError" and "max" in exc.aws_message.lower():
                 raise QuotaExceeded(
                     f"group {self.config.name!r} refused desired capacity {desired}: "
                     f"{exc.aws_message}"
