@@ -18,13 +18,15 @@ def local_config(
     idle_time: str = "1m",
     concurrent: int = 8,
     extra_autoscaler: str = "",
+    root: bool = True,
 ) -> Path:
     """Write a config.toml for the local provider rooted under ``tmp_path``; its path.
 
     Update intervals are short so that tests see the fleet move within moments;
-    instances are deleted at shutdown so nothing outlives a test.
+    instances are deleted at shutdown so nothing outlives a test. ``root=False``
+    leaves the provider's default root (under ``$TMPDIR``).
     """
-    root = tmp_path / "instances"
+    root_line = f'root = "{tmp_path / "instances"}"' if root else ""
     path = tmp_path / "config.toml"
     path.write_text(
         f"""
@@ -48,7 +50,7 @@ concurrent = {concurrent}
     shutdown_deletion_retries = 20
 {extra_autoscaler}
     [runners.autoscaler.plugin_config]
-      root = "{root}"
+      {root_line}
       use_sshd = {"true" if use_sshd else "false"}
 
     [[runners.autoscaler.policy]]

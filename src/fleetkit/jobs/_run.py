@@ -43,6 +43,8 @@ _DRAIN_TIMEOUT = 5.0
 # going away (a cloud terminating it ends every process first): give the fleet
 # this long to report the loss before calling it the job's own failure.
 _LOSS_GRACE = 2.0
+# A line longer than this goes to the log in pieces.
+_LINE_LIMIT = 8192
 
 
 class _SystemFailure(Exception):
@@ -257,18 +259,24 @@ class _Run:
             return None, exc
 
     async def _pump(self, stream: anyio.abc.ByteReceiveStream, masker: Masker) -> None:
+        # Whole lines go to the log, so that stdout and stderr interleave by line.
+        partial = ""
         try:
             async for chunk in stream:
-                text = masker.feed(chunk)
-                if text:
-                    await self.log.write(text)
+                partial += masker.feed(chunk)
+                cut = partial.rfind("\n") + 1
+                if cut == 0 and len(partial) < _LINE_LIMIT:
+                    continue
+                cut = cut or len(partial)
+                text, partial = partial[:cut], partial[cut:]
+                await self.log.write(text)
         except (ConnectorError, anyio.BrokenResourceError, anyio.ClosedResourceError):
             pass  # the wait() beside it reports the broken connection
         finally:
             with anyio.CancelScope(shield=True):
-                tail = masker.flush()
+                tail = partial + masker.flush()
                 if tail:
-                    await self.log.write(tail)
+                    await self.log.write(tail if tail.endswith("\n") else tail + "\n")
 
     async def _end(self, conn: Connection, proc: RunningCommand) -> None:
         """TERM the job's session, then KILL it if it outlives the grace period."""

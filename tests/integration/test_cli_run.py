@@ -1,0 +1,188 @@
+"""`fleetkit run` end to end, in a subprocess, on the local provider (SSH and sandbox)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.executor_support import local_config, sandbox_root
+from tests.integration.jobs_support import processes_with
+from tests.integration.local_provider_support import leftovers, processes_under, require_sshd
+
+pytestmark = pytest.mark.integration
+
+FLEETKIT = [sys.executable, "-m", "fleetkit.cli"]
+
+
+@pytest.fixture(params=["ssh", "local"])
+def mode(request: pytest.FixtureRequest) -> str:
+    """Instances reached over real SSH (an sshd each) or as local sandboxes."""
+    if request.param == "ssh":
+        require_sshd()
+    return str(request.param)
+
+
+def _jobs_file(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "jobs.toml"
+    path.write_text('[defaults]\nshell = "sh"\n' + body)
+    return path
+
+
+def _run(*args: str | Path, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*FLEETKIT, *map(str, args)], capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def test_run_reports_jobs_and_masks_secrets(tmp_path: Path, mode: str) -> None:
+    """A run with an allowed failure exits 0, summarises, and keeps masked values out of every log."""
+    secret = "sv-" + secrets.token_hex(10)
+    jobs = _jobs_file(
+        tmp_path,
+        f"""
+[[job]]
+name = "uses secret"
+script = ['echo "token is $TOKEN"', 'echo "$TOKEN" >&2', 'echo "$CI_JOB_NAME on $FLEETKIT_INSTANCE_ID"']
+[job.variables]
+TOKEN = {{ value = "{secret}", masked = true }}
+
+[[job]]
+name = "works"
+parallel = 2
+script = "sleep 0.3; echo shard $CI_NODE_INDEX"
+
+[[job]]
+name = "allowed to fail"
+allow_failure = true
+script = "echo about to fail; exit 4"
+""",
+    )
+    config = local_config(tmp_path, use_sshd=mode == "ssh", max_instances=2)
+    logs = tmp_path / "logs"
+    done = _run("run", config, jobs, "--logs", logs)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "4 jobs: 3 ok, 0 failed, 1 failed (allowed), 0 cancelled" in out
+    assert re.search(r"wait p50 \d+\.\ds, p95 \d+\.\ds", out)
+    assert re.search(r"instances: [12] created, [12] deleted, \d+\.\d\d instance-minutes", out)
+    assert "failed (allowed to fail): allowed to fail" in out
+    assert "| about to fail" in out
+    texts = {p.name: p.read_text() for p in logs.iterdir()}
+    assert sorted(texts) == ["job-1-1.log", "job-2-1.log", "job-3-1.log", "job-4-1.log"]
+    assert "token is [MASKED]" in texts["job-1-1.log"]
+    assert "\n[MASKED]\n" in texts["job-1-1.log"]
+    assert all(secret not in text for text in texts.values())
+    assert secret not in out
+    assert secret not in done.stderr
+    assert leftovers(sandbox_root(tmp_path)) == []
+
+
+def test_failed_job_exits_1_and_json_lists_every_result(tmp_path: Path) -> None:
+    """A job not allowed to fail makes the exit status 1; --json gives results and summary."""
+    jobs = _jobs_file(
+        tmp_path,
+        '[[job]]\nname = "ok"\nscript = "true"\n[[job]]\nname = "bad"\nscript = "exit 2"\n',
+    )
+    config = local_config(tmp_path, use_sshd=False)
+    done = _run("run", config, jobs, "--json")
+    assert done.returncode == 1, done.stderr
+    report = json.loads(done.stdout)
+    by_name = {j["name"]: j for j in report["jobs"]}
+    assert by_name["bad"]["status"] == "failed"
+    assert by_name["bad"]["exit_code"] == 2
+    assert by_name["ok"]["status"] == "success"
+    assert report["summary"]["blocking"] == 1
+    assert report["summary"]["instances_created"] == report["summary"]["instances_deleted"]
+
+
+def test_job_timeout_ends_the_remote_process(tmp_path: Path, mode: str) -> None:
+    """A job past its timeout is reported timed out and its processes are gone."""
+    marker = str(5000 + secrets.randbelow(900))
+    jobs = _jobs_file(
+        tmp_path,
+        f'[[job]]\nname = "slow"\ntimeout = "1s"\nscript = "echo start; sleep {marker}7"\n',
+    )
+    config = local_config(tmp_path, use_sshd=mode == "ssh")
+    done = _run("run", config, jobs, "--json")
+    assert done.returncode == 1, done.stderr
+    (job,) = json.loads(done.stdout)["jobs"]
+    assert job["status"] == "timed_out"
+    assert job["duration"] < 15
+    assert processes_with(f"sleep {marker}7") == []
+    assert leftovers(sandbox_root(tmp_path)) == []
+
+
+@pytest.fixture
+def open_temp() -> Iterator[Path]:
+    """A TMPDIR the SSH login user can traverse (pytest's tmp_path is private to root)."""
+    path = Path(tempfile.mkdtemp(prefix="fleetkit-cli-test-", dir="/tmp"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def test_sigint_leaves_no_instance_process_or_temp_dir(
+    tmp_path: Path, mode: str, open_temp: Path
+) -> None:
+    """Ctrl-C ends running jobs, deletes every instance and leaves nothing behind."""
+    marker = str(6000 + secrets.randbelow(900))
+    jobs = _jobs_file(
+        tmp_path,
+        f'[[job]]\nname = "long"\nparallel = 3\nscript = "echo started; sleep {marker}3"\n',
+    )
+    config = local_config(tmp_path, use_sshd=mode == "ssh", max_instances=2, root=False)
+    temp = open_temp
+    env = {**os.environ, "TMPDIR": str(temp)}
+    with subprocess.Popen(
+        [*FLEETKIT, "run", str(config), str(jobs), "--plain"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    ) as proc:
+        assert proc.stdout is not None
+        lines: list[str] = []
+        deadline = time.monotonic() + 60
+        try:
+            for line in proc.stdout:
+                lines.append(line)
+                if len(processes_with(f"sleep {marker}3")) >= 2 or time.monotonic() > deadline:
+                    break
+            assert len(processes_with(f"sleep {marker}3")) >= 2, "".join(lines)
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                # Let the command delete what it made even when the test failed.
+                proc.send_signal(signal.SIGINT)
+                try:
+                    proc.communicate(timeout=60)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.communicate()
+    assert proc.returncode == 130, err
+    text = "".join(lines) + out
+    assert "interrupted" in text
+    assert "3 cancelled" in text
+    instances = set(re.findall(r"instance (local-[0-9a-f]+) created", text))
+    assert instances
+    assert all(f"instance {i} deleted" in text for i in instances)
+    assert processes_with(f"sleep {marker}3") == []
+    assert processes_under(temp) == []
+    assert sorted(p.name for p in temp.iterdir()) == []
+    # Build directories of SSH logins land under /tmp/fleetkit-UID: none of ours may stay.
+    assert [p for i in instances for p in Path("/tmp").glob(f"fleetkit-*/builds/{i}")] == []
