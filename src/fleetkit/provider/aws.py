@@ -17,7 +17,9 @@ Asyncio only: aiobotocore runs on asyncio, so this provider does too.
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
 import random
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AsyncExitStack
@@ -29,6 +31,7 @@ import attrs
 from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession
 from botocore.exceptions import BotoCoreError
+from botocore.loaders import create_loader
 
 import fleetkit
 from fleetkit.errors import (
@@ -445,6 +448,7 @@ class AWSInstanceGroup:
             if path is not None and not await (await anyio.Path(path).expanduser()).is_file():
                 raise ConfigError([Problem(f"plugin_config.{key}", f"no such file: {path}")])
         session = AioSession()
+        session.register_component("data_loader", _shared_loader())
         for key in ("profile", "config_file", "credentials_file"):
             value = getattr(cfg, key)
             if value is not None and key != "profile":
@@ -650,6 +654,13 @@ class AWSInstanceGroup:
         expires_at = self._wall_clock() + _PUSHED_KEY_LIFETIME
         self._pushed[instance_id] = (now, expires_at)
         return key_pair, expires_at
+
+
+@functools.cache
+def _shared_loader() -> Any:
+    # botocore parses each service's JSON model (EC2's is several MB) once per
+    # loader; one loader for every group in the process parses it once.
+    return create_loader(os.environ.get("AWS_DATA_PATH"))
 
 
 def _on_asyncio() -> bool:
