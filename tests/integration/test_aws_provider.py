@@ -32,7 +32,7 @@ from fleetkit.errors import (
 from fleetkit.model import ConnectorConfig, ProviderState
 from fleetkit.provider import aws
 from fleetkit.provider._aws_config import parse_aws_config
-from fleetkit.provider.aws import OWNER_TAG, AWSAPIError, AWSInstanceGroup
+from fleetkit.provider.aws import OWNER_TAG, AWSAPIError, AWSInstanceGroup, RetryPolicy
 from fleetkit.testing.moto import (
     REQUEST_LIMIT_EXCEEDED,
     SERVICE_UNAVAILABLE,
@@ -268,6 +268,23 @@ async def test_update_retries_throttling_and_counts_it(moto: MotoServer) -> None
         stats = group.stats
         assert (stats.throttled, stats.retries, stats.failed) == (3, 3, 0)
         assert stats.calls["DescribeInstances"] == moto.calls["DescribeInstances"] == 2
+
+
+async def test_backoff_comes_from_the_injected_rng(moto: MotoServer) -> None:
+    """The same seed gives the same jittered waits; another seed gives other waits."""
+    moto.create_group("ci")
+    policy = RetryPolicy(attempts=4, base=0.01, cap=0.05)
+    waits: list[float] = []
+    for seed in (1, 1, 2):
+        group = build(moto, "ci", retry=policy, seed=seed)
+        await group.init()
+        moto.inject("DescribeAutoScalingGroups", THROTTLING, times=3)
+        await group.update()
+        await group.shutdown()
+        assert group.stats.retries == 3
+        waits.append(group.stats.backoff)
+    assert waits[0] == waits[1] != waits[2]
+    assert all(0 < w <= 0.01 + 0.02 + 0.04 for w in waits)
 
 
 async def test_update_gives_up_with_retry_later(moto: MotoServer) -> None:

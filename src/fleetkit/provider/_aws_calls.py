@@ -115,8 +115,9 @@ class AWSCallStats:
 
     ``calls`` maps each operation (``DescribeAutoScalingGroups``, ...) to the
     requests sent, retries included; ``retries`` counts re-sent requests,
-    ``throttled`` and ``transient`` the failures of each kind seen, and
-    ``failed`` the calls that ended in an error.
+    ``throttled`` and ``transient`` the failures of each kind seen,
+    ``failed`` the calls that ended in an error, and ``backoff`` the seconds
+    spent waiting before retries.
     """
 
     calls: Mapping[str, int] = attrs.field(factory=dict)
@@ -124,6 +125,7 @@ class AWSCallStats:
     throttled: int = 0
     transient: int = 0
     failed: int = 0
+    backoff: float = 0.0
 
     @property
     def total(self) -> int:
@@ -203,6 +205,7 @@ class AWSCaller:
         self._throttled = 0
         self._transient = 0
         self._failed = 0
+        self._backoff = 0.0
 
     @property
     def stats(self) -> AWSCallStats:
@@ -213,6 +216,7 @@ class AWSCaller:
             throttled=self._throttled,
             transient=self._transient,
             failed=self._failed,
+            backoff=self._backoff,
         )
 
     async def __call__(self, client: Any, operation: str, **params: Any) -> dict[str, Any]:
@@ -235,6 +239,7 @@ class AWSCaller:
                 delay = self._policy.delay(retry, self._rng)
                 _log.debug("AWS %s %s; retry %d in %.2fs", operation, kind.value, retry + 1, delay)
                 self._retries += 1
+                self._backoff += delay
                 retry += 1
                 await anyio.sleep(delay)
             else:

@@ -89,6 +89,10 @@ class _Faults:
             queue = self._queued.get(operation)
             return queue.popleft() if queue else None
 
+    def snapshot(self) -> Counter[str]:
+        with self._lock:
+            return Counter(self.calls)
+
     def clear(self) -> None:
         with self._lock:
             self._queued.clear()
@@ -239,7 +243,7 @@ class MotoServer:
     @property
     def calls(self) -> Counter[str]:
         """AWS operations received since the last :meth:`reset`, by name."""
-        return Counter(self._faults.calls)
+        return self._faults.snapshot()
 
     def plugin_config(self, name: str) -> dict[str, str]:
         """A ``plugin_config`` for the AWS provider that reaches group ``name`` here."""
