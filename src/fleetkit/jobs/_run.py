@@ -184,26 +184,24 @@ class _Run:
         return await self._finish(status)
 
     async def _prepare(self, conn: Connection) -> None:
-        cmd = _script.resolve_command(self.builds_dir, self.relative)
-        result = await conn.run(cmd, timeout=_STEP_TIMEOUT)
+        job = self.job
+        script = _script.prepare_script(
+            self.builds_dir, self.relative, job.shell, job.script, self._environment()
+        )
+        result = await conn.run("sh -s", stdin=script, timeout=_STEP_TIMEOUT)
         if not result.ok:
             # Two jobs cleaning and creating the same shared parents can race;
             # one retry settles it.
-            result = await conn.run(cmd, timeout=_STEP_TIMEOUT)
+            result = await conn.run("sh -s", stdin=script, timeout=_STEP_TIMEOUT)
         if not result.ok:
             raise _SystemFailure(
                 f"could not prepare the build directory: {result.stderr_text.strip()[-300:]}"
             )
-        self.paths = _script.parse_resolved(result.stdout_text)
-        env = self._environment(self.paths)
-        writer = _script.write_script(self.paths, self.job.shell, self.job.script, env)
-        result = await conn.run("sh -s", stdin=writer, timeout=_STEP_TIMEOUT)
-        if not result.ok:
-            raise _SystemFailure(
-                f"could not upload the job script: {result.stderr_text.strip()[-300:]}"
-            )
+        self.paths = _script.parse_prepared(result.stdout_text)
 
-    def _environment(self, paths: _script.JobPaths) -> dict[str, str]:
+    def _environment(self) -> dict[str, str]:
+        # CI_BUILDS_DIR and CI_PROJECT_DIR are set on the instance, where they
+        # are known.
         job, slot = self.job, self.slot
         env = {
             "CI": "true",
@@ -212,8 +210,6 @@ class _Run:
             "CI_JOB_ID": str(job.id),
             "CI_JOB_NAME": job.name,
             "CI_JOB_TIMEOUT": str(int(job.timeout.total_seconds())),
-            "CI_BUILDS_DIR": paths.builds_dir,
-            "CI_PROJECT_DIR": paths.project_dir,
             "CI_CONCURRENT_ID": str(slot.number),
             "CI_RUNNER_EXECUTABLE_ARCH": _arch(slot.connect_info),
             "FLEETKIT_INSTANCE_ID": slot.instance_id,
@@ -290,13 +286,12 @@ class _Run:
     async def _cleanup(self, conn: Connection) -> None:
         if self.paths is None:
             return
+        command = _script.cleanup_command(
+            self.paths, self.relative, keep_project=self.keep_build_dir
+        )
         with anyio.move_on_after(_CLEANUP_TIMEOUT):
             try:
                 # Ends whatever is left of the job (after a cancel), then removes files.
-                await conn.run(_script.kill_command(self.paths, "KILL"), timeout=_STEP_TIMEOUT)
-                command = _script.cleanup_command(
-                    self.paths, self.relative, keep_project=self.keep_build_dir
-                )
                 await conn.run(command, timeout=_STEP_TIMEOUT)
             except ConnectorError as exc:
                 self.cleanup_error = exc

@@ -12,13 +12,12 @@ a timeout, a cancel and the end of the job each signal that whole process group.
 from __future__ import annotations
 
 import re
-import secrets
 import shlex
 from collections.abc import Mapping
 
 import attrs
 
-__all__ = ["JobPaths", "cleanup_command", "kill_command", "resolve_command", "write_script"]
+__all__ = ["JobPaths", "cleanup_command", "kill_command", "prepare_script", "run_command"]
 
 _SHELL_COMMAND = {
     "bash": "bash -eo pipefail",
@@ -49,37 +48,41 @@ def relative_project_dir(instance_id: str, slot: int, job_id: int) -> str:
     return f"{_UNSAFE.sub('_', instance_id)}/{slot}/{job_id}"
 
 
-def resolve_command(builds_dir: str, relative: str) -> str:
-    """Make a fresh, empty project directory; print the builds and project dirs.
+def prepare_script(
+    builds_dir: str, relative: str, shell: str, script: str, env: Mapping[str, str]
+) -> str:
+    """A ``sh -s`` input that makes a fresh, empty project directory, writes the
+    job's private files, and prints the builds and project directories.
 
     A relative ``builds_dir`` is taken from the login directory when it is
     writable and not ``/``, else from ``$TMPDIR/fleetkit-UID`` (an SSH login
-    user may have ``/`` as its home).
+    user may have ``/`` as its home). One round trip, and only shell builtins
+    besides ``rm`` and ``mkdir``: a job's start costs little over SSH.
     """
+    exports = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items())
+    if shell == "pwsh":
+        script = "$ErrorActionPreference = 'Stop'\n" + script
     return (
-        f"b={shlex.quote(builds_dir)}; s=0; "
-        'case "$b" in /*) ;; *) '
-        'if [ "$PWD" != / ] && [ -w "$PWD" ]; then b="$PWD/$b"; '
-        'else b="${TMPDIR:-/tmp}/fleetkit-$(id -u)/$b"; s=1; fi ;; esac; '
-        f'p="$b/{relative}"; '
-        'rm -rf "$p" "$p.tmp" && mkdir -p "$p" && mkdir -m 700 "$p.tmp" && '
-        'printf \'%s\\n\' "$s" "$b" "$p"'
+        f"b={shlex.quote(builds_dir)}; s=0\n"
+        'case "$b" in /*) ;; *)\n'
+        '  if [ "$PWD" != / ] && [ -w "$PWD" ]; then b="$PWD/$b"\n'
+        '  else b="${TMPDIR:-/tmp}/fleetkit-$(id -u)/$b"; s=1; fi ;;\n'
+        "esac\n"
+        f'p="$b/{relative}"\n'
+        'rm -rf "$p" "$p.tmp" && mkdir -p "$p" && mkdir -m 700 "$p.tmp" || exit 1\n'
+        "umask 077\n"
+        'printf %s "$b" > "$p.tmp/builds_dir"\n'
+        f'printf %s {shlex.quote(exports)} > "$p.tmp/env"\n'
+        f'printf %s {shlex.quote(script)} > "$p.tmp/{script_name(shell)}"\n'
+        f'printf %s {shlex.quote(_run_sh(shell))} > "$p.tmp/run.sh"\n'
+        'printf \'%s\\n\' "$s" "$b" "$p"\n'
     )
 
 
-def parse_resolved(stdout: str) -> JobPaths:
-    """Read what :func:`resolve_command` printed."""
+def parse_prepared(stdout: str) -> JobPaths:
+    """Read what :func:`prepare_script` printed."""
     shared, builds_dir, project_dir = stdout.splitlines()[-3:]
     return JobPaths(builds_dir, project_dir, shared == "1")
-
-
-def _heredoc(path: str, content: str) -> str:
-    marker = "FLEETKIT_EOF_" + secrets.token_hex(8)
-    while marker in content:
-        marker = "FLEETKIT_EOF_" + secrets.token_hex(8)
-    if not content.endswith("\n"):
-        content += "\n"
-    return f"cat > {shlex.quote(path)} <<'{marker}'\n{content}{marker}\n"
 
 
 def script_name(shell: str) -> str:
@@ -87,23 +90,22 @@ def script_name(shell: str) -> str:
     return "script.ps1" if shell == "pwsh" else "script.sh"
 
 
-def write_script(paths: JobPaths, shell: str, script: str, env: Mapping[str, str]) -> str:
-    """A ``sh -s`` input that writes ``env``, the script and ``run.sh``."""
-    d = paths.private_dir
-    exports = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items())
-    if shell == "pwsh":
-        script = "$ErrorActionPreference = 'Stop'\n" + script
-    script_path = shlex.quote(f"{d}/{script_name(shell)}")
-    run = (
-        f". {shlex.quote(d + '/env')}\n"
+def _run_sh(shell: str) -> str:
+    # Run as `sh DIR/run.sh`: the private dir is $0's, the project dir its name
+    # without `.tmp`; both are set before the job's variables are read.
+    return (
+        "d=${0%/run.sh}\n"
+        'export CI_PROJECT_DIR="${d%.tmp}"\n'
+        'IFS= read -r CI_BUILDS_DIR < "$d/builds_dir"; export CI_BUILDS_DIR\n'
+        '. "$d/env"\n'
         'cd "$CI_PROJECT_DIR" || exit 1\n'
         "if command -v setsid >/dev/null 2>&1; then\n"
-        f"  setsid {_SHELL_COMMAND[shell]} {script_path} </dev/null &\n"
+        f'  setsid {_SHELL_COMMAND[shell]} "$d/{script_name(shell)}" </dev/null &\n'
         "else\n"
-        f"  {_SHELL_COMMAND[shell]} {script_path} </dev/null &\n"
+        f'  {_SHELL_COMMAND[shell]} "$d/{script_name(shell)}" </dev/null &\n'
         "fi\n"
         "child=$!\n"
-        f'echo "$child" > {shlex.quote(d + "/pid")}\n'
+        'echo "$child" > "$d/pid"\n'
         # A TERM from the connector (cancel) or from the sender of kill_command
         # reaches this shell: pass it on to the job's whole session.
         "trap 'kill -TERM -$child 2>/dev/null || kill -TERM $child 2>/dev/null' TERM INT HUP\n"
@@ -112,12 +114,6 @@ def write_script(paths: JobPaths, shell: str, script: str, env: Mapping[str, str
         # Whatever the script left running in the background ends with it.
         "kill -KILL -$child 2>/dev/null\n"
         "exit $s\n"
-    )
-    return (
-        "umask 077\n"
-        + _heredoc(f"{d}/env", exports)
-        + _heredoc(f"{d}/{script_name(shell)}", script)
-        + _heredoc(f"{d}/run.sh", run)
     )
 
 
@@ -130,13 +126,14 @@ def kill_command(paths: JobPaths, signal: str) -> str:
     """Send ``signal`` to the job's whole session (a no-op once it ended)."""
     pid_file = shlex.quote(paths.private_dir + "/pid")
     return (
-        f'p=$(cat {pid_file} 2>/dev/null) && [ -n "$p" ] && '
+        f'{{ IFS= read -r p < {pid_file}; }} 2>/dev/null && [ -n "$p" ] && '
         f'{{ kill -{signal} -"$p" 2>/dev/null || kill -{signal} "$p" 2>/dev/null; }}; true'
     )
 
 
 def cleanup_command(paths: JobPaths, relative: str, *, keep_project: bool) -> str:
-    """Remove the job's files (the project dir too unless kept) and empty parents."""
+    """End what is left of the job, remove its files (the project dir too unless
+    kept) and the parents it leaves empty."""
     targets = [paths.private_dir] + ([] if keep_project else [paths.project_dir])
     rm = " ".join(shlex.quote(t) for t in targets)
     base = shlex.quote(paths.builds_dir)
@@ -144,4 +141,6 @@ def cleanup_command(paths: JobPaths, relative: str, *, keep_project: bool) -> st
     parents = [f"{base}/{shlex.quote(slot_dir)}", f"{base}/{shlex.quote(instance_dir)}"]
     if paths.shared_base:
         parents += [base, f'"$(dirname {base})"']
-    return f"rm -rf {rm}; rmdir {' '.join(parents)} 2>/dev/null; true"
+    return (
+        f"{kill_command(paths, 'KILL')}; rm -rf {rm}; rmdir {' '.join(parents)} 2>/dev/null; true"
+    )
