@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import re
 import secrets
 import shutil
@@ -186,3 +187,102 @@ def test_sigint_leaves_no_instance_process_or_temp_dir(
     assert sorted(p.name for p in temp.iterdir()) == []
     # Build directories of SSH logins land under /tmp/fleetkit-UID: none of ours may stay.
     assert [p for i in instances for p in Path("/tmp").glob(f"fleetkit-*/builds/{i}")] == []
+
+
+def test_job_on_a_dying_instance_is_retried_and_both_attempts_reported(
+    tmp_path: Path, mode: str
+) -> None:
+    """Killing the instance under a running job makes `run` retry it elsewhere; the JSON
+    reports both attempts and the exit status is 0."""
+    jobs = _jobs_file(
+        tmp_path,
+        '[[job]]\nname = "survivor"\n'
+        'script = \'echo "started $FLEETKIT_ATTEMPT"; '
+        '[ "$FLEETKIT_ATTEMPT" = 1 ] && sleep 60; echo finished\'\n',
+    )
+    config = local_config(tmp_path, use_sshd=mode == "ssh", capacity=1, max_instances=2)
+    logs = tmp_path / "logs"
+    with subprocess.Popen(
+        [*FLEETKIT, "run", str(config), str(jobs), "--json", "--logs", str(logs)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        try:
+            first = logs / "job-1-1.log"
+            deadline = time.monotonic() + 60
+            while "started 1" not in (first.read_text() if first.exists() else ""):
+                assert time.monotonic() < deadline, "the job never started"
+                time.sleep(0.05)
+            instance = re.search(r"on instance (\S+) slot", first.read_text())
+            assert instance is not None
+            _kill_instance(sandbox_root(tmp_path), instance[1])
+            out, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+                proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    (job,) = json.loads(out)["jobs"]
+    assert (job["status"], job["attempt"]) == ("success", 2)
+    (earlier,) = job["earlier"]
+    assert earlier["status"] == "system_failure"
+    assert earlier["instance_id"] == instance[1]
+    assert job["instance_id"] != instance[1]
+    assert "finished" in (logs / "job-1-2.log").read_text()
+    assert leftovers(sandbox_root(tmp_path)) == []
+
+
+def _kill_instance(root: Path, instance_id: str) -> None:
+    """SIGKILL the process that is the instance (its sshd or keeper), as a crash would."""
+    (sandbox,) = root.glob(f"*/{instance_id}")
+    pids = processes_under(sandbox)
+    for pid in pids:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        if int(stat[stat.rindex(")") + 2 :].split()[1]) not in pids:
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_rich_display_on_a_terminal(tmp_path: Path) -> None:
+    """With a terminal attached, `run` draws the live panel and still ends with the summary."""
+    jobs = _jobs_file(tmp_path, '[[job]]\nname = "hello"\nparallel = 2\nscript = "echo hi"\n')
+    config = local_config(tmp_path, use_sshd=False)
+    controller, terminal = pty.openpty()
+    try:
+        with subprocess.Popen(
+            [*FLEETKIT, "run", str(config), str(jobs)],
+            stdin=terminal,
+            stdout=terminal,
+            stderr=terminal,
+            env={**os.environ, "COLUMNS": "120", "TERM": "xterm"},
+        ) as proc:
+            os.close(terminal)
+            terminal = -1
+            chunks = []
+            while True:
+                try:
+                    chunk = os.read(controller, 65536)
+                except OSError:  # EIO: the command exited and closed the terminal
+                    break
+                if not chunk:
+                    break
+                chunks.append(chunk)
+            assert proc.wait(timeout=60) == 0
+    finally:
+        os.close(controller)
+        if terminal >= 0:
+            os.close(terminal)
+    screen = b"".join(chunks).decode(errors="replace")
+    assert "fleetkit run ·" in screen
+    assert "2 jobs: 2 ok, 0 failed" in screen
+    assert leftovers(sandbox_root(tmp_path)) == []
+
+
+def test_invalid_jobs_file_exits_1_naming_the_problem(tmp_path: Path) -> None:
+    """A bad jobs file is reported with its path and key before any instance is made."""
+    jobs = _jobs_file(tmp_path, '[[job]]\nname = "x"\nscript = "true"\ntimeout = "soon"\n')
+    config = local_config(tmp_path, use_sshd=False)
+    done = _run("run", config, jobs)
+    assert done.returncode == 1
+    assert "job[0].timeout" in done.stderr
+    assert not sandbox_root(tmp_path).exists()
