@@ -274,7 +274,9 @@ class SSHConnection(ConnectionBase):
         if self._closed:
             raise anyio.ClosedResourceError
         last: BaseException | None = None
-        for _attempt in range(4):
+        # Each failure lowers a limit or drops a connection, so a few attempts
+        # suffice even when a burst meets several fresh connections at once.
+        for _attempt in range(10):
             link = await self._pool.acquire_session()
             try:
                 return link, await open_(link.conn)
