@@ -3,7 +3,7 @@
 Submodules: :mod:`fleetkit.testing.simulated` (an in-memory instance group with
 latency and faults, in anyio time), :mod:`fleetkit.testing.conformance` (the
 provider conformance suite), :mod:`fleetkit.testing.connector` (a scripted fake
-connector), :mod:`fleetkit.testing.strategies` (hypothesis strategies) and
+connector), :mod:`fleetkit.testing.strategies` (hypothesis strategies),
 :mod:`fleetkit.testing.sshd` (a throwaway OpenSSH server) and
 :mod:`fleetkit.testing.moto` (a moto AWS server with fault injection). Library code never
 imports this package.
