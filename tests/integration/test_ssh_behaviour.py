@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 import tracemalloc
 import uuid
 from collections.abc import AsyncIterator
@@ -18,7 +19,7 @@ from hypothesis import strategies as st
 from fleetkit.connector import Connection
 from fleetkit.connector.local import LocalConnector
 from fleetkit.connector.ssh import SSHConnector
-from fleetkit.errors import CommandTimeout, ConfigError
+from fleetkit.errors import CommandTimeout, ConfigError, ConnectorError
 from fleetkit.model import ConnectInfo
 from fleetkit.testing.sshd import running_sshd
 from tests.integration.conftest import SSHD_PATH
@@ -214,6 +215,24 @@ async def test_file_transfer_both_ways(conn: Connection, tmp_path: Path) -> None
         assert back.read_bytes() == data
     finally:
         await conn.run(["rm", "-f", remote])
+
+
+@pytest.mark.anyio
+async def test_transfer_and_tunnel_failures_are_connector_errors(
+    conn: Connection, tmp_path: Path
+) -> None:
+    """A missing file on either side, or a tunnel to a closed port, raises ConnectorError
+    and leaves the connection usable."""
+    with pytest.raises(ConnectorError, match="file transfer failed"):
+        await conn.upload(tmp_path / "missing", "/tmp/never")
+    with pytest.raises(ConnectorError, match="file transfer failed"):
+        await conn.download(f"/tmp/missing-{uuid.uuid4().hex}", tmp_path / "x")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed_port = sock.getsockname()[1]
+    with pytest.raises(ConnectorError, match="tunnel"):
+        await conn.open_tunnel(("127.0.0.1", closed_port))
+    assert (await conn.run("true")).ok
 
 
 @pytest.mark.anyio

@@ -183,8 +183,8 @@ class LocalConnection(ConnectionBase):
                 return await anyio.connect_unix(self._path(target))
             return await anyio.connect_tcp(*target)
         except OSError as exc:
-            raise ConnectionLost(
-                f"instance {self._info.id}: tunnel to {target!r} failed: {exc.strerror}"
+            raise ConnectorError(
+                f"instance {self._info.id}: tunnel to {target!r} refused: {exc.strerror}"
             ) from exc
 
     async def aclose(self) -> None:

@@ -358,10 +358,19 @@ class SSHConnection(ConnectionBase):
                     raise ConnectorError(
                         f"instance {self._info.id}: file transfer failed: {exc.reason}"
                     ) from exc
+                except OSError as exc:
+                    if isinstance(exc, ConnectionError):
+                        raise
+                    # The local side of the copy: a missing or unwritable file.
+                    raise ConnectorError(
+                        f"instance {self._info.id}: file transfer failed: "
+                        f"{exc.strerror}: {exc.filename}"
+                    ) from exc
         finally:
             with anyio.CancelScope(shield=True):
-                sftp.exit()
-                await sftp.wait_closed()
+                with contextlib.suppress(asyncssh.Error, OSError):
+                    sftp.exit()
+                    await sftp.wait_closed()
                 self._pool.release_session(link)
 
     async def open_tunnel(self, target: TunnelTarget) -> anyio.abc.ByteStream:
@@ -372,10 +381,19 @@ class SSHConnection(ConnectionBase):
         stack.callback(self._pool.release_hold, link)
         try:
             with _translate(self._info.id):
-                if isinstance(target, str):
-                    reader, writer = await link.conn.open_unix_connection(target)
-                else:
-                    reader, writer = await link.conn.open_connection(*target)
+                try:
+                    if isinstance(target, str):
+                        reader, writer = await link.conn.open_unix_connection(target)
+                    else:
+                        reader, writer = await link.conn.open_connection(*target)
+                except asyncssh.ChannelOpenError as exc:
+                    if link.conn.is_closed():
+                        raise
+                    # The far side could not reach the target: the connection
+                    # itself is fine.
+                    raise ConnectorError(
+                        f"instance {self._info.id}: tunnel to {target!r} refused: {exc.reason}"
+                    ) from exc
         except BaseException:
             await stack.aclose()
             raise
