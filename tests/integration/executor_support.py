@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 from collections.abc import Callable
 from pathlib import Path
 
@@ -70,3 +73,12 @@ async def wait_until(condition: Callable[[], object], *, interval: float = 0.05)
     """Poll ``condition`` until it is true (bound the wait with ``anyio.fail_after``)."""
     while not condition():  # noqa: ASYNC110 - state owned by other code, no event to wait on
         await anyio.sleep(interval)
+
+
+def kill_instance(root: Path, instance_id: str) -> None:
+    """SIGKILL the process that is a local instance (its sshd or keeper), as a crash would."""
+    (sandbox,) = root.glob(f"*/{instance_id}")
+    # The provider's record names the instance's own process; the job's
+    # processes (whose working directory is the sandbox too) are not it.
+    record = json.loads((sandbox / "instance.json").read_text())
+    os.kill(int(record["pid"]), signal.SIGKILL)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.executor_support import local_config, sandbox_root
+from tests.integration.executor_support import kill_instance, local_config, sandbox_root
 from tests.integration.jobs_support import processes_with
 from tests.integration.local_provider_support import leftovers, processes_under, require_sshd
 
@@ -216,7 +216,7 @@ def test_job_on_a_dying_instance_is_retried_and_both_attempts_reported(
                 time.sleep(0.05)
             instance = re.search(r"on instance (\S+) slot", first.read_text())
             assert instance is not None
-            _kill_instance(sandbox_root(tmp_path), instance[1])
+            kill_instance(sandbox_root(tmp_path), instance[1])
             out, err = proc.communicate(timeout=60)
         finally:
             if proc.poll() is None:
@@ -231,16 +231,6 @@ def test_job_on_a_dying_instance_is_retried_and_both_attempts_reported(
     assert job["instance_id"] != instance[1]
     assert "finished" in (logs / "job-1-2.log").read_text()
     assert leftovers(sandbox_root(tmp_path)) == []
-
-
-def _kill_instance(root: Path, instance_id: str) -> None:
-    """SIGKILL the process that is the instance (its sshd or keeper), as a crash would."""
-    (sandbox,) = root.glob(f"*/{instance_id}")
-    pids = processes_under(sandbox)
-    for pid in pids:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        if int(stat[stat.rindex(")") + 2 :].split()[1]) not in pids:
-            os.kill(pid, signal.SIGKILL)
 
 
 def test_rich_display_on_a_terminal(tmp_path: Path) -> None:

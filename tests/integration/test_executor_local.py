@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import signal
 from pathlib import Path
 
 import anyio
@@ -13,8 +12,8 @@ import pytest
 from fleetkit.executor import InstanceExecutor
 from fleetkit.jobs import Job, JobStatus, MemoryLog
 from fleetkit.policy import Policy
-from tests.integration.executor_support import local_config, sandbox_root, wait_until
-from tests.integration.local_provider_support import leftovers, processes_under, require_sshd
+from tests.integration.executor_support import kill_instance, local_config, sandbox_root, wait_until
+from tests.integration.local_provider_support import leftovers, require_sshd
 
 pytestmark = pytest.mark.integration
 
@@ -102,7 +101,7 @@ async def test_job_on_a_dying_instance_is_retried_on_another(tmp_path: Path, mod
             tg.start_soon(run)
             await wait_until(lambda: 1 in log_texts and "started 1" in log_texts[1].text)
             (busy,) = [i.id for i in executor.fleet.snapshot().instances if i.slots_in_use]
-            _kill_instance(sandbox_root(tmp_path), busy)
+            kill_instance(sandbox_root(tmp_path), busy)
     (result,) = results
     assert result.status is JobStatus.SUCCESS, (result, [t.text for t in log_texts.values()])
     assert result.attempt == 2
@@ -112,21 +111,6 @@ async def test_job_on_a_dying_instance_is_retried_on_another(tmp_path: Path, mod
     assert result.instance_id != busy
     assert "done" in log_texts[2].text
     assert leftovers(sandbox_root(tmp_path)) == []
-
-
-def _kill_instance(root: Path, instance_id: str) -> None:
-    """SIGKILL the process that is the instance (its sshd or keeper), as a crash would."""
-    (sandbox,) = root.glob(f"*/{instance_id}")
-    pids = processes_under(sandbox)
-    parents = {pid: _parent(pid) for pid in pids}
-    top = [pid for pid in pids if parents[pid] not in pids]
-    for pid in top:
-        os.kill(pid, signal.SIGKILL)
-
-
-def _parent(pid: int) -> int:
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    return int(stat[stat.rindex(")") + 2 :].split()[1])
 
 
 @pytest.mark.anyio
