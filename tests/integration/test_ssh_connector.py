@@ -258,6 +258,19 @@ async def test_idle_connections_close(sshd: TestSSHD) -> None:
             await _poll(lambda: ssh.open_connections("idle") == 0)
 
 
+@pytest.mark.anyio
+async def test_forget_closes_connections_and_drops_the_pin(
+    sshd: TestSSHD, ssh_connector: SSHConnector
+) -> None:
+    """forget() closes a deleted instance's pooled connections and its host key pin."""
+    async with ssh_connector.connect(sshd.connect_info("deleted")) as conn:
+        await conn.run("true")
+    assert ssh_connector.host_keys.pinned("deleted") is not None
+    await ssh_connector.forget("deleted")
+    assert ssh_connector.open_connections("deleted") == 0
+    assert ssh_connector.host_keys.pinned("deleted") is None
+
+
 def _session_processes(daemon: SSHDaemon) -> list[int]:
     return [
         pid

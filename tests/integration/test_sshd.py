@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import getpass
 import os
+import pwd
 import signal
 import subprocess
 from pathlib import Path
@@ -17,6 +19,7 @@ from fleetkit._sshd import (
     _descendants,
     _exists,
     _poll,
+    ensure_login_user,
     generate_keypair,
 )
 from fleetkit.testing.sshd import TestSSHD
@@ -104,6 +107,39 @@ async def test_killed_daemon_is_not_alive_and_stop_still_works(sshd: TestSSHD) -
         await _poll(lambda: not sshd.daemon.alive())
     await sshd.daemon.stop()
     assert not sshd.daemon.alive()
+
+
+def test_ensure_login_user_is_idempotent() -> None:
+    """ensure_login_user returns the same usable /bin/sh user however often it is called."""
+    first = ensure_login_user()
+    assert ensure_login_user() == first
+    if os.geteuid() == 0:
+        entry = pwd.getpwnam(first)
+        assert (entry.pw_shell, entry.pw_dir) == ("/bin/sh", "/")
+
+
+@pytest.mark.anyio
+async def test_private_workdir_gets_a_side_dir_removed_at_stop(
+    sshd_path: str, tmp_path: Path
+) -> None:
+    """Under a private parent, authorized_keys lives in a side directory that stop() removes."""
+    private = tmp_path / "private"
+    await anyio.Path(private).mkdir(mode=0o700)
+    daemon = await SSHDaemon.start(private / "sshd")
+    config = await anyio.Path(private / "sshd" / "sshd_config").read_text()
+    keys = Path(
+        next(
+            line.split()[1] for line in config.splitlines() if line.startswith("AuthorizedKeysFile")
+        )
+    )
+    try:
+        if daemon.login_user != getpass.getuser():
+            assert not keys.is_relative_to(private)
+        assert await anyio.Path(keys).exists()
+    finally:
+        await daemon.stop()
+    if daemon.login_user != getpass.getuser():
+        assert not await anyio.Path(keys.parent).exists()
 
 
 @pytest.mark.anyio

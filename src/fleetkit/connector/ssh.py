@@ -574,9 +574,19 @@ class SSHConnector:
         )
 
     async def sweep(self) -> None:
-        """Close idle pooled connections now (also done on each use)."""
-        for pool in list(self._pools.values()):
+        """Close idle pooled connections now (also done on each use), and forget
+        instances with no connection left."""
+        for key, pool in list(self._pools.items()):
             await pool.sweep()
+            if not pool.links and self._pools.get(key) is pool:
+                del self._pools[key]
+
+    async def forget(self, instance_id: str) -> None:
+        """Close the pooled connections to a deleted instance and drop its host
+        key pin: the id will not come back, and nothing of it should linger."""
+        for key in [key for key in self._pools if key[0] == instance_id]:
+            await self._pools.pop(key).aclose()
+        self.host_keys.forget(instance_id)
 
     async def _reap(self) -> None:
         while True:
