@@ -32,6 +32,7 @@ capacity.
 
 from __future__ import annotations
 
+import bisect
 import logging
 import math
 from collections import deque
@@ -44,7 +45,6 @@ from typing import Self
 import anyio
 import attrs
 from anyio.abc import TaskGroup
-from anyio.lowlevel import checkpoint
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from fleetkit.connector import Connector
@@ -81,7 +81,7 @@ from fleetkit.fleet._settings import FleetSettings
 from fleetkit.fleet._slots import Slot
 from fleetkit.fleet._state_store import StateStore, StoredInstance
 from fleetkit.fleet._stats import FleetStats, StatsBook
-from fleetkit.fleet._table import Record, Trigger, pick_slot, transition
+from fleetkit.fleet._table import Record, Trigger, pick_slot, seniority, transition
 from fleetkit.model import InstanceState, Limits, ProviderState, Snapshot
 from fleetkit.planner import Deprovision, Plan, TokenBucket, can_reserve, plan
 from fleetkit.policy import Policy, Schedule
@@ -149,6 +149,8 @@ class Fleet:
             StateStore(self.settings.state_storage_dir) if self.settings.state_storage_dir else None
         )
         self._records: dict[str, Record] = {}
+        # READY records in acquire order (planner's seniority): the fast path walks this.
+        self._ready: list[Record] = []
         self._held: dict[str, Slot] = {}
         self._pending: dict[str, _Waiter] = {}
         self._reservations: dict[str, float] = {}
@@ -160,6 +162,7 @@ class Fleet:
         self._wake_event: anyio.Event | None = None
         self._ready_backlog: list[Record] = []
         self._woken = False
+        self._tick_cost = 0.0
         self._closing = False
         self._open = False
         self._dirty = False
@@ -347,7 +350,7 @@ class Fleet:
             self._records[status.id] = record
             if status.state is ProviderState.DELETING:
                 record.we_deleted = True
-                transition(record, Trigger.SEEN_DELETING)
+                self._move(record, Trigger.SEEN_DELETING)
                 continue
             proven = prior is not None or (owner is not None and status.owner == owner)
             if not proven:
@@ -379,15 +382,21 @@ class Fleet:
 
     async def _loop(self) -> None:
         while True:
-            delay = await self._tick()
-            if self._woken:
-                self._woken = False
-                await checkpoint()
-                continue
-            self._wake_event = anyio.Event()
-            with anyio.move_on_after(max(delay, 0.0)):
-                await self._wake_event.wait()
             self._woken = False
+            started = loop_time()
+            delay = await self._tick()
+            self._tick_cost = loop_time() - started
+            if not self._woken:
+                self._wake_event = anyio.Event()
+                with anyio.move_on_after(max(delay, 0.0)):
+                    await self._wake_event.wait()
+            if self._woken:
+                # A burst of acquires, releases or ready-ups is served by one tick:
+                # a tick costs O(instances), and nothing urgent waits for it
+                # (waiting acquisitions are served at release and at ready-up).
+                # Waiting at least as long as the last tick took keeps the loop
+                # under half of the CPU on a big fleet.
+                await anyio.sleep(max(self.settings.wake_coalesce, self._tick_cost))
 
     async def _tick(self) -> float:
         now = loop_time()
@@ -497,9 +506,9 @@ class Fleet:
     def _observe(self, record: Record, status: InstanceStatus, now: float) -> None:
         state = status.state
         if state is ProviderState.CREATING:
-            transition(record, Trigger.SEEN_CREATING)
+            self._move(record, Trigger.SEEN_CREATING)
         elif state is ProviderState.RUNNING:
-            old = transition(record, Trigger.SEEN_RUNNING)
+            old = self._move(record, Trigger.SEEN_RUNNING)
             if old is S.CREATING:
                 record.running_at = now
                 self._book.is_running_time.observe(now - record.created_at)
@@ -508,7 +517,7 @@ class Fleet:
         elif state is ProviderState.DELETING:
             if not record.we_deleted:
                 self._lose_slots(record, "the provider is deleting it unexpectedly")
-            transition(record, Trigger.SEEN_DELETING)
+            self._move(record, Trigger.SEEN_DELETING)
         else:
             self._gone(record, now, f"reported {state.value} by the provider")
 
@@ -525,7 +534,7 @@ class Fleet:
         self._forget(record, now)
 
     def _forget(self, record: Record, now: float) -> None:
-        transition(record, Trigger.GONE)
+        self._move(record, Trigger.GONE)
         del self._records[record.id]
         self._book.life_duration.observe(now - record.created_at)
         if record.deletion_requested_at is not None:
@@ -567,14 +576,15 @@ class Fleet:
         if self._records.get(record.id) is not record:
             return
         if reason is None:
-            transition(record, Trigger.READY_UP_OK)
-            if record.state is not S.READY:
-                return
             record.ready_at = now
             record.idle_since = now
+            self._move(record, Trigger.READY_UP_OK)
+            if record.state is not S.READY:
+                return
             self._scale_up_failures = 0
             self._book.readiness_time.observe(now - record.created_at)
             self._publish(InstanceReady(now, record.id))
+            self._serve_pending()
         else:
             self._scale_up_failures += 1
             backoff = self._backoff()
@@ -587,7 +597,7 @@ class Fleet:
                 extra={"fleet": self.name, "instance_id": record.id, "reason": reason},
             )
             self._publish(InstanceFailed(now, record.id, f"ready-up failed: {reason}"))
-            transition(record, Trigger.READY_UP_FAILED)
+            self._move(record, Trigger.READY_UP_FAILED)
             self._drain(record, f"ready-up failed: {reason}", now, already=True)
         self._dirty = True
         self._wake()
@@ -663,6 +673,25 @@ class Fleet:
 
     # --- carrying out a plan ------------------------------------------------
 
+    def _move(self, record: Record, trigger: Trigger) -> InstanceState:
+        old = transition(record, trigger)
+        if old is S.READY and record.state is not S.READY:
+            self._ready.remove(record)
+        elif record.state is S.READY and old is not S.READY:
+            bisect.insort(self._ready, record, key=seniority)
+        return old
+
+    def _serve_pending(self) -> None:
+        """Hand free slots to waiting acquisitions, first come first served."""
+        while self._pending:
+            found = pick_slot(self._ready, self._limits)
+            if found is None:
+                return
+            key = next(iter(self._pending))
+            waiter = self._pending.pop(key)
+            waiter.slot = self._grant(found[0], found[1], key, loop_time())
+            waiter.event.set()
+
     def _snapshot(self) -> Snapshot:
         return Snapshot(
             instances=tuple(r.freeze() for r in self._records.values()),
@@ -731,7 +760,7 @@ class Fleet:
 
     def _drain(self, record: Record, reason: str, now: float, *, already: bool = False) -> None:
         if not already:
-            transition(record, Trigger.DRAIN)
+            self._move(record, Trigger.DRAIN)
         record.we_deleted = True
         record.drain_reason = reason
         if record.delete_due is None:
@@ -763,7 +792,7 @@ class Fleet:
         for record in due:
             record.delete_due = retry_at
             if record.id in accepted and self._records.get(record.id) is record:
-                transition(record, Trigger.DELETE_ACCEPTED)
+                self._move(record, Trigger.DELETE_ACCEPTED)
                 if record.deletion_requested_at is None:
                     record.deletion_requested_at = now
                     self._book.instance_operations["delete"] += 1
@@ -840,8 +869,7 @@ class Fleet:
     # --- slots --------------------------------------------------------------
 
     def _grant(self, record: Record, number: int, key: str, now: float) -> Slot:
-        record.slots[number] = key
-        record.use_count += 1
+        record.take(number, key)
         slot = Slot(self, key, record.id, number, record.info)
         self._held[key] = slot
         self._book.task_operations["acquire"] += 1
@@ -856,8 +884,7 @@ class Fleet:
         now = loop_time()
         record = self._records.get(slot.instance_id)
         if record is not None and record.slots.get(slot.number) == slot.key:
-            del record.slots[slot.number]
-            record.idle_since = now
+            record.free(slot.number, now)
             if not slot.failed and slot.lost_error is None:
                 record.health_failures = 0
         self._book.task_operations["release"] += 1
@@ -868,6 +895,7 @@ class Fleet:
             )
         if self._all_released is not None and not self._held:
             self._all_released.set()
+        self._serve_pending()
         self._wake()
 
     def _report_failure(self, slot: Slot) -> None:
@@ -878,7 +906,7 @@ class Fleet:
     def _try_grant(self, key: str) -> Slot | None:
         if self._pending:
             return None
-        found = pick_slot(self._records.values(), self._limits)
+        found = pick_slot(self._ready, self._limits)
         if found is None:
             return None
         return self._grant(found[0], found[1], key, loop_time())

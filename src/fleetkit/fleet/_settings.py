@@ -64,6 +64,8 @@ class FleetSettings:
     * ``state_storage_dir``: when set, the instance table is stored there
       (``state_storage.enabled``); ``keep_instance_with_acquisitions`` keeps an
       instance restored with acquisitions instead of removing it.
+    * ``wake_coalesce``: after a wake-up (acquire, release, reserve, ready-up)
+      the loop waits this long so that a burst is served by one tick.
     * ``owner_id``: the fleet's id, the owner tag the provider stamps on the
       instances it creates; at start an instance carrying it is proven ours.
     """
@@ -92,4 +94,5 @@ class FleetSettings:
         default=None, converter=attrs.converters.optional(Path)
     )
     keep_instance_with_acquisitions: bool = False
+    wake_coalesce: float = attrs.field(default=0.01, validator=_nonneg)
     owner_id: str | None = None

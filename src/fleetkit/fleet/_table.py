@@ -27,7 +27,15 @@ from collections.abc import Iterable, Mapping
 
 from fleetkit.model import ConnectInfo, Instance, InstanceState, Limits
 
-__all__ = ["TRANSITIONS", "LifecycleError", "Record", "Trigger", "pick_slot", "transition"]
+__all__ = [
+    "TRANSITIONS",
+    "LifecycleError",
+    "Record",
+    "Trigger",
+    "pick_slot",
+    "seniority",
+    "transition",
+]
 
 S = InstanceState
 
@@ -112,6 +120,7 @@ class Record:
     """
 
     __slots__ = (
+        "_frozen",
         "created_at",
         "delete_due",
         "deletion_requested_at",
@@ -138,6 +147,7 @@ class Record:
         owner: str | None = None,
         use_count: int = 0,
     ) -> None:
+        self._frozen: Instance | None = None
         self.id = instance_id
         self.state = state
         self.created_at = created_at
@@ -160,8 +170,34 @@ class Record:
             f"use_count={self.use_count}, failures={self.health_failures})"
         )
 
+    def __setattr__(self, name: str, value: object) -> None:
+        # Any change to a field the planner sees drops the cached frozen copy.
+        if name in _FROZEN_FIELDS:
+            object.__setattr__(self, "_frozen", None)
+        object.__setattr__(self, name, value)
+
+    def take(self, number: int, key: str) -> None:
+        """Give slot ``number`` to acquisition ``key``."""
+        self.slots[number] = key
+        self.use_count += 1
+
+    def free(self, number: int, now: float) -> None:
+        """Free slot ``number``; the instance is idle (again) from ``now``."""
+        del self.slots[number]
+        self.idle_since = now
+
     def freeze(self) -> Instance:
-        """This record as the planner's frozen :class:`~fleetkit.model.Instance`."""
+        """This record as the planner's frozen :class:`~fleetkit.model.Instance`.
+
+        Cached until a field the planner reads changes: at 10,000 instances,
+        building every snapshot afresh would dominate each tick.
+        """
+        frozen = self._frozen
+        if frozen is None:
+            frozen = self._frozen = self._build()
+        return frozen
+
+    def _build(self) -> Instance:
         return Instance(
             id=self.id,
             state=self.state,
@@ -185,6 +221,20 @@ class Record:
         )
 
 
+_FROZEN_FIELDS = frozenset(
+    {
+        "state",
+        "created_at",
+        "ready_at",
+        "use_count",
+        "idle_since",
+        "health_failures",
+        "owner",
+        "drain_reason",
+    }
+)
+
+
 def transition(record: Record, trigger: Trigger) -> InstanceState:
     """Move ``record`` by ``trigger`` per :data:`TRANSITIONS`; return the old state."""
     old = record.state
@@ -197,9 +247,21 @@ def transition(record: Record, trigger: Trigger) -> InstanceState:
     return old
 
 
+def seniority(record: Record) -> tuple[float, float, str]:
+    """Acquire order: oldest ready first, then oldest created, then id.
+
+    The same order as the planner's assignment walk
+    (:func:`fleetkit.planner._assign.seniority`), so a slot granted on the spot
+    is the one the planner would have assigned.
+    """
+    ready_at = record.ready_at
+    return (record.created_at if ready_at is None else ready_at, record.created_at, record.id)
+
+
 def pick_slot(records: Iterable[Record], limits: Limits) -> tuple[Record, int] | None:
-    """The slot an acquisition gets now: the first record (oldest first) that takes
-    work, and its lowest free slot number; ``None`` when no slot is free."""
+    """The slot an acquisition gets now: the first of ``records`` (given in
+    :func:`seniority` order) that takes work, and its lowest free slot number;
+    ``None`` when no slot is free."""
     for record in records:
         if record.takes_work(limits):
             for number in range(limits.capacity_per_instance):
