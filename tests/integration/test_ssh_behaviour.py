@@ -136,6 +136,21 @@ async def test_large_output_streams_in_bounded_memory(conn: Connection) -> None:
     assert peak < 32 * 1024 * 1024
 
 
+@pytest.mark.anyio
+async def test_leaving_a_stream_with_unread_output_ends_it_without_waiting_out_the_grace(
+    conn: Connection,
+) -> None:
+    """Leaving a stream whose large output was never read ends the command well before
+    the 5 s TERM grace, and the connection stays usable."""
+    marker = f"{500 + uuid.uuid4().int % 1000}.{uuid.uuid4().int % 10**6}"
+    start = anyio.current_time()
+    async with conn.stream(f"head -c 50000000 /dev/zero; sleep {marker}"):
+        await anyio.sleep(0.2)
+    assert anyio.current_time() - start < 4
+    await _wait_far_side(conn, f"sleep {marker}", running=False)
+    assert (await conn.run("echo ok")).stdout == b"ok\n"
+
+
 @pytest.mark.slow
 @pytest.mark.anyio
 async def test_one_gigabyte_of_output_does_not_grow_memory(conn: Connection) -> None:

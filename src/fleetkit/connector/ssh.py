@@ -218,12 +218,26 @@ class _SSHRunning:
     async def _end(self) -> None:
         """Make sure the remote command is gone, then close the channel."""
         with anyio.CancelScope(shield=True):
-            if self.status is None and not self.conn.is_closed():
+            # An exit status already received means the command is gone; its
+            # unread output need not be drained before the channel closes.
+            ended = self.process.exit_status is not None
+            if self.status is None and not ended and not self.conn.is_closed():
                 await self.terminate()
+                # Output nobody reads would hold the channel open (the server
+                # flushes it before reporting the exit), so discard it meanwhile.
                 with anyio.move_on_after(_TERM_GRACE):
-                    with contextlib.suppress(ConnectorError):
-                        await self.wait()
+                    async with anyio.create_task_group() as tg:
+                        tg.start_soon(_discard, self.stdout)
+                        tg.start_soon(_discard, self.stderr)
+                        with contextlib.suppress(ConnectorError):
+                            await self.wait()
             self.process.close()
+
+
+async def _discard(stream: anyio.abc.ByteReceiveStream) -> None:
+    with contextlib.suppress(ConnectorError):
+        async for _chunk in stream:
+            pass
 
 
 if TYPE_CHECKING:
