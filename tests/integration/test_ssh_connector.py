@@ -17,6 +17,7 @@ from fleetkit._sshd import SSHDaemon, _descendants, _poll, generate_keypair
 from fleetkit.connector.ssh import SSHConnector
 from fleetkit.errors import (
     AuthenticationFailed,
+    CommandTimeout,
     ConfigError,
     ConnectionLost,
     ConnectorError,
@@ -337,3 +338,22 @@ async def test_ssh_connector_refuses_a_non_asyncio_backend(sshd: TestSSHD) -> No
     with pytest.raises(ConnectorError, match="asyncio"):
         async with SSHConnector().connect(sshd.connect_info()):
             pass
+
+
+@pytest.mark.anyio
+async def test_timeout_covers_waiting_for_a_session(
+    sshd: TestSSHD, ssh_connector: SSHConnector
+) -> None:
+    """A command whose session cannot even open (a frozen server) times out on schedule."""
+    async with ssh_connector.connect(sshd.connect_info("stuck")) as conn:
+        assert (await conn.run("true")).ok
+        frozen = _descendants(sshd.daemon.pid)
+        try:
+            for pid in _session_processes(sshd.daemon):
+                os.kill(pid, signal.SIGSTOP)
+            with pytest.raises(CommandTimeout):
+                await conn.run("true", timeout=0.3)
+        finally:
+            for pid in frozen:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)

@@ -251,8 +251,7 @@ class SSHConnection(ConnectionBase):
     :class:`fleetkit.connector.Connection`.
     """
 
-    def __init__(self, connector: SSHConnector, info: ConnectInfo, pool: Pool[_Conn]) -> None:
-        self._connector = connector
+    def __init__(self, info: ConnectInfo, pool: Pool[_Conn]) -> None:
         self._info = info
         self._pool = pool
         self._hold: Link[_Conn] | None = None
@@ -329,9 +328,14 @@ class SSHConnection(ConnectionBase):
         where = f"instance {self._info.id}"
         script = remote_script(argv_or_line(command, where=where), check_env(env, where=where))
         deadline = anyio.current_time() + timeout if timeout is not None else float("inf")
-        link, process = await self._open_session(
-            lambda conn: conn.create_process(script, encoding=None)
-        )
+        timed_out = CommandTimeout(f"{where}: command ran longer than {timeout} s and was ended")
+        # The timeout covers waiting for a session too (a dial, a busy pool).
+        with anyio.CancelScope(deadline=deadline) as opening:
+            link, process = await self._open_session(
+                lambda conn: conn.create_process(script, encoding=None)
+            )
+        if opening.cancelled_caught:
+            raise timed_out
         try:
             running = _SSHRunning(
                 process=process,
@@ -349,7 +353,7 @@ class SSHConnection(ConnectionBase):
         finally:
             self._pool.release_session(link)
         if scope.cancelled_caught:
-            raise CommandTimeout(f"{where}: command ran longer than {timeout} s and was ended")
+            raise timed_out
 
     async def upload(self, local: Path, remote: str) -> None:
         """Copy ``local`` to ``remote`` on the instance over SFTP."""
@@ -458,7 +462,7 @@ class SSHConnector:
         """A connection to ``info``'s instance; dials (or reuses a pooled
         connection) on entry. See :class:`fleetkit.connector.Connector`."""
         _require_asyncio()
-        connection = SSHConnection(self, info, self._pool_for(info))
+        connection = SSHConnection(info, self._pool_for(info))
         await connection._open()
         try:
             yield connection
