@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
@@ -280,6 +281,23 @@ def _session_processes(daemon: SSHDaemon) -> list[int]:
     ]
 
 
+@contextlib.contextmanager
+def _frozen_sessions(daemon: SSHDaemon) -> Iterator[list[int]]:
+    """SIGSTOP the daemon's per-connection processes: their TCP connections stay
+    open but silent. On exit, kill the whole session tree remembered now (once
+    a session's sshd dies, the shell and command below it leave the daemon's
+    tree, so stop() would not find them)."""
+    tree = _descendants(daemon.pid)
+    try:
+        for pid in _session_processes(daemon):
+            os.kill(pid, signal.SIGSTOP)
+        yield tree
+    finally:
+        for pid in tree:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
 @pytest.mark.anyio
 async def test_keepalive_notices_a_dead_server(sshd: TestSSHD) -> None:
     """A server that stops answering is noticed by keepalive: the running command raises
@@ -289,30 +307,13 @@ async def test_keepalive_notices_a_dead_server(sshd: TestSSHD) -> None:
         SSHConnector(keepalive=0.2, keepalive_count_max=2, dial_timeout=5) as ssh,
         ssh.connect(info) as conn,
     ):
-        frozen: list[int] = []
-        try:
-            async with anyio.create_task_group() as tg:
-
-                async def freeze() -> None:
-                    await anyio.sleep(0.3)
-                    # SIGSTOP leaves the TCP connection open but silent: only
-                    # keepalive can tell that the server is gone.
-                    sessions = _session_processes(sshd.daemon)
-                    # Remember the whole session tree: once its sshd dies, the
-                    # shell and command below it are no longer under the daemon.
-                    frozen.extend(_descendants(sshd.daemon.pid))
-                    for pid in sessions:
-                        os.kill(pid, signal.SIGSTOP)
-
-                tg.start_soon(freeze)
+        async with conn.stream("echo started; sleep 30") as proc:
+            assert await proc.stdout.receive() == b"started\n"
+            with _frozen_sessions(sshd.daemon) as frozen:
                 start = anyio.current_time()
                 with pytest.raises(ConnectionLost):
-                    await conn.run("sleep 30")
+                    await proc.wait()
                 assert anyio.current_time() - start < 10
-        finally:
-            for pid in frozen:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
         assert frozen
         assert (await conn.run("echo again")).stdout == b"again\n"
 
@@ -347,13 +348,5 @@ async def test_timeout_covers_waiting_for_a_session(
     """A command whose session cannot even open (a frozen server) times out on schedule."""
     async with ssh_connector.connect(sshd.connect_info("stuck")) as conn:
         assert (await conn.run("true")).ok
-        frozen = _descendants(sshd.daemon.pid)
-        try:
-            for pid in _session_processes(sshd.daemon):
-                os.kill(pid, signal.SIGSTOP)
-            with pytest.raises(CommandTimeout):
-                await conn.run("true", timeout=0.3)
-        finally:
-            for pid in frozen:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+        with _frozen_sessions(sshd.daemon), pytest.raises(CommandTimeout):
+            await conn.run("true", timeout=0.3)
