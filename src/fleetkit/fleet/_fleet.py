@@ -59,6 +59,7 @@ from fleetkit.errors import (
     NoCapacity,
     Problem,
     ProviderError,
+    RetryLater,
     Throttled,
 )
 from fleetkit.fleet._calls import GroupCalls
@@ -82,7 +83,7 @@ from fleetkit.fleet._slots import Slot
 from fleetkit.fleet._state_store import StateStore, StoredInstance
 from fleetkit.fleet._stats import FleetStats, StatsBook
 from fleetkit.fleet._table import Record, Trigger, pick_slot, seniority, transition
-from fleetkit.model import InstanceState, Limits, ProviderState, Snapshot
+from fleetkit.model import ConnectInfo, InstanceState, Limits, ProviderState, Snapshot
 from fleetkit.planner import Deprovision, Plan, TokenBucket, can_reserve, plan
 from fleetkit.policy import Policy, Schedule
 from fleetkit.provider import InstanceGroup, InstanceStatus, ProviderInfo
@@ -608,12 +609,11 @@ class Fleet:
         """Fetch connect info and run ``command``; ``None`` when all went well,
         else why not."""
         try:
-            if record.info is None:
-                record.info = await self._calls.connect_info(record.id)
-            if not command or self._connector is None:
-                return None
             with anyio.fail_after(seconds):
-                async with self._connector.connect(record.info) as conn:
+                info = await self._connect_info(record)
+                if not command or self._connector is None:
+                    return None
+                async with self._connector.connect(info) as conn:
                     result = await conn.run(command, timeout=seconds)
         except InstanceNotFound:
             return "the provider no longer knows it"
@@ -624,6 +624,31 @@ class Fleet:
         if result.exit_code != 0:
             return f"command exited with {result.exit_code}"
         return None
+
+    async def _connect_info(self, record: Record) -> ConnectInfo:
+        """The instance's connect info: cached, refreshed when its credentials
+        expire, and asked again after a transient provider failure."""
+        info = record.info
+        if info is not None and not self._expired(info):
+            return info
+        delay = 0.5
+        while True:
+            try:
+                info = await self._calls.connect_info(record.id)
+                break
+            except RetryLater:
+                # e.g. AWS: a new instance not yet visible to DescribeInstances.
+                await anyio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+        record.info = info
+        return info
+
+    def _expired(self, info: ConnectInfo) -> bool:
+        if info.expires_at is None:
+            return False
+        assert self._wall_clock is not None
+        margin = timedelta(seconds=5)
+        return info.expires_at - margin <= self._wall_clock(loop_time())
 
     def _start_heartbeats(self, now: float) -> None:
         interval = self.settings.heartbeat_interval
@@ -1092,7 +1117,17 @@ class _Acquisition:
         self._scope: anyio.CancelScope | None = None
 
     async def __aenter__(self) -> Slot:
-        slot = await self._fleet._acquire(self._key, self._timeout)
+        fleet = self._fleet
+        slot = await fleet._acquire(self._key, self._timeout)
+        info = slot.connect_info
+        if info is not None and info.expires_at is not None and fleet._expired(info):
+            record = fleet._records.get(slot.instance_id)
+            try:
+                if record is not None:
+                    slot.connect_info = await fleet._connect_info(record)
+            except BaseException:
+                fleet._release(slot)
+                raise
         self._slot = slot
         scope = self._scope = anyio.CancelScope()
         slot.attach(scope)
