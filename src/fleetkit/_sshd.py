@@ -28,7 +28,7 @@ import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 import anyio
 import anyio.abc
@@ -308,20 +308,31 @@ class SSHDaemon:
         workdir, host_key, host_public_key, keys_file, side_dir = await anyio.to_thread.run_sync(
             _prepare_files, Path(workdir), login_user, authorized_keys
         )
+        settings = {
+            "ListenAddress": address,
+            "HostKey": str(host_key),
+            "PidFile": str(workdir / "sshd.pid"),
+            "AuthorizedKeysFile": str(keys_file),
+            "AllowUsers": login_user,
+            "PubkeyAuthentication": "yes",
+            "PasswordAuthentication": "yes" if password_auth else "no",
+            "KbdInteractiveAuthentication": "no",
+            "PermitRootLogin": "prohibit-password",
+            "UsePAM": "no",
+            "StrictModes": "no",
+            "PrintMotd": "no",
+            "Subsystem": "sftp internal-sftp",
+            **extra_config,
+        }
+        identity = {
+            "address": address,
+            "login_user": login_user,
+            "host_public_key": host_public_key,
+            "workdir": workdir,
+            "side_dir": side_dir,
+        }
         try:
-            return await cls._launch(
-                workdir=workdir,
-                address=address,
-                port=port,
-                login_user=login_user,
-                host_key=host_key,
-                host_public_key=host_public_key,
-                keys_file=keys_file,
-                password_auth=password_auth,
-                extra_config=extra_config,
-                sshd_path=sshd_path,
-                side_dir=side_dir,
-            )
+            return await cls._launch(settings, port, sshd_path, identity)
         except BaseException:
             if side_dir is not None:
                 shutil.rmtree(side_dir, ignore_errors=True)
@@ -329,20 +340,10 @@ class SSHDaemon:
 
     @classmethod
     async def _launch(
-        cls,
-        *,
-        workdir: Path,
-        address: str,
-        port: int,
-        login_user: str,
-        host_key: Path,
-        host_public_key: str,
-        keys_file: Path,
-        password_auth: bool,
-        extra_config: Mapping[str, str],
-        sshd_path: str,
-        side_dir: Path | None,
+        cls, settings: dict[str, str], port: int, sshd_path: str, identity: dict[str, Any]
     ) -> SSHDaemon:
+        workdir: Path = identity["workdir"]
+        address: str = identity["address"]
         config_path = workdir / "sshd_config"
         log_path = workdir / "sshd.log"
         # A port picked here may be taken by someone else before sshd binds it:
@@ -351,24 +352,8 @@ class SSHDaemon:
         last_error = ""
         for _attempt in range(attempts):
             chosen = port or _free_port(address)
-            settings = {
-                "Port": str(chosen),
-                "ListenAddress": address,
-                "HostKey": str(host_key),
-                "PidFile": str(workdir / "sshd.pid"),
-                "AuthorizedKeysFile": str(keys_file),
-                "AllowUsers": login_user,
-                "PubkeyAuthentication": "yes",
-                "PasswordAuthentication": "yes" if password_auth else "no",
-                "KbdInteractiveAuthentication": "no",
-                "PermitRootLogin": "prohibit-password",
-                "UsePAM": "no",
-                "StrictModes": "no",
-                "PrintMotd": "no",
-                "Subsystem": "sftp internal-sftp",
-                **extra_config,
-            }
-            await anyio.to_thread.run_sync(config_path.write_text, _render_config(settings))
+            config = _render_config({"Port": str(chosen), **settings})
+            await anyio.to_thread.run_sync(config_path.write_text, config)
             checked = await anyio.run_process(
                 [sshd_path, "-t", "-f", str(config_path)], check=False
             )
@@ -388,16 +373,13 @@ class SSHDaemon:
                 )
             finally:
                 log.close()
-            daemon = cls(
-                process=process,
-                address=address,
-                port=chosen,
-                login_user=login_user,
-                host_public_key=host_public_key,
-                workdir=workdir,
-                side_dir=side_dir,
-            )
-            if await daemon._wait_listening(log_offset):
+            daemon = cls(process=process, port=chosen, **identity)
+            try:
+                listening = await daemon._wait_listening(log_offset)
+            except BaseException:
+                await daemon._terminate()
+                raise
+            if listening:
                 return daemon
             await daemon._terminate()
             last_error = daemon._log_since(log_offset).decode(errors="replace").strip()
