@@ -350,3 +350,13 @@ async def test_timeout_covers_waiting_for_a_session(
         assert (await conn.run("true")).ok
         with _frozen_sessions(sshd.daemon), pytest.raises(CommandTimeout):
             await conn.run("true", timeout=0.3)
+
+
+@pytest.mark.anyio
+async def test_zero_dial_timeout_still_makes_one_attempt(sshd: TestSSHD) -> None:
+    """A dial timeout of zero connects to a listening server rather than failing untried."""
+    async with (
+        SSHConnector(dial_timeout=0) as ssh,
+        ssh.connect(sshd.connect_info("zero")) as conn,
+    ):
+        assert (await conn.run("true")).ok

@@ -530,7 +530,7 @@ class SSHConnector:
         while True:
             attempt += 1
             remaining = deadline - anyio.current_time()
-            if remaining <= 0:
+            if remaining <= 0 and attempt > 1:
                 raise ConnectTimeout(
                     f"{where}: no SSH connection to {address}:{info.port} within {timeout:g} s "
                     f"({attempt - 1} attempts; last: {_describe(last)})"
@@ -543,7 +543,8 @@ class SSHConnector:
                     known_hosts=known_hosts,
                     config=None,
                     agent_path=None,
-                    connect_timeout=remaining,
+                    # A zero dial timeout still gets one real attempt.
+                    connect_timeout=remaining if remaining > 0 else 1.0,
                     keepalive_interval=keepalive,
                     keepalive_count_max=self.keepalive_count_max,
                     **credentials,
