@@ -617,10 +617,10 @@ class Fleet:
                     result = await conn.run(command, timeout=seconds)
         except InstanceNotFound:
             return "the provider no longer knows it"
+        except FleetkitError as exc:  # before TimeoutError: ConnectTimeout is both
+            return f"{type(exc).__name__}: {exc}"
         except TimeoutError:
             return f"no answer within {seconds:.0f}s"
-        except FleetkitError as exc:
-            return f"{type(exc).__name__}: {exc}"
         if result.exit_code != 0:
             return f"command exited with {result.exit_code}"
         return None
