@@ -276,3 +276,15 @@ def test_invalid_jobs_file_exits_1_naming_the_problem(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert "job[0].timeout" in done.stderr
     assert not sandbox_root(tmp_path).exists()
+
+
+def test_provider_that_cannot_start_is_reported_without_a_traceback(tmp_path: Path) -> None:
+    """A provider failing at init ends `run` with its message and status 1, not a traceback."""
+    jobs = _jobs_file(tmp_path, '[[job]]\nname = "x"\nscript = "true"\n')
+    config = local_config(tmp_path, use_sshd=False)
+    blocker = tmp_path / "instances"
+    blocker.write_text("a file where the provider wants its directory")
+    done = _run("run", config, jobs)
+    assert done.returncode == 1
+    assert "fleetkit run: local provider cannot use" in done.stderr
+    assert "Traceback" not in done.stderr

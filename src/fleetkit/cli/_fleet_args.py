@@ -6,7 +6,9 @@ import argparse
 import math
 from collections.abc import Sequence
 
-__all__ = ["add_fleet_arguments", "percentile", "runner_choice"]
+from fleetkit.errors import FleetkitError
+
+__all__ = ["add_fleet_arguments", "fleetkit_error", "percentile", "runner_choice"]
 
 
 def runner_choice(text: str | None) -> str | int | None:
@@ -44,3 +46,18 @@ def percentile(values: Sequence[float], p: float) -> float | None:
 def seconds(value: float | None) -> str:
     """``1.2s``, or ``-`` for no value."""
     return "-" if value is None else f"{value:.1f}s"
+
+
+def fleetkit_error(exc: BaseException) -> FleetkitError | None:
+    """The fleetkit error ``exc`` is, or the only kind a task group wrapped.
+
+    Task groups raise exception groups; a command reports a fleetkit error in
+    one as it would the bare error, and lets anything else through.
+    """
+    if isinstance(exc, FleetkitError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        found = [fleetkit_error(inner) for inner in exc.exceptions]
+        if found and all(f is not None for f in found):
+            return found[0]
+    return None

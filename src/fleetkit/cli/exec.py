@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 import anyio
 import anyio.abc
 
-from fleetkit.cli._fleet_args import add_fleet_arguments, runner_choice
+from fleetkit.cli._fleet_args import add_fleet_arguments, fleetkit_error, runner_choice
 from fleetkit.errors import FleetkitError
 
 if TYPE_CHECKING:
@@ -102,8 +102,11 @@ def run(args: argparse.Namespace) -> int:
     target: str | list[str] = command[0] if len(command) == 1 else command
     try:
         status: int = anyio.run(_main, executor, target, args.timeout, backend="asyncio")
-    except FleetkitError as exc:
-        print(f"fleetkit exec: {exc}", file=sys.stderr)
+    except Exception as exc:
+        error = fleetkit_error(exc)
+        if error is None:
+            raise
+        print(f"fleetkit exec: {error}", file=sys.stderr)
         return FLEETKIT_FAILED
     return status
 

@@ -25,7 +25,13 @@ from typing import TYPE_CHECKING, Any, TextIO
 import anyio
 import attrs
 
-from fleetkit.cli._fleet_args import add_fleet_arguments, percentile, runner_choice, seconds
+from fleetkit.cli._fleet_args import (
+    add_fleet_arguments,
+    fleetkit_error,
+    percentile,
+    runner_choice,
+    seconds,
+)
 from fleetkit.errors import FleetkitError
 
 if TYPE_CHECKING:
@@ -96,9 +102,12 @@ def run(args: argparse.Namespace) -> int:
     display = choose_display(args, executor, total=len(jobs))
     try:
         outcome = anyio.run(_main, executor, jobs, display, logs, backend="asyncio")
-    except FleetkitError as exc:
+    except Exception as exc:
+        error = fleetkit_error(exc)
+        if error is None:
+            raise
         display.close()
-        print(f"fleetkit run: {exc}", file=sys.stderr)
+        print(f"fleetkit run: {error}", file=sys.stderr)
         return 1
     finally:
         logs.close()

@@ -207,11 +207,12 @@ class InstanceExecutor:
         try:
             await tg.start(self._follow_fleet)
             await self.fleet.__aenter__()
-        except BaseException as exc:
+        except BaseException:
+            # Not inside a scope of ours: the task group must be left from the
+            # scope it was entered in. Its only task ends at once when cancelled.
             tg.cancel_scope.cancel()
-            with anyio.CancelScope(shield=True):
-                await tg.__aexit__(type(exc), exc, exc.__traceback__)
-                await self._close_connector()
+            await tg.__aexit__(None, None, None)
+            await self._close_connector()
             raise
         self._tg = tg
         return self
