@@ -100,6 +100,32 @@ async def test_env_and_argv_pass_byte_for_byte(
 
 
 @pytest.mark.anyio
+async def test_env_values_never_show_in_process_arguments(conn: Connection) -> None:
+    """A secret passed in env is visible to the command but in no process's arguments
+    on the far side (which is this machine for both connectors)."""
+    secret = f"s3cret-{uuid.uuid4().hex}"
+    marker = f"{600 + uuid.uuid4().int % 1000}.{uuid.uuid4().int % 10**6}"
+    async with conn.stream(
+        f'printf %s "$FLEETKIT_TEST_SECRET"; sleep {marker}', env={"FLEETKIT_TEST_SECRET": secret}
+    ) as proc:
+        assert await proc.stdout.receive() == secret.encode()
+        await _wait_far_side(conn, f"sleep {marker}", running=True)
+        assert _cmdlines_containing(secret.encode()) == []
+
+
+def _cmdlines_containing(needle: bytes) -> list[Path]:
+    """The /proc/*/cmdline files (process arguments) that contain ``needle``."""
+    found = []
+    for path in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if needle in path.read_bytes():
+                found.append(path)
+        except OSError:
+            continue  # the process ended meanwhile
+    return found
+
+
+@pytest.mark.anyio
 async def test_bad_env_name_is_a_config_error_naming_it(conn: Connection) -> None:
     """An environment name that is not an identifier is refused before anything runs."""
     with pytest.raises(ConfigError, match=r"env\.BAD-NAME"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shlex
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from hypothesis import strategies as st
 
 from fleetkit.connector import CommandResult, ExitStatus, argv_or_line, check_env
 from fleetkit.connector._hostkeys import HostKeyStore, normalise_key
-from fleetkit.connector._quote import command_line, exports, remote_script
+from fleetkit.connector._quote import command_line, env_header, remote_script
 from fleetkit.errors import ConfigError
 from fleetkit.model import ConnectInfo
 from fleetkit.testing.sshd import ClientKey
@@ -57,17 +58,23 @@ def test_argv_is_quoted_to_split_back_unchanged(args: list[str]) -> None:
     assert shlex.split(command_line(args)) == args
 
 
-@given(value=_text)
-def test_export_lines_quote_any_value(value: str) -> None:
-    """An export line splits into exactly the assignment of the value."""
-    assert shlex.split(exports({"V": value})) == ["export", f"V={value}"]
+@given(values=st.lists(_text, max_size=4))
+def test_env_header_is_one_line_per_value_with_escapes_only(values: list[str]) -> None:
+    """Each value becomes one line; its backslashes and newlines become 3-digit octal escapes."""
+    env = {f"V{i}": value for i, value in enumerate(values)}
+    lines = env_header(env).decode().split("\n")
+    assert len(lines) == len(values) + 1
+    for line, value in zip(lines, values, strict=False):
+        assert re.sub(r"\\0([0-7]{3})", lambda m: chr(int(m[1], 8)), line) == value
 
 
-def test_remote_script_wraps_the_command_with_a_group_kill_trap() -> None:
-    """The remote script traps TERM to end the process group and carries env before the command."""
-    script = remote_script(["echo", "a b"], {"X": "1"})
+def test_remote_script_keeps_env_values_out_of_the_command_line() -> None:
+    """The script carries the command and env names, never env values, and traps TERM first."""
+    script = remote_script(["echo", "a b"], {"TOKEN": "s3cret"})
     assert script.startswith("trap 'trap - TERM; kill -TERM 0' TERM\n")
-    assert script.index("export X=1\n") < script.index("echo 'a b'")
+    assert "s3cret" not in script
+    assert script.index("export TOKEN\n") < script.index("echo 'a b'")
+    assert env_header({"TOKEN": "s3cret"}) == b"s3cret\n"
 
 
 def test_host_key_store_pins_first_use_and_prefers_supplied_keys(tmp_path: Path) -> None:

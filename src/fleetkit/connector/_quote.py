@@ -1,11 +1,17 @@
-"""The POSIX shell script a remote command runs in.
+"""The POSIX shell script a remote command runs in, and its environment.
 
-An SSH server runs the command line it is sent with the login user's shell, so
-every argument and environment value is quoted with :func:`shlex.quote`
-(single quotes; nothing inside them is special), which makes any string
-without NUL arrive byte for byte. Environment goes in as ``export`` lines
-rather than SSH ``env`` requests, which OpenSSH drops unless ``AcceptEnv``
-lists the name.
+An SSH server runs the command line it is sent with the login user's shell.
+An argument vector is quoted with :func:`shlex.quote` (single quotes; nothing
+inside them is special), so any string without NUL arrives byte for byte.
+
+Environment values never appear in that command line: anyone on the instance
+can read a process's arguments (``ps``), and values are often secrets (job
+tokens). Nor do they go as SSH ``env`` requests, which OpenSSH drops unless
+``AcceptEnv`` lists the name. They are the first lines of the command's
+standard input: one line per variable, with backslash and newline written as
+``printf %b`` octal escapes, which the script reads (``read -r``, one byte at a
+time from a pipe, so the command still gets the rest of its input whole),
+decodes and exports before the command starts.
 
 Why a wrapper at all: closing an SSH channel leaves the remote process running,
 and OpenSSH delivers a ``signal`` request to the session's shell only, not its
@@ -25,17 +31,22 @@ from __future__ import annotations
 import shlex
 from collections.abc import Mapping, Sequence
 
-__all__ = ["remote_script"]
+__all__ = ["env_header", "remote_script"]
 
-_PROLOGUE = "trap 'trap - TERM; kill -TERM 0' TERM\nexec 3<&0\n{\n"
+_TRAP = "trap 'trap - TERM; kill -TERM 0' TERM\n"
+# Expansions are quoted: the command's environment may set IFS.
+_RUN = "exec 3<&0\n{\n"
 _EPILOGUE = (
     "\n} 0<&3 3<&- &\n"
-    "wait $! 2>/dev/null\n"
+    'wait "$!" 2>/dev/null\n'
     "s=$?\n"
     "trap - TERM\n"
-    "case $s in 129|13[0-9]|14[0-3]) kill -$((s - 128)) $$ ;; esac\n"
-    "exit $s\n"
+    'case "$s" in 129|13[0-9]|14[0-3]) kill -"$((s - 128))" "$$" ;; esac\n'
+    'exit "$s"\n'
 )
+# Three octal digits after \0 always, so a digit that follows is never taken
+# into the escape.
+_ESCAPES = str.maketrans({"\\": "\\0134", "\n": "\\0012"})
 
 
 def command_line(command: str | Sequence[str]) -> str:
@@ -43,11 +54,27 @@ def command_line(command: str | Sequence[str]) -> str:
     return command if isinstance(command, str) else shlex.join(command)
 
 
-def exports(env: Mapping[str, str]) -> str:
-    """``export NAME='value'`` lines; names must already be validated."""
-    return "".join(f"export {name}={shlex.quote(value)}\n" for name, value in env.items())
+def env_reader(env: Mapping[str, str]) -> str:
+    """Script lines that read, decode and export each variable from stdin;
+    names must already be validated."""
+    # Read into a scratch variable: "IFS= read -r IFS" would lose the value
+    # when the shell restores IFS after the read.
+    lines = "".join(
+        "IFS= read -r fleetkit_v || exit 125\n"
+        f"{name}=$(printf '%bx' \"$fleetkit_v\")\n"
+        f'{name}="${{{name}%x}}"\n'
+        f"export {name}\n"
+        for name in env
+    )
+    return f"{lines}unset fleetkit_v\n" if lines else ""
+
+
+def env_header(env: Mapping[str, str]) -> bytes:
+    """The stdin lines :func:`env_reader` reads: one escaped value a line."""
+    return "".join(value.translate(_ESCAPES) + "\n" for value in env.values()).encode()
 
 
 def remote_script(command: str | Sequence[str], env: Mapping[str, str]) -> str:
-    """The full script sent as an SSH exec request for ``command`` with ``env``."""
-    return f"{_PROLOGUE}{exports(env)}{command_line(command)}{_EPILOGUE}"
+    """The script sent as an SSH exec request for ``command``; send
+    :func:`env_header` of the same ``env`` first on its stdin."""
+    return f"{_TRAP}{env_reader(env)}{_RUN}{command_line(command)}{_EPILOGUE}"

@@ -64,7 +64,7 @@ from fleetkit.connector import (
 )
 from fleetkit.connector._hostkeys import HostKeyStore, normalise_key
 from fleetkit.connector._pool import Link, Pool
-from fleetkit.connector._quote import remote_script
+from fleetkit.connector._quote import env_header, remote_script
 from fleetkit.connector._streams import ConnectionBase
 from fleetkit.errors import (
     AuthenticationFailed,
@@ -326,7 +326,9 @@ class SSHConnection(ConnectionBase):
     ) -> AsyncIterator[RunningCommand]:
         """Start ``command``; see :meth:`fleetkit.connector.Connection.stream`."""
         where = f"instance {self._info.id}"
-        script = remote_script(argv_or_line(command, where=where), check_env(env, where=where))
+        variables = check_env(env, where=where)
+        script = remote_script(argv_or_line(command, where=where), variables)
+        header = env_header(variables)
         deadline = anyio.current_time() + timeout if timeout is not None else float("inf")
         timed_out = CommandTimeout(f"{where}: command ran longer than {timeout} s and was ended")
         # The timeout covers waiting for a session too (a dial, a busy pool).
@@ -337,6 +339,9 @@ class SSHConnection(ConnectionBase):
         if opening.cancelled_caught:
             raise timed_out
         try:
+            if header:
+                # Read by the script before the command starts; see _quote.
+                process.stdin.write(header)
             running = _SSHRunning(
                 process=process,
                 instance_id=self._info.id,
