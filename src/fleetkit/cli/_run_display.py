@@ -197,9 +197,9 @@ class RichDisplay:
         body = Group(
             table,
             Text(""),
-            *(Text(line) for line in self.lines),
+            *(Text(line, no_wrap=True, overflow="ellipsis") for line in self.lines),
             Text(""),
-            *(Text(f"· {n}", style="dim") for n in notes[-6:]),
+            *(Text(f"· {n}", style="dim", no_wrap=True, overflow="ellipsis") for n in notes[-6:]),
         )
         return Panel(body, title=f"fleetkit run · {self._now():.1f}s", border_style="cyan")
 
