@@ -103,7 +103,8 @@ async def test_jobs_on_dying_instances_are_retried_elsewhere() -> None:
         assert result.status in (JobStatus.SUCCESS, JobStatus.SYSTEM_FAILURE)
         assert result.attempt == len(result.earlier) + 1
         if result.status is JobStatus.SYSTEM_FAILURE:
-            assert result.attempt == 4
+            # Out of retries, or no slot in time (which is not retried).
+            assert result.attempt == 4 or result.instance_id is None
         for earlier in result.earlier:
             assert earlier.status is JobStatus.SYSTEM_FAILURE
             assert earlier.instance_id != result.instance_id

@@ -64,7 +64,7 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
         metavar="N",
         type=int,
         default=1,
-        help="retry a job N times after a system failure (lost instance...; default 1)",
+        help="retry a job N times after a system failure of its instance (default 1)",
     )
     parser.add_argument(
         "--keep-build-dir", action="store_true", help="keep each job's build directory"

@@ -5,10 +5,11 @@ Theory of operation
 The executor owns a :class:`~fleetkit.fleet.Fleet`, a connector and a task
 group. A job runs as *attempts*: each acquires a slot (the fleet grows to
 provide it), runs the job there with :func:`~fleetkit.jobs.run_job`, and
-releases the slot. An attempt that ends in a system failure (instance lost,
-connection broken, no slot within the acquire timeout) is retried, up to
-``retries`` times, and the final result lists the earlier attempts, so both
-are reported. Admission follows GitLab's order (spec §1.1): the global
+releases the slot. An attempt that ends in a system failure of its instance
+(instance lost, connection broken) is retried, up to ``retries`` times, and the
+final result lists the earlier attempts, so both are reported. No slot within
+the acquire timeout is a system failure too, but not retried. Admission
+follows GitLab's order (spec §1.1): the global
 ``concurrent`` and the runner's ``limit`` bound the jobs in flight before the
 fleet is asked for a slot.
 
@@ -348,7 +349,10 @@ class InstanceExecutor:
                 result = self._never_started(job, queued, "the executor is stopping", attempt)
             else:
                 result = await self._attempt(job, attempt, queued)
-            if result.status is not JobStatus.SYSTEM_FAILURE or attempt > self.retries:
+            # Only a failure of an instance is retried: when no slot came within
+            # the acquire timeout, another wait as long would rarely end better.
+            retry = result.status is JobStatus.SYSTEM_FAILURE and result.instance_id is not None
+            if not retry or attempt > self.retries:
                 return attrs.evolve(result, earlier=tuple(earlier))
             logger.warning(
                 "job %s (%r) attempt %d: system failure on %s: %s; retrying",
