@@ -341,7 +341,8 @@ class SSHConnection(ConnectionBase):
         try:
             if header:
                 # Read by the script before the command starts; see _quote.
-                process.stdin.write(header)
+                with _translate(self._info.id):
+                    process.stdin.write(header)
             running = _SSHRunning(
                 process=process,
                 instance_id=self._info.id,
