@@ -338,26 +338,26 @@ class SSHConnection(ConnectionBase):
             )
         if opening.cancelled_caught:
             raise timed_out
+        running = _SSHRunning(
+            process=process,
+            instance_id=self._info.id,
+            conn=link.conn,
+            stdin=_WriteStream(process.stdin, self._info.id),
+            stdout=_ReadStream(process.stdout, self._info.id),
+            stderr=_ReadStream(process.stderr, self._info.id),
+        )
         try:
             if header:
                 # Read by the script before the command starts; see _quote.
                 with _translate(self._info.id):
                     process.stdin.write(header)
-            running = _SSHRunning(
-                process=process,
-                instance_id=self._info.id,
-                conn=link.conn,
-                stdin=_WriteStream(process.stdin, self._info.id),
-                stdout=_ReadStream(process.stdout, self._info.id),
-                stderr=_ReadStream(process.stderr, self._info.id),
-            )
-            try:
-                with anyio.CancelScope(deadline=deadline) as scope:
-                    yield running
-            finally:
-                await running._end()
+            with anyio.CancelScope(deadline=deadline) as scope:
+                yield running
         finally:
-            self._pool.release_session(link)
+            try:
+                await running._end()
+            finally:
+                self._pool.release_session(link)
         if scope.cancelled_caught:
             raise timed_out
 
