@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import socket
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -360,3 +361,31 @@ async def test_zero_dial_timeout_still_makes_one_attempt(sshd: TestSSHD) -> None
         ssh.connect(sshd.connect_info("zero")) as conn,
     ):
         assert (await conn.run("true")).ok
+
+
+def _cmdlines_with(needle: bytes) -> list[Path]:
+    found = []
+    for path in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if needle in path.read_bytes():
+                found.append(path)
+        except OSError:
+            continue  # the process ended meanwhile
+    return found
+
+
+@pytest.mark.anyio
+async def test_closing_the_connector_ends_commands_still_running(sshd: TestSSHD) -> None:
+    """aclose() with a command in progress ends that command on the far side, not only
+    the connection (which alone would leave it running)."""
+    marker = f"{700 + uuid.uuid4().int % 1000}.{uuid.uuid4().int % 10**6}".encode()
+    ssh = SSHConnector(dial_timeout=5)
+    async with (
+        ssh.connect(sshd.connect_info("closing")) as conn,
+        conn.stream(f"echo go; sleep {marker.decode()}") as proc,
+    ):
+        assert await proc.stdout.receive() == b"go\n"
+        assert _cmdlines_with(marker)
+        await ssh.aclose()
+        with anyio.fail_after(10):
+            await _poll(lambda: not _cmdlines_with(marker))

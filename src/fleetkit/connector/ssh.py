@@ -251,8 +251,9 @@ class SSHConnection(ConnectionBase):
     :class:`fleetkit.connector.Connection`.
     """
 
-    def __init__(self, info: ConnectInfo, pool: Pool[_Conn]) -> None:
+    def __init__(self, info: ConnectInfo, pool: Pool[_Conn], running: set[_SSHRunning]) -> None:
         self._info = info
+        self._running = running
         self._pool = pool
         self._hold: Link[_Conn] | None = None
         self._closed = False
@@ -346,6 +347,7 @@ class SSHConnection(ConnectionBase):
             stdout=_ReadStream(process.stdout, self._info.id),
             stderr=_ReadStream(process.stderr, self._info.id),
         )
+        self._running.add(running)
         try:
             if header:
                 # Read by the script before the command starts; see _quote.
@@ -357,6 +359,7 @@ class SSHConnection(ConnectionBase):
             try:
                 await running._end()
             finally:
+                self._running.discard(running)
                 self._pool.release_session(link)
         if scope.cancelled_caught:
             raise timed_out
@@ -458,6 +461,9 @@ class SSHConnector:
         self.key_path = key_path
         self.host_keys = HostKeyStore(known_hosts_path)
         self._pools: dict[_PoolKey, Pool[_Conn]] = {}
+        # Commands in progress: closing a connection under them would leave
+        # them running on the far side, so closing TERMs them first.
+        self._running: set[_SSHRunning] = set()
         self._reaper: anyio.abc.TaskGroup | None = None
 
     def __repr__(self) -> str:
@@ -468,7 +474,7 @@ class SSHConnector:
         """A connection to ``info``'s instance; dials (or reuses a pooled
         connection) on entry. See :class:`fleetkit.connector.Connector`."""
         _require_asyncio()
-        connection = SSHConnection(info, self._pool_for(info))
+        connection = SSHConnection(info, self._pool_for(info), self._running)
         await connection._open()
         try:
             yield connection
@@ -609,9 +615,19 @@ class SSHConnector:
     async def forget(self, instance_id: str) -> None:
         """Close the pooled connections to a deleted instance and drop its host
         key pin: the id will not come back, and nothing of it should linger."""
-        for key in [key for key in self._pools if key[0] == instance_id]:
-            await self._pools.pop(key).aclose()
+        with anyio.CancelScope(shield=True):
+            for key in [key for key in self._pools if key[0] == instance_id]:
+                pool = self._pools.pop(key)
+                await self._terminate_running({link.conn for link in pool.links})
+                await pool.aclose()
         self.host_keys.forget(instance_id)
+
+    async def _terminate_running(self, conns: set[_Conn] | None = None) -> None:
+        """TERM the commands in progress (on ``conns``, or all) before their
+        connections close."""
+        for running in list(self._running):
+            if conns is None or running.conn in conns:
+                await running.terminate()
 
     async def _reap(self) -> None:
         while True:
@@ -619,8 +635,10 @@ class SSHConnector:
             await self.sweep()
 
     async def aclose(self) -> None:
-        """Close every pooled connection."""
+        """Close every pooled connection, ending the commands still running on
+        them (TERM) first."""
         with anyio.CancelScope(shield=True):
+            await self._terminate_running()
             pools, self._pools = list(self._pools.values()), {}
             for pool in pools:
                 await pool.aclose()
