@@ -42,3 +42,16 @@ async def ssh_connector() -> AsyncIterator[SSHConnector]:
     """An SSHConnector with short timeouts, closed (with its pool) after the test."""
     async with SSHConnector(dial_timeout=10, retry_interval=0.05, keepalive=5) as connector:
         yield connector
+
+
+def cmdlines_containing(needle: bytes) -> list[Path]:
+    """The /proc/*/cmdline files (process arguments) on this machine that contain
+    ``needle``: the far side of every test sshd and local connection."""
+    found = []
+    for path in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if needle in path.read_bytes():
+                found.append(path)
+        except OSError:
+            continue  # the process ended meanwhile
+    return found

@@ -22,7 +22,7 @@ from fleetkit.connector.ssh import SSHConnector
 from fleetkit.errors import CommandTimeout, ConfigError, ConnectorError
 from fleetkit.model import ConnectInfo
 from fleetkit.testing.sshd import running_sshd
-from tests.integration.conftest import SSHD_PATH
+from tests.integration.conftest import SSHD_PATH, cmdlines_containing
 from tests.support import require_executable
 
 pytestmark = pytest.mark.integration
@@ -110,19 +110,7 @@ async def test_env_values_never_show_in_process_arguments(conn: Connection) -> N
     ) as proc:
         assert await proc.stdout.receive() == secret.encode()
         await _wait_far_side(conn, f"sleep {marker}", running=True)
-        assert _cmdlines_containing(secret.encode()) == []
-
-
-def _cmdlines_containing(needle: bytes) -> list[Path]:
-    """The /proc/*/cmdline files (process arguments) that contain ``needle``."""
-    found = []
-    for path in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            if needle in path.read_bytes():
-                found.append(path)
-        except OSError:
-            continue  # the process ended meanwhile
-    return found
+        assert cmdlines_containing(secret.encode()) == []
 
 
 @pytest.mark.anyio

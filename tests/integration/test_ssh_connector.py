@@ -28,6 +28,7 @@ from fleetkit.errors import (
 )
 from fleetkit.model import ConnectInfo
 from fleetkit.testing.sshd import TestSSHD, ensure_password_user, running_sshd
+from tests.integration.conftest import cmdlines_containing
 
 pytestmark = pytest.mark.integration
 
@@ -363,17 +364,6 @@ async def test_zero_dial_timeout_still_makes_one_attempt(sshd: TestSSHD) -> None
         assert (await conn.run("true")).ok
 
 
-def _cmdlines_with(needle: bytes) -> list[Path]:
-    found = []
-    for path in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            if needle in path.read_bytes():
-                found.append(path)
-        except OSError:
-            continue  # the process ended meanwhile
-    return found
-
-
 @pytest.mark.anyio
 async def test_closing_the_connector_ends_commands_still_running(sshd: TestSSHD) -> None:
     """aclose() with a command in progress ends that command on the far side, not only
@@ -385,7 +375,7 @@ async def test_closing_the_connector_ends_commands_still_running(sshd: TestSSHD)
         conn.stream(f"echo go; sleep {marker.decode()}") as proc,
     ):
         assert await proc.stdout.receive() == b"go\n"
-        assert _cmdlines_with(marker)
+        assert cmdlines_containing(marker)
         await ssh.aclose()
         with anyio.fail_after(10):
-            await _poll(lambda: not _cmdlines_with(marker))
+            await _poll(lambda: not cmdlines_containing(marker))
