@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import os
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -102,6 +103,15 @@ async def test_job_on_a_dying_instance_is_retried_on_another(tmp_path: Path, mod
             await wait_until(lambda: 1 in log_texts and "started 1" in log_texts[1].text)
             (busy,) = [i.id for i in executor.fleet.snapshot().instances if i.slots_in_use]
             kill_instance(sandbox_root(tmp_path), busy)
+            await wait_until(lambda: bool(results))
+            await wait_until(
+                lambda: busy not in {i.id for i in executor.fleet.snapshot().instances}
+            )
+            if mode == "ssh":
+                # The deleted instance's pooled connection (its session survived the
+                # listener) was closed when the fleet reported it gone.
+                ssh: Any = executor.connector.for_protocol("ssh")  # type: ignore[attr-defined]
+                await wait_until(lambda: ssh.open_connections(busy) == 0)
     (result,) = results
     assert result.status is JobStatus.SUCCESS, (result, [t.text for t in log_texts.values()])
     assert result.attempt == 2

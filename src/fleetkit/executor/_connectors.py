@@ -56,6 +56,14 @@ class ProtocolConnector:
         """A connection to ``info``'s instance through its protocol's connector."""
         return self.for_protocol(info.protocol).connect(info)
 
+    async def forget(self, instance_id: str) -> None:
+        """Drop what the connectors keep for a deleted instance (pooled connections,
+        pinned host key), where they keep anything."""
+        for connector in tuple(self._built.values()):
+            forget: Any = getattr(connector, "forget", None)
+            if forget is not None:
+                await forget(instance_id)
+
     async def aclose(self) -> None:
         """Close every connector built (pooled connections included); idempotent."""
         built, self._built = self._built, {}

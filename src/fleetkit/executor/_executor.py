@@ -38,12 +38,13 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from fleetkit.connector import Connector
 from fleetkit.errors import (
     AcquireTimeout,
+    ConnectorError,
     FleetClosed,
     FleetError,
     InstanceLost,
 )
 from fleetkit.executor._ledger import InstanceLedger, LedgerFigures
-from fleetkit.fleet import Fleet
+from fleetkit.fleet import Fleet, InstanceDeleted
 from fleetkit.jobs import Job, JobResult, JobStatus, LogSink, MemoryLog, run_job
 from fleetkit.policy import Policy, Schedule
 
@@ -257,6 +258,14 @@ class InstanceExecutor:
             task_status.started()
             async for event in events:
                 self.ledger.record(event)
+                if isinstance(event, InstanceDeleted):
+                    await self._forget(event.instance_id)
+
+    async def _forget(self, instance_id: str) -> None:
+        forget = getattr(self.connector, "forget", None)
+        if forget is not None:
+            with contextlib.suppress(ConnectorError):
+                await forget(instance_id)
 
     # --- running jobs -------------------------------------------------------
 

@@ -36,6 +36,7 @@ logger = logging.getLogger("fleetkit.jobs")
 # Bounds for the steps around the script, which should each take moments.
 _STEP_TIMEOUT = 60.0
 _CLEANUP_TIMEOUT = 30.0
+_BROKEN_CLEANUP_TIMEOUT = 5.0
 # How long the output may keep coming after the script's shell has exited
 # (a background process holding the pipe open is killed by run.sh).
 _DRAIN_TIMEOUT = 5.0
@@ -128,6 +129,8 @@ class _Run:
         self.paths: _script.JobPaths | None = None
         self.timed_out = False
         self.cleanup_error: ConnectorError | None = None
+        self.lost_scope: anyio.CancelScope | None = None
+        self.connection_broke = False
 
     def _where(self) -> str:
         return f"job {self.job.id} ({self.job.name!r}) on {self.slot.instance_id} slot {self.slot.number}"
@@ -143,6 +146,7 @@ class _Run:
         if info is None:
             return await self._system_failure("the slot has no connect info")
         with anyio.CancelScope() as lost_scope:
+            self.lost_scope = lost_scope
             if isinstance(self.slot, LosableSlot):
                 self.slot.attach(lost_scope)
             try:
@@ -173,6 +177,9 @@ class _Run:
                 try:
                     await self._prepare(conn)
                     status = await self._script(conn)
+                except ConnectorError:
+                    self.connection_broke = True
+                    raise
                 finally:
                     # Runs on cancel too: end the job's processes, remove its files.
                     with anyio.CancelScope(shield=True):
@@ -286,10 +293,15 @@ class _Run:
     async def _cleanup(self, conn: Connection) -> None:
         if self.paths is None:
             return
+        if self.lost_scope is not None and self.lost_scope.cancel_called:
+            return  # the instance is gone, and its files with it
         command = _script.cleanup_command(
             self.paths, self.relative, keep_project=self.keep_build_dir
         )
-        with anyio.move_on_after(_CLEANUP_TIMEOUT):
+        # Over a broken connection, one quick try: a dial to a dead instance
+        # would otherwise retry until its timeout.
+        limit = _BROKEN_CLEANUP_TIMEOUT if self.connection_broke else _CLEANUP_TIMEOUT
+        with anyio.move_on_after(limit):
             try:
                 # Ends whatever is left of the job (after a cancel), then removes files.
                 await conn.run(command, timeout=_STEP_TIMEOUT)
