@@ -379,3 +379,24 @@ async def test_closing_the_connector_ends_commands_still_running(sshd: TestSSHD)
         await ssh.aclose()
         with anyio.fail_after(10):
             await _poll(lambda: not cmdlines_containing(marker))
+
+
+@pytest.mark.anyio
+async def test_command_ends_when_its_session_vanishes(
+    sshd: TestSSHD, ssh_connector: SSHConnector
+) -> None:
+    """A command whose SSH session disappears without a word (its sshd killed) is ended
+    by the wrapper's watchdog instead of running on for good."""
+    marker = f"{800 + uuid.uuid4().int % 100}.{uuid.uuid4().int % 10**6}".encode()
+    async with (
+        ssh_connector.connect(sshd.connect_info("vanish")) as conn,
+        conn.stream(f"echo go; sleep {marker.decode()}") as proc,
+    ):
+        assert await proc.stdout.receive() == b"go\n"
+        for pid in _session_processes(sshd.daemon):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        with pytest.raises(ConnectionLost):
+            await proc.wait()
+    with anyio.fail_after(10):
+        await _poll(lambda: not cmdlines_containing(marker))

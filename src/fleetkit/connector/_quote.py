@@ -18,7 +18,9 @@ and OpenSSH delivers a ``signal`` request to the session's shell only, not its
 children. The wrapper runs the command as a background job and waits for it, so
 a TERM reaches the wrapper's trap at once (a shell defers traps until a
 foreground child ends), and the trap sends TERM to the whole process group,
-which sshd made the wrapper lead (it calls ``setsid`` per session). Costs:
+which sshd made the wrapper lead (it calls ``setsid`` per session). A
+watchdog does the same when the session's sshd disappears (the client
+vanished), checking once a second. Costs:
 like every background job of a non-interactive shell, the command starts with
 SIGINT and SIGQUIT ignored; and since ``wait`` reports death by signal N as
 status 128+N, the wrapper re-raises signals 1-15 on itself so that the server
@@ -33,13 +35,33 @@ from collections.abc import Mapping, Sequence
 
 __all__ = ["env_header", "remote_script"]
 
-_TRAP = "trap 'trap - TERM; kill -TERM 0' TERM\n"
+# TERM goes to the wrapper's own process group (-$$), which exists only when
+# the wrapper leads it, as under sshd; otherwise only the wrapper is ended, so
+# a server that does not call setsid never has a group beyond ours signalled.
+_TRAP = "trap 'trap - TERM; kill -s TERM -- -$$ 2>/dev/null || kill -s TERM $$' TERM\n"
 # Expansions are quoted: the command's environment may set IFS.
-_RUN = "exec 3<&0\n{\n"
+#
+# The watchdog ends the command when the session's sshd (the wrapper's parent)
+# is gone: a client that vanished without a word would otherwise leave the
+# command running for good. It also stops when the wrapper is gone ($$ is the
+# wrapper's pid in a subshell). /proc where there is one, else ps: kill -0
+# would mistake a parent owned by another user for a dead one.
+_RUN = (
+    "p=$PPID\n"
+    "(\n"
+    '  if [ -d /proc/$$ ]; then up() { [ -d /proc/"$1" ]; }\n'
+    '  else up() { ps -p "$1" >/dev/null 2>&1; }; fi\n'
+    '  while up "$p" && up "$$"; do sleep 1; done\n'
+    '  kill -s TERM -- -"$$" 2>/dev/null\n'
+    ") </dev/null >/dev/null 2>&1 &\n"
+    "w=$!\n"
+    "exec 3<&0\n{\n"
+)
 _EPILOGUE = (
     "\n} 0<&3 3<&- &\n"
     'wait "$!" 2>/dev/null\n'
     "s=$?\n"
+    'kill "$w" 2>/dev/null\n'
     "trap - TERM\n"
     'case "$s" in 129|13[0-9]|14[0-3]) kill -"$((s - 128))" "$$" ;; esac\n'
     'exit "$s"\n'
