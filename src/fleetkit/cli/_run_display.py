@@ -4,8 +4,11 @@ otherwise, nothing with ``--json``."""
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 import anyio
@@ -16,7 +19,14 @@ from fleetkit.jobs import JobResult
 if TYPE_CHECKING:
     from fleetkit.executor import InstanceExecutor
 
-__all__ = ["Display", "PlainDisplay", "QuietDisplay", "RichDisplay", "choose_display"]
+__all__ = [
+    "Display",
+    "PlainDisplay",
+    "QuietDisplay",
+    "RichDisplay",
+    "choose_display",
+    "warnings_to",
+]
 
 _STATES = ("requested", "creating", "running", "ready", "draining", "deleting")
 _REFRESH = 0.25
@@ -224,3 +234,34 @@ class RichDisplay:
             self._closed = True
             self.live.update(self._render())
             self.live.stop()
+
+
+class _NoteHandler(logging.Handler):
+    def __init__(self, display: Display) -> None:
+        super().__init__(logging.WARNING)
+        self.display = display
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.display.note(f"{record.levelname.lower()}: {record.getMessage()}")
+        except Exception:  # noqa: BLE001 - logging's own convention: a handler never raises
+            self.handleError(record)
+
+
+@contextmanager
+def warnings_to(display: Display) -> Iterator[None]:
+    """Show fleetkit's warnings and errors as the display's notes while the block runs,
+    instead of as stray lines that would tear a live panel."""
+    if isinstance(display, QuietDisplay):
+        yield  # --json: warnings stay on stderr, where logging puts them
+        return
+    logger = logging.getLogger("fleetkit")
+    handler = _NoteHandler(display)
+    propagate = logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate

@@ -77,7 +77,7 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the command; returns the exit status."""
-    from fleetkit.cli._run_display import choose_display
+    from fleetkit.cli._run_display import choose_display, warnings_to
     from fleetkit.cli._run_logs import JobLogs
     from fleetkit.executor import build
     from fleetkit.jobs import load_jobs
@@ -101,7 +101,8 @@ def run(args: argparse.Namespace) -> int:
         return 1
     display = choose_display(args, executor, total=len(jobs))
     try:
-        outcome = anyio.run(_main, executor, jobs, display, logs, backend="asyncio")
+        with warnings_to(display):
+            outcome = anyio.run(_main, executor, jobs, display, logs, backend="asyncio")
     except Exception as exc:
         error = fleetkit_error(exc)
         if error is None:
