@@ -81,7 +81,7 @@ from fleetkit.fleet._events import (
 from fleetkit.fleet._settings import FleetSettings
 from fleetkit.fleet._slots import Slot
 from fleetkit.fleet._state_store import StateStore, StoredInstance
-from fleetkit.fleet._stats import FleetStats, StatsBook
+from fleetkit.fleet._stats import FleetStats, StatsBook, count_slots
 from fleetkit.fleet._table import Record, Trigger, pick_slot, seniority, transition
 from fleetkit.model import ConnectInfo, InstanceState, Limits, ProviderState, Snapshot
 from fleetkit.planner import Deprovision, Plan, TokenBucket, can_reserve, plan
@@ -194,8 +194,8 @@ class Fleet:
         self._wake_event = anyio.Event()
         if self._wall_clock is None:
             self._wall_clock = anchored_wall_clock()
-        info = await self._calls.init()
         try:
+            info = await self._calls.init()
             self._info = info
             if info.max_size and (
                 not self._limits.max_instances or info.max_size < self._limits.max_instances
@@ -1053,32 +1053,7 @@ class Fleet:
     def stats(self) -> FleetStats:
         """The fleet's figures under GitLab's metric names (spec §5)."""
         limits = self._limits
-        cap = limits.capacity_per_instance
-        tasks = dict.fromkeys(
-            ("idle", "pending", "reserved", "acquired", "unavailable", "unhealthy", "unready"), 0
-        )
-        instances = {state.value: 0 for state in S if state is not S.DELETED}
-        instances["requested"] = len(self._requested)
-        threshold = limits.failure_threshold
-        for record in self._records.values():
-            instances[record.state.value] += 1
-            busy = len(record.slots)
-            free = max(cap - busy, 0)
-            tasks["acquired"] += busy
-            if record.state is S.READY:
-                if threshold and record.health_failures >= threshold:
-                    tasks["unhealthy"] += free
-                elif limits.max_use_count:
-                    usable = min(free, max(limits.max_use_count - record.use_count, 0))
-                    tasks["idle"] += usable
-                    tasks["unavailable"] += free - usable
-                else:
-                    tasks["idle"] += free
-            elif record.state in (S.CREATING, S.RUNNING):
-                tasks["unready"] += free
-            elif record.state is S.DRAINING:
-                tasks["unavailable"] += free
-        tasks["unready"] += len(self._requested) * cap
+        tasks, instances = count_slots(self._records.values(), limits, len(self._requested))
         tasks["pending"] = len(self._pending)
         tasks["reserved"] = len(self._reservations)
         book = self._book
@@ -1087,20 +1062,14 @@ class Fleet:
             instances=instances,
             desired_instances=self._desired,
             max_instances=limits.max_instances,
-            capacity_per_instance=cap,
+            capacity_per_instance=limits.capacity_per_instance,
             max_use_count=limits.max_use_count,
             task_operations=dict(book.task_operations),
             scale_operations=dict(book.scale_operations),
             instance_operations=dict(book.instance_operations),
             missed_updates=book.missed_updates,
             events_dropped=self._hub.dropped,
-            histograms={
-                "instance_creation_time_seconds": book.creation_time.snapshot(),
-                "instance_is_running_time_seconds": book.is_running_time.snapshot(),
-                "instance_deletion_time_seconds": book.deletion_time.snapshot(),
-                "instance_readiness_time_seconds": book.readiness_time.snapshot(),
-                "instance_life_duration_seconds": book.life_duration.snapshot(),
-            },
+            histograms=book.histograms(),
         )
 
 

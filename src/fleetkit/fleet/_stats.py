@@ -8,11 +8,21 @@ from __future__ import annotations
 
 import bisect
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import attrs
 
-__all__ = ["DEFAULT_BUCKETS", "FleetStats", "Histogram", "HistogramSnapshot", "StatsBook"]
+from fleetkit.fleet._table import Record
+from fleetkit.model import InstanceState, Limits
+
+__all__ = [
+    "DEFAULT_BUCKETS",
+    "FleetStats",
+    "Histogram",
+    "HistogramSnapshot",
+    "StatsBook",
+    "count_slots",
+]
 
 #: Seconds; instance operations take from seconds to many minutes.
 DEFAULT_BUCKETS: tuple[float, ...] = (1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
@@ -80,6 +90,54 @@ class StatsBook:
         self.deletion_time = Histogram()
         self.readiness_time = Histogram()
         self.life_duration = Histogram(LIFE_BUCKETS)
+
+    def histograms(self) -> dict[str, HistogramSnapshot]:
+        """Every histogram now, under its GitLab name without the prefix."""
+        return {
+            "instance_creation_time_seconds": self.creation_time.snapshot(),
+            "instance_is_running_time_seconds": self.is_running_time.snapshot(),
+            "instance_deletion_time_seconds": self.deletion_time.snapshot(),
+            "instance_readiness_time_seconds": self.readiness_time.snapshot(),
+            "instance_life_duration_seconds": self.life_duration.snapshot(),
+        }
+
+
+_S = InstanceState
+
+
+def count_slots(
+    records: Iterable[Record], limits: Limits, requested: int
+) -> tuple[dict[str, int], dict[str, int]]:
+    """Slots by GitLab task state and instances by lifecycle state (plus
+    ``requested``). ``pending`` and ``reserved`` are left at 0 for the caller."""
+    cap = limits.capacity_per_instance
+    threshold = limits.failure_threshold
+    tasks = dict.fromkeys(
+        ("idle", "pending", "reserved", "acquired", "unavailable", "unhealthy", "unready"), 0
+    )
+    instances = {state.value: 0 for state in _S if state is not _S.DELETED}
+    instances["requested"] = requested
+    for record in records:
+        state = record.state
+        instances[state.value] += 1
+        busy = len(record.slots)
+        free = max(cap - busy, 0)
+        tasks["acquired"] += busy
+        if state is _S.READY:
+            if threshold and record.health_failures >= threshold:
+                tasks["unhealthy"] += free
+            elif limits.max_use_count:
+                usable = min(free, max(limits.max_use_count - record.use_count, 0))
+                tasks["idle"] += usable
+                tasks["unavailable"] += free - usable
+            else:
+                tasks["idle"] += free
+        elif state in (_S.CREATING, _S.RUNNING):
+            tasks["unready"] += free
+        elif state is _S.DRAINING:
+            tasks["unavailable"] += free
+    tasks["unready"] += requested * cap
+    return tasks, instances
 
 
 @attrs.frozen(kw_only=True)
