@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 
 import anyio
@@ -12,7 +13,7 @@ import trio.testing
 from fleetkit.connector import CommandResult
 from fleetkit.errors import ConfigError, ConnectTimeout
 from fleetkit.fleet import Fleet, FleetSettings, InstanceFailed
-from fleetkit.model import InstanceState, Limits
+from fleetkit.model import ConnectInfo, InstanceState, Limits
 from fleetkit.policy import Policy
 from fleetkit.testing.connector import FakeConnector
 from fleetkit.testing.simulated import Delay, SimulatedGroup
@@ -121,3 +122,35 @@ async def test_heartbeat_failures_make_an_instance_unhealthy() -> None:
         assert connector.connects.count(first) == 2
         assert connector.commands(first) == []
     assert group.calls_to("decrease")[0].args == ((first,),)
+
+
+class _SecretGroup(SimulatedGroup):
+    """Hands out connect info carrying a password and a private key."""
+
+    async def connect_info(self, instance_id: str) -> ConnectInfo:
+        info = await super().connect_info(instance_id)
+        return attrs.evolve(info, password="hunter2-password", key=b"PRIVATE-KEY-hunter2")
+
+
+@pytest.mark.anyio
+async def test_no_secret_reaches_logs_events_or_reprs(caplog: pytest.LogCaptureFixture) -> None:
+    """Passwords and keys in connect info appear in no log record, event or repr."""
+    caplog.set_level(logging.DEBUG, logger="fleetkit")
+    connector = FakeConnector()
+    connector.on(READY_COMMAND, CommandResult(1, b"", b"boom"), times=1)
+    group = _SecretGroup(boot=Delay(1.0, 1.0))
+    seen: list[str] = []
+    fleet = Fleet(group, Limits(), ONE_IDLE, connector=connector, settings=SETTINGS)
+    async with fleet, fleet.events() as stream:
+        async with fleet.acquire("job", timeout=600.0) as slot:
+            assert slot.connect_info is not None
+            assert slot.connect_info.password == "hunter2-password"
+            seen += [repr(slot), repr(slot.connect_info), repr(fleet), repr(fleet.snapshot())]
+        for _ in range(1000):
+            try:
+                seen.append(repr(stream.receive_nowait()))
+            except anyio.WouldBlock:
+                break
+    seen += [r.getMessage() + repr(r.__dict__) for r in caplog.records]
+    assert any("ready-up" in text for text in seen)
+    assert not [text for text in seen if "hunter2" in text]
