@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -82,3 +84,18 @@ def kill_instance(root: Path, instance_id: str) -> None:
     # processes (whose working directory is the sandbox too) are not it.
     record = json.loads((sandbox / "instance.json").read_text())
     os.kill(int(record["pid"]), signal.SIGKILL)
+
+
+def remove_lost_build_dirs(instance_id: str) -> None:
+    """Remove what a job on a killed local instance left in the shared SSH build dir.
+
+    A lost instance gets no cleanup (in a cloud its disk goes with it); the local
+    provider's SSH login user has no writable home, so its jobs build under the
+    shared ``/tmp/fleetkit-UID`` and outlive the instance. Tests that kill an
+    instance tidy up after it here.
+    """
+    for path in Path("/tmp").glob(f"fleetkit-*/builds/{instance_id}"):
+        shutil.rmtree(path, ignore_errors=True)
+        for parent in (path.parent, path.parent.parent):
+            with contextlib.suppress(OSError):
+                parent.rmdir()

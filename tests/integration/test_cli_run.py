@@ -18,7 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.executor_support import kill_instance, local_config, sandbox_root
+from tests.integration.executor_support import (
+    kill_instance,
+    local_config,
+    remove_lost_build_dirs,
+    sandbox_root,
+)
 from tests.integration.jobs_support import processes_with
 from tests.integration.local_provider_support import leftovers, processes_under, require_sshd
 
@@ -231,6 +236,7 @@ def test_job_on_a_dying_instance_is_retried_and_both_attempts_reported(
     assert job["instance_id"] != instance[1]
     assert "finished" in (logs / "job-1-2.log").read_text()
     assert leftovers(sandbox_root(tmp_path)) == []
+    remove_lost_build_dirs(instance[1])
 
 
 def test_rich_display_on_a_terminal(tmp_path: Path) -> None:

@@ -13,7 +13,13 @@ import pytest
 from fleetkit.executor import InstanceExecutor
 from fleetkit.jobs import Job, JobStatus, MemoryLog
 from fleetkit.policy import Policy
-from tests.integration.executor_support import kill_instance, local_config, sandbox_root, wait_until
+from tests.integration.executor_support import (
+    kill_instance,
+    local_config,
+    remove_lost_build_dirs,
+    sandbox_root,
+    wait_until,
+)
 from tests.integration.local_provider_support import leftovers, require_sshd
 
 pytestmark = pytest.mark.integration
@@ -121,6 +127,7 @@ async def test_job_on_a_dying_instance_is_retried_on_another(tmp_path: Path, mod
     assert result.instance_id != busy
     assert "done" in log_texts[2].text
     assert leftovers(sandbox_root(tmp_path)) == []
+    remove_lost_build_dirs(busy)
 
 
 @pytest.mark.anyio
