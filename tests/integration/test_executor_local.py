@@ -126,6 +126,7 @@ async def test_job_on_a_dying_instance_is_retried_on_another(tmp_path: Path, mod
     assert first.instance_id == busy
     assert result.instance_id != busy
     assert "done" in log_texts[2].text
+    assert "ERROR: Job failed (system failure)" in log_texts[1].text
     assert leftovers(sandbox_root(tmp_path)) == []
     remove_lost_build_dirs(busy)
 

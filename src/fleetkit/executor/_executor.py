@@ -128,7 +128,8 @@ class InstanceExecutor:
     ``log_factory`` makes each attempt's log sink (default: the last 64 KiB in
     memory). ``builds_dir``, ``keep_build_dir`` and ``variables`` are passed to
     :func:`~fleetkit.jobs.run_job`. ``acquire_timeout`` (seconds) bounds the
-    wait for a slot (default: the fleet's).
+    wait for a slot (default: the fleet's). ``reload`` gives the schedule
+    :meth:`reload` applies (``from_config`` re-reads the file).
     """
 
     def __init__(
@@ -144,7 +145,6 @@ class InstanceExecutor:
         variables: Mapping[str, str] | None = None,
         acquire_timeout: float | None = None,
         reload: Callable[[], Schedule] | None = None,
-        on_close: Callable[[], object] | None = None,
     ) -> None:
         if retries < 0:
             raise ValueError(f"retries must be >= 0, got {retries}")
@@ -161,7 +161,6 @@ class InstanceExecutor:
         self.acquire_timeout = acquire_timeout
         self.ledger = InstanceLedger()
         self._reload = reload
-        self._on_close = on_close
         self._admission = anyio.Semaphore(concurrent if concurrent else 2**31 - 1)
         self._tg: TaskGroup | None = None
         self._keys = itertools.count(1)
@@ -248,8 +247,6 @@ class InstanceExecutor:
             close = getattr(self.connector, "aclose", None)
             if close is not None:
                 await close()
-            if self._on_close is not None:
-                self._on_close()
 
     async def _follow_fleet(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
         # Subscribed before the fleet opens, so instances adopted or created at

@@ -154,14 +154,22 @@ class _Run:
             except _SystemFailure as exc:
                 return await self._system_failure(str(exc))
             except anyio.get_cancelled_exc_class():
-                if not lost_scope.cancel_called:
-                    with anyio.CancelScope(shield=True):
+                # The cancel goes on (the caller's, or the fleet's for a lost
+                # instance); the log says which before it does.
+                with anyio.CancelScope(shield=True):
+                    if lost_scope.cancel_called:
+                        await self.log.write(
+                            f"ERROR: Job failed (system failure): {self._lost_reason()}\n"
+                        )
+                    else:
                         await self.log.write("ERROR: Job cancelled\n")
                 raise
         # Only a lost instance cancels lost_scope.
+        return await self._system_failure(self._lost_reason())
+
+    def _lost_reason(self) -> str:
         error = getattr(self.slot, "lost_error", None)
-        reason = str(error) if isinstance(error, FleetError) else "the instance was lost"
-        return await self._system_failure(reason)
+        return str(error) if isinstance(error, FleetError) else "the instance was lost"
 
     async def _system_failure(self, reason: str) -> tuple[JobStatus, int | None, str | None]:
         logger.warning("%s: system failure: %s", self._where(), reason)
