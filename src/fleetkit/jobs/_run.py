@@ -158,14 +158,14 @@ class _Run:
                 # instance); the log says which before it does.
                 with anyio.CancelScope(shield=True):
                     if lost_scope.cancel_called:
-                        await self.log.write(
-                            f"ERROR: Job failed (system failure): {self._lost_reason()}\n"
-                        )
+                        await self._system_failure(self._lost_reason())
                     else:
                         await self.log.write("ERROR: Job cancelled\n")
                 raise
-        # Only a lost instance cancels lost_scope.
-        return await self._system_failure(self._lost_reason())
+        # Only a lost instance cancels lost_scope, and the handler above has
+        # logged it already.
+        reason = self._lost_reason()
+        return JobStatus.SYSTEM_FAILURE, None, reason
 
     def _lost_reason(self) -> str:
         error = getattr(self.slot, "lost_error", None)
