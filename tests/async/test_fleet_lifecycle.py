@@ -17,7 +17,14 @@ import trio.testing
 from fleetkit.errors import AcquireTimeout, FleetError
 from fleetkit.fleet import Fleet, FleetSettings
 from fleetkit.fleet._state_store import StateStore, StoredInstance
-from fleetkit.fleet._table import TRANSITIONS, LifecycleError, Record, Trigger, transition
+from fleetkit.fleet._table import (
+    TRANSITIONS,
+    LifecycleError,
+    Record,
+    Trigger,
+    render_table,
+    transition,
+)
 from fleetkit.model import InstanceState, Limits, ProviderState
 from fleetkit.policy import Policy
 from fleetkit.testing.simulated import Delay, Faults, SimulatedGroup
@@ -40,6 +47,12 @@ def test_lifecycle_table_only_moves_forward() -> None:
     record = Record("i-1", InstanceState.DELETED, 0.0)
     with pytest.raises(LifecycleError, match="no transition from deleted on seen running"):
         transition(record, Trigger.SEEN_RUNNING)
+
+
+def test_docs_show_the_lifecycle_table_as_it_is() -> None:
+    """docs/fleet.md carries the transition table exactly as the code defines it."""
+    docs = Path(__file__).resolve().parents[2] / "docs" / "fleet.md"
+    assert render_table() in docs.read_text()
 
 
 def test_state_store_is_atomic_and_private(tmp_path: Path) -> None:

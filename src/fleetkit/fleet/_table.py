@@ -33,6 +33,7 @@ __all__ = [
     "Record",
     "Trigger",
     "pick_slot",
+    "render_table",
     "seniority",
     "transition",
 ]
@@ -64,7 +65,10 @@ TRANSITIONS: Mapping[InstanceState, Mapping[Trigger, InstanceState]] = {
         T.SEEN_DELETING: S.DELETING,
         T.GONE: S.DELETED,
     },
+    # A provider's view may lag (eventual consistency): an older "creating"
+    # sighting after "running" changes nothing rather than stopping the fleet.
     S.RUNNING: {
+        T.SEEN_CREATING: S.RUNNING,
         T.SEEN_RUNNING: S.RUNNING,
         T.READY_UP_OK: S.READY,
         T.READY_UP_FAILED: S.DRAINING,
@@ -73,6 +77,7 @@ TRANSITIONS: Mapping[InstanceState, Mapping[Trigger, InstanceState]] = {
         T.GONE: S.DELETED,
     },
     S.READY: {
+        T.SEEN_CREATING: S.READY,
         T.SEEN_RUNNING: S.READY,
         T.DRAIN: S.DRAINING,
         T.SEEN_DELETING: S.DELETING,
@@ -245,6 +250,18 @@ def transition(record: Record, trigger: Trigger) -> InstanceState:
             f"instance {record.id!r}: no transition from {old.value} on {trigger.value}"
         ) from None
     return old
+
+
+def render_table() -> str:
+    """:data:`TRANSITIONS` as a Markdown table (``docs/fleet.md`` shows it)."""
+    lines = [
+        "| state \\ trigger | " + " | ".join(t.value for t in Trigger) + " |",
+        "|---|" + "---|" * len(Trigger),
+    ]
+    for state, moves in TRANSITIONS.items():
+        cells = [moves[t].value if t in moves else "-" for t in Trigger]
+        lines.append(f"| {state.value} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def seniority(record: Record) -> tuple[float, float, str]:
