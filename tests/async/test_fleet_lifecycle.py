@@ -14,7 +14,7 @@ import attrs
 import pytest
 import trio.testing
 
-from fleetkit.errors import AcquireTimeout, FleetError
+from fleetkit.errors import AcquireTimeout, FleetError, RetryLater
 from fleetkit.fleet import Fleet, FleetSettings
 from fleetkit.fleet._state_store import StateStore, StoredInstance
 from fleetkit.fleet._table import (
@@ -25,7 +25,7 @@ from fleetkit.fleet._table import (
     render_table,
     transition,
 )
-from fleetkit.model import InstanceState, Limits, ProviderState
+from fleetkit.model import ConnectInfo, InstanceState, Limits, ProviderState
 from fleetkit.policy import Policy
 from fleetkit.testing.simulated import Delay, Faults, SimulatedGroup
 
@@ -203,3 +203,36 @@ async def test_a_started_fleet_cannot_be_entered_again() -> None:
             await fleet.__aenter__()
     assert group.calls[-1].verb == "shutdown"
     assert group.state_of("nothing") is ProviderState.DELETED
+
+
+class _SlowToDescribe(SimulatedGroup):
+    """connect_info answers RetryLater ``failures`` times per instance, as AWS does
+    for an instance DescribeInstances does not show yet."""
+
+    failures = 2
+    asked: dict[str, int]
+
+    async def connect_info(self, instance_id: str) -> ConnectInfo:
+        self.asked[instance_id] = self.asked.get(instance_id, 0) + 1
+        if self.asked[instance_id] <= self.failures:
+            raise RetryLater(f"{instance_id} not visible yet")
+        return await super().connect_info(instance_id)
+
+
+@pytest.mark.anyio
+async def test_connect_info_retry_later_is_retried_not_fatal() -> None:
+    """RetryLater from connect_info delays ready-up; only a persistent one fails it."""
+    group = _SlowToDescribe(boot=Delay(1.0, 1.0))
+    group.asked = {}
+    async with Fleet(group, Limits(), Policy(idle_count=1), settings=FAST) as fleet:
+        async with fleet.acquire("job", timeout=60.0) as slot:
+            assert group.asked[slot.instance_id] == 3
+        assert group.calls_to("decrease") == []
+
+    group = _SlowToDescribe(boot=Delay(1.0, 1.0))
+    group.asked, group.failures = {}, 1000
+    async with Fleet(group, Limits(), Policy(idle_count=1), settings=FAST):
+        await anyio.sleep(60.0)
+    first = group.calls_to("decrease")[0]
+    assert first.args == (("sim-00001",),)
+    assert group.asked["sim-00001"] == 7

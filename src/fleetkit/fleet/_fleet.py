@@ -95,6 +95,8 @@ log = logging.getLogger("fleetkit.fleet")
 S = InstanceState
 _IN_TRANSITION = frozenset({S.CREATING, S.RUNNING, S.DRAINING, S.DELETING})
 _GONE = frozenset({ProviderState.DELETED, ProviderState.TIMEOUT})
+# connect_info answering RetryLater is retried for about half a minute.
+_CONNECT_INFO_ATTEMPTS = 7
 
 
 class _Waiter:
@@ -632,16 +634,19 @@ class Fleet:
         if info is not None and not self._expired(info):
             return info
         delay = 0.5
-        while True:
+        for attempt in range(1, _CONNECT_INFO_ATTEMPTS + 1):
             try:
-                info = await self._calls.connect_info(record.id)
-                break
+                fresh = await self._calls.connect_info(record.id)
             except RetryLater:
                 # e.g. AWS: a new instance not yet visible to DescribeInstances.
+                if attempt == _CONNECT_INFO_ATTEMPTS:
+                    raise
                 await anyio.sleep(delay)
                 delay = min(delay * 2, 10.0)
-        record.info = info
-        return info
+            else:
+                record.info = fresh
+                return fresh
+        raise AssertionError("unreachable")
 
     def _expired(self, info: ConnectInfo) -> bool:
         if info.expires_at is None:
