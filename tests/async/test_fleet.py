@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -271,17 +270,34 @@ async def test_waiting_acquisitions_are_served_in_order() -> None:
     assert granted == [f"job-{n}" for n in range(5)]
 
 
+class _ShutdownWatcher(SimulatedGroup):
+    """Notes which instances were still alive when the provider was shut down."""
+
+    alive_at_shutdown: list[str] | None = None
+
+    async def shutdown(self) -> None:
+        self.alive_at_shutdown = self.live_ids()
+        await super().shutdown()
+
+
 @pytest.mark.anyio
 async def test_shutdown_deletes_then_shuts_the_provider_down() -> None:
     """delete_instances_on_shutdown empties the group before the provider's shutdown."""
-    group = SimulatedGroup(boot=Delay(1.0, 1.0), deletion=Delay(3.0, 3.0))
+    group = _ShutdownWatcher(boot=Delay(1.0, 1.0), deletion=Delay(3.0, 3.0))
     settings = attrs.evolve(FAST, delete_instances_on_shutdown=True, shutdown_deletion_interval=5.0)
     async with open_fleet(group, idle(3), settings=settings) as fleet:
         await wait_for(lambda: states(fleet).count(InstanceState.READY) == 3)
-    assert group.live_ids() == []
-    verbs = [c.verb for c in group.calls]
-    assert verbs[-1] == "shutdown"
-    assert "decrease" in verbs[verbs.index("shutdown") - 3 :]
+        ready = [i.id for i in fleet.snapshot().instances]
+    assert group.alive_at_shutdown == []
+    assert group.calls[-1].verb == "shutdown"
+    assert sorted(i for c in group.calls_to("decrease") for i in c.args[0]) == sorted(ready)  # type: ignore[attr-defined]
+
+    group = _ShutdownWatcher(boot=Delay(1.0, 1.0))
+    async with open_fleet(group, idle(2)) as fleet:
+        await wait_for(lambda: states(fleet).count(InstanceState.READY) == 2)
+    assert group.alive_at_shutdown is not None
+    assert len(group.alive_at_shutdown) == 2
+    assert group.calls_to("decrease") == []
 
 
 @pytest.mark.anyio
@@ -371,7 +387,11 @@ async def test_a_day_of_traffic_in_virtual_time() -> None:
     expected = sum(1 for m in range(24 * 60) if m % (3 if 8 <= m // 60 < 17 else 45) == 0)
     assert done == expected
     assert night_counts[0] <= 1
-    assert math.isfinite(fleet.stats().histograms["instance_readiness_time_seconds"].sum)
+    stats = fleet.stats()
+    assert (
+        stats.histograms["instance_readiness_time_seconds"].count
+        == stats.instance_operations["create"]
+    )
 
 
 @pytest.mark.anyio
