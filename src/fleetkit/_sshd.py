@@ -20,18 +20,19 @@ import getpass
 import os
 import pwd
 import shutil
-import signal
 import socket
 import stat
 import subprocess
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
 import anyio
 import anyio.abc
+
+from fleetkit._procs import descendants, end_tree, exists, wait_until
 
 __all__ = [
     "SSHDaemon",
@@ -49,6 +50,12 @@ _PRIVSEP_DIR = Path("/run/sshd")
 # when it cannot lock /etc/passwd (another useradd is running): retry those.
 _USERADD_EXISTS = 9
 _USERADD_LOCKED = 10
+
+# The names these fleetkit._procs helpers had here, still imported by the
+# connectors' test modules; new code imports fleetkit._procs.
+_descendants = descendants
+_exists = exists
+_poll = wait_until
 
 
 class SSHDaemonError(RuntimeError):
@@ -154,45 +161,6 @@ def _reachable_by_others(path: Path) -> bool:
     return all(directory.stat().st_mode & stat.S_IXOTH for directory in [path, *path.parents])
 
 
-def _descendants(root: int) -> list[int]:
-    """Every live process below ``root``, read from /proc (empty where there is none)."""
-    children: dict[int, list[int]] = {}
-    with contextlib.suppress(OSError):
-        for entry in os.scandir("/proc"):
-            if not entry.name.isdigit():
-                continue
-            try:
-                raw = Path(entry.path, "stat").read_text()
-            except OSError:
-                continue
-            # Field 4 is the parent pid; field 2 (the command) may hold spaces
-            # and parentheses, so split after its closing parenthesis.
-            ppid = int(raw[raw.rindex(")") + 2 :].split()[1])
-            children.setdefault(ppid, []).append(int(entry.name))
-    found: list[int] = []
-    todo = [root]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
-def _exists(pid: int) -> bool:
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    # A zombie has ended; only its parent's wait() is missing.
-    return raw[raw.rindex(")") + 2] != "Z"
-
-
-def _signal_all(pids: Sequence[int], signum: signal.Signals) -> None:
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            os.kill(pid, signum)
-
-
 def _prepare_files(
     workdir: Path, login_user: str, authorized_keys: Sequence[str]
 ) -> tuple[Path, Path, str, Path, Path | None]:
@@ -224,14 +192,6 @@ def _prepare_files(
 
 def _render_config(settings: Mapping[str, str]) -> str:
     return "".join(f"{key} {value}\n" for key, value in settings.items())
-
-
-async def _poll(done: Callable[[], bool], interval: float = 0.005) -> None:
-    """Wait until ``done()``: for state outside this process that sends no event."""
-    while True:
-        if done():
-            return
-        await anyio.sleep(interval)
 
 
 class SSHDaemon:
@@ -392,7 +352,7 @@ class SSHDaemon:
         # may sit next to someone else's listener on that port. So wait for this
         # daemon's own "Server listening" line, then for the port.
         with anyio.move_on_after(_START_TIMEOUT):
-            await _poll(
+            await wait_until(
                 lambda: not self.alive() or b"Server listening on" in self._log_since(log_offset)
             )
             while self.alive():
@@ -416,30 +376,22 @@ class SSHDaemon:
 
     async def _terminate(self) -> None:
         with anyio.CancelScope(shield=True):
-            # Each connection runs in its own sshd child that calls setsid(), so
+            # Each connection runs in an sshd child that calls setsid(), so
             # neither TERM to the listener nor a process-group kill reaches it:
-            # collect the whole tree first and end every process in it.
-            tree = _descendants(self.pid) if self._process.returncode is None else []
+            # end the whole tree, frozen first so that no late fork escapes.
             if self._process.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    self._process.terminate()
-            _signal_all(tree, signal.SIGTERM)
-            with anyio.move_on_after(_STOP_GRACE):
-                await self._process.wait()
-                await _poll(lambda: not any(_exists(pid) for pid in tree))
+                await end_tree([self.pid], grace=_STOP_GRACE)
             if self._process.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
                     self._process.kill()
-            _signal_all([pid for pid in tree if _exists(pid)], signal.SIGKILL)
             await self._process.wait()
             await self._process.aclose()
 
     async def stop(self) -> None:
-        """Stop sshd: TERM, then KILL after a grace period. Idempotent and
+        """Stop sshd and every process below it, open sessions included: TERM,
+        then KILL after a grace period, with no gap for a connection forked
+        meanwhile (see :func:`fleetkit._procs.end_tree`). Idempotent and
         shielded from cancellation, so it finishes inside a cancelled scope.
-
-        Sessions already open keep their own per-connection sshd processes
-        (OpenSSH's design); they end when their clients disconnect.
         """
         if self._stopped:
             return

@@ -14,7 +14,7 @@ from typing import Any
 
 import anyio
 
-from fleetkit._sshd import _exists
+from fleetkit._procs import exists
 from fleetkit.model import ConnectorConfig
 from fleetkit.provider.local import LocalInstanceGroup
 from tests.support import require_executable
@@ -30,7 +30,7 @@ def require_sshd() -> None:
 
 def running(pid: int) -> bool:
     """Whether ``pid`` is a live process (a zombie has ended)."""
-    return _exists(pid)
+    return exists(pid)
 
 
 def processes_under(path: Path) -> list[int]:

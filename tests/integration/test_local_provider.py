@@ -12,7 +12,8 @@ import anyio.lowlevel
 import asyncssh
 import pytest
 
-from fleetkit._sshd import _poll, generate_keypair
+from fleetkit._procs import wait_until
+from fleetkit._sshd import generate_keypair
 from fleetkit.errors import InstanceNotFound, ProviderError
 from fleetkit.model import ConnectInfo, ConnectorConfig, ProviderState
 from fleetkit.provider.local import LocalInstanceGroup
@@ -89,7 +90,7 @@ async def test_sshd_that_dies_makes_its_instance_deleted(tmp_path: Path) -> None
         pid = instance_process(tmp_path / "fleet-test" / victim)
         os.kill(pid, signal.SIGKILL)
         with anyio.fail_after(5):
-            await _poll(lambda: not running(pid))
+            await wait_until(lambda: not running(pid))
         first = {s.id: s.state for s in await group.update()}
         assert first == {victim: ProviderState.DELETED, survivor: ProviderState.RUNNING}
         second = {s.id: s.state for s in await group.update()}

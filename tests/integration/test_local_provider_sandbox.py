@@ -10,7 +10,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from fleetkit._sshd import _poll
+from fleetkit._procs import wait_until
 from fleetkit.errors import InstanceNotFound, ProviderError, RetryLater
 from fleetkit.model import ProviderState
 from fleetkit.provider.local import LocalInstanceGroup
@@ -61,7 +61,7 @@ async def test_keeper_that_dies_makes_its_instance_deleted(tmp_path: Path) -> No
         pid = instance_process(sandbox)
         os.kill(pid, signal.SIGKILL)
         with anyio.fail_after(5):
-            await _poll(lambda: not running(pid))
+            await wait_until(lambda: not running(pid))
         assert [s.state for s in await group.update()] == [ProviderState.DELETED]
         assert await group.update() == []
         assert not sandbox.exists()

@@ -8,21 +8,16 @@ import os
 import pwd
 import signal
 import subprocess
+import uuid
 from pathlib import Path
 
 import anyio
 import pytest
 
-from fleetkit._sshd import (
-    SSHDaemon,
-    SSHDaemonError,
-    _descendants,
-    _exists,
-    _poll,
-    ensure_login_user,
-    generate_keypair,
-)
+from fleetkit._procs import descendants, exists, wait_until
+from fleetkit._sshd import SSHDaemon, SSHDaemonError, ensure_login_user, generate_keypair
 from fleetkit.testing.sshd import TestSSHD
+from tests.integration.conftest import cmdlines_containing
 
 
 @pytest.fixture
@@ -79,15 +74,15 @@ async def test_stop_ends_daemon_and_sessions_and_is_idempotent(sshd: TestSSHD) -
     )
     try:
         with anyio.fail_after(10):
-            await _poll(
+            await wait_until(
                 lambda: any(
-                    _cmdline(pid).startswith(b"sleep") for pid in _descendants(sshd.daemon.pid)
+                    _cmdline(pid).startswith(b"sleep") for pid in descendants(sshd.daemon.pid)
                 )
             )
-        tree = _descendants(sshd.daemon.pid)
+        tree = descendants(sshd.daemon.pid)
         await sshd.daemon.stop()
         assert not sshd.daemon.alive()
-        assert not [pid for pid in tree if _exists(pid)]
+        assert not [pid for pid in tree if exists(pid)]
         await sshd.daemon.stop()
         with pytest.raises(OSError):
             await anyio.connect_tcp(sshd.daemon.address, sshd.daemon.port)
@@ -100,11 +95,39 @@ async def test_stop_ends_daemon_and_sessions_and_is_idempotent(sshd: TestSSHD) -
 
 
 @pytest.mark.anyio
+async def test_stop_ends_what_a_session_starts_while_being_stopped(sshd: TestSSHD) -> None:
+    """A session that answers TERM by starting an orphan and exiting leaves nothing
+    running after stop(): a process forked after the tree was listed is found too."""
+    marker, inner = (f"3600.{uuid.uuid4().int % 10**9:09d}" for _ in range(2))
+    session = await anyio.open_process(
+        sshd.ssh_command(f"trap 'sleep {marker} & exit 0' TERM; sleep {inner} & wait"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        # Once sleep has exec'd it no longer carries the shell's TERM trap.
+        with anyio.fail_after(10):
+            await wait_until(lambda: bool(cmdlines_containing(f"sleep\0{inner}".encode())))
+        await sshd.daemon.stop()
+        assert cmdlines_containing(marker.encode()) == []
+        assert cmdlines_containing(inner.encode()) == []
+    finally:
+        with anyio.CancelScope(shield=True):
+            for path in cmdlines_containing(marker.encode()):
+                with contextlib.suppress(OSError):
+                    os.kill(int(path.parent.name), signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                session.kill()
+            await session.wait()
+            await session.aclose()
+
+
+@pytest.mark.anyio
 async def test_killed_daemon_is_not_alive_and_stop_still_works(sshd: TestSSHD) -> None:
     """A daemon killed from outside reports not alive, and stop() then succeeds."""
     os.kill(sshd.daemon.pid, signal.SIGKILL)
     with anyio.fail_after(5):
-        await _poll(lambda: not sshd.daemon.alive())
+        await wait_until(lambda: not sshd.daemon.alive())
     await sshd.daemon.stop()
     assert not sshd.daemon.alive()
 

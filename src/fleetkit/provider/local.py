@@ -53,7 +53,6 @@ import platform
 import pwd
 import re
 import shutil
-import signal
 import subprocess
 import tempfile
 import uuid
@@ -67,13 +66,10 @@ import anyio.abc
 import attrs
 
 from fleetkit import __version__
+from fleetkit._procs import end_tree, exists
 from fleetkit._sshd import (
     SSHDaemon,
     SSHDaemonError,
-    _descendants,
-    _exists,
-    _poll,
-    _signal_all,
     ensure_login_user,
     generate_keypair,
     sshd_available,
@@ -118,8 +114,8 @@ class _Machine(Protocol):
 
 def _alive(machine: _Machine) -> bool:
     # The child watcher learns of an exit on its own schedule; /proc knows at
-    # once (a dead child not yet reaped is a zombie, which _exists treats as gone).
-    return machine.alive() and (_exists(machine.pid) or not _PROC.exists())
+    # once (a dead child not yet reaped is a zombie, which exists() treats as gone).
+    return machine.alive() and (exists(machine.pid) or not _PROC.exists())
 
 
 class _Keeper:
@@ -564,9 +560,13 @@ class LocalInstanceGroup:
             instance.state = ProviderState.DELETING
             if instance.machine is not None:
                 await instance.machine.stop()
-            # A connection accepted just before the stop may leave a
-            # per-connection sshd child forked after stop() listed the tree.
-            await _end(await anyio.to_thread.run_sync(_stale_processes, instance.sandbox))
+            # Deleting a machine ends everything on it. The machine's stop()
+            # ends its own tree; what runs from the sandbox outside that tree is
+            # ended here: in sandbox mode every LocalConnector command (children
+            # of this process, not of the keeper), and in either mode a process
+            # that left its session (setsid and a dead parent, as a daemon does).
+            roots = await anyio.to_thread.run_sync(_processes_under, instance.sandbox)
+            await end_tree(roots, grace=_SWEEP_GRACE)
             await anyio.to_thread.run_sync(_remove_tree, instance.sandbox)
             instance.state = ProviderState.DELETED
 
@@ -730,36 +730,22 @@ def _ours(pid: int, owner_dir: Path) -> bool:
     return cwd == str(owner_dir) or cwd.startswith(prefix)
 
 
-def _stale_processes(owner_dir: Path) -> list[int]:
-    """Processes running from or started with a path under ``owner_dir`` (an owner's
-    directory or one sandbox), with their descendants."""
+def _processes_under(owner_dir: Path) -> list[int]:
+    """Processes running from, or started with a path under, ``owner_dir`` (an
+    owner's directory or one sandbox); :func:`fleetkit._procs.end_tree` finds
+    what runs below them."""
     if not _PROC.exists():
         return []
     me = os.getpid()
-    roots = [
+    return [
         int(entry.name)
         for entry in os.scandir("/proc")
         if entry.name.isdigit() and int(entry.name) != me and _ours(int(entry.name), owner_dir)
     ]
-    found = set(roots)
-    for pid in roots:
-        found.update(_descendants(pid))
-    return sorted(found)
 
 
 def _leftover_sandboxes(owner_dir: Path) -> list[Path]:
     return [p for p in owner_dir.iterdir() if p.is_dir()]
-
-
-async def _end(pids: Sequence[int]) -> None:
-    """TERM, then KILL what is left after a grace period."""
-    if not pids:
-        return
-    _signal_all(pids, signal.SIGTERM)
-    with anyio.move_on_after(_SWEEP_GRACE):
-        # Processes we did not start send no event when they end: poll /proc.
-        await _poll(lambda: not any(_exists(pid) for pid in pids))
-    _signal_all([pid for pid in pids if _exists(pid)], signal.SIGKILL)
 
 
 async def _sweep(owner_dir: Path) -> None:
@@ -767,7 +753,7 @@ async def _sweep(owner_dir: Path) -> None:
 
     Only called with the owner's lock held, which proves that manager is gone.
     """
-    stale = await anyio.to_thread.run_sync(_stale_processes, owner_dir)
+    stale = await anyio.to_thread.run_sync(_processes_under, owner_dir)
     sandboxes = await anyio.to_thread.run_sync(_leftover_sandboxes, owner_dir)
     if not stale and not sandboxes:
         return
@@ -778,6 +764,6 @@ async def _sweep(owner_dir: Path) -> None:
         len(stale),
         len(sandboxes),
     )
-    await _end(stale)
+    await end_tree(stale, grace=_SWEEP_GRACE)
     for sandbox in sandboxes:
         await anyio.to_thread.run_sync(_remove_tree, sandbox)
