@@ -38,7 +38,7 @@ import math
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Self
 
@@ -53,13 +53,10 @@ from fleetkit.errors import (
     ConfigError,
     FleetClosed,
     FleetError,
-    FleetkitError,
     InstanceLost,
-    InstanceNotFound,
     NoCapacity,
     Problem,
     ProviderError,
-    RetryLater,
     Throttled,
 )
 from fleetkit.fleet._calls import GroupCalls
@@ -78,12 +75,13 @@ from fleetkit.fleet._events import (
     SlotAcquired,
     SlotReleased,
 )
+from fleetkit.fleet._probe import Probe
 from fleetkit.fleet._settings import FleetSettings
-from fleetkit.fleet._slots import Slot
+from fleetkit.fleet._slots import Acquisition, Slot
 from fleetkit.fleet._state_store import StateStore, StoredInstance
 from fleetkit.fleet._stats import FleetStats, StatsBook, count_slots
 from fleetkit.fleet._table import Record, Trigger, pick_slot, seniority, transition
-from fleetkit.model import ConnectInfo, InstanceState, Limits, ProviderState, Snapshot
+from fleetkit.model import InstanceState, Limits, ProviderState, Snapshot
 from fleetkit.planner import Deprovision, Plan, TokenBucket, can_reserve, plan
 from fleetkit.policy import Policy, Schedule
 from fleetkit.provider import InstanceGroup, InstanceStatus, ProviderInfo
@@ -95,8 +93,6 @@ log = logging.getLogger("fleetkit.fleet")
 S = InstanceState
 _IN_TRANSITION = frozenset({S.CREATING, S.RUNNING, S.DRAINING, S.DELETING})
 _GONE = frozenset({ProviderState.DELETED, ProviderState.TIMEOUT})
-# connect_info answering RetryLater is retried for about half a minute.
-_CONNECT_INFO_ATTEMPTS = 7
 
 
 class _Waiter:
@@ -148,6 +144,7 @@ class Fleet:
         self._schedule = schedule if isinstance(schedule, Schedule) else Schedule([schedule])
         self._connector = connector
         self._wall_clock = wall_clock
+        self._probe = Probe(self._calls, connector, self._wall_now)
         self._store = (
             StateStore(self.settings.state_storage_dir) if self.settings.state_storage_dir else None
         )
@@ -421,6 +418,10 @@ class Fleet:
         now = loop_time()
         return self._next_wake(now, policy) - now
 
+    def _wall_now(self) -> datetime:
+        assert self._wall_clock is not None
+        return self._wall_clock(loop_time())
+
     def _policy_at(self, now: float) -> Policy:
         assert self._wall_clock is not None
         return self._schedule.active(self._wall_clock(now))
@@ -572,7 +573,7 @@ class Fleet:
         self._tg.start_soon(self._ready_up, record, name=f"ready-up {record.id}")
 
     async def _ready_up(self, record: Record) -> None:
-        reason = await self._check_instance(
+        reason = await self._probe.check(
             record, self.settings.instance_ready_command, self.settings.ready_command_timeout
         )
         now = loop_time()
@@ -605,56 +606,6 @@ class Fleet:
         self._dirty = True
         self._wake()
 
-    async def _check_instance(
-        self, record: Record, command: str | None, seconds: float
-    ) -> str | None:
-        """Fetch connect info and run ``command``; ``None`` when all went well,
-        else why not."""
-        try:
-            with anyio.fail_after(seconds):
-                info = await self._connect_info(record)
-                if not command or self._connector is None:
-                    return None
-                async with self._connector.connect(info) as conn:
-                    result = await conn.run(command, timeout=seconds)
-        except InstanceNotFound:
-            return "the provider no longer knows it"
-        except FleetkitError as exc:  # before TimeoutError: ConnectTimeout is both
-            return f"{type(exc).__name__}: {exc}"
-        except TimeoutError:
-            return f"no answer within {seconds:.0f}s"
-        if result.exit_code != 0:
-            return f"command exited with {result.exit_code}"
-        return None
-
-    async def _connect_info(self, record: Record) -> ConnectInfo:
-        """The instance's connect info: cached, refreshed when its credentials
-        expire, and asked again after a transient provider failure."""
-        info = record.info
-        if info is not None and not self._expired(info):
-            return info
-        delay = 0.5
-        for attempt in range(1, _CONNECT_INFO_ATTEMPTS + 1):
-            try:
-                fresh = await self._calls.connect_info(record.id)
-            except RetryLater:
-                # e.g. AWS: a new instance not yet visible to DescribeInstances.
-                if attempt == _CONNECT_INFO_ATTEMPTS:
-                    raise
-                await anyio.sleep(delay)
-                delay = min(delay * 2, 10.0)
-            else:
-                record.info = fresh
-                return fresh
-        raise AssertionError("unreachable")
-
-    def _expired(self, info: ConnectInfo) -> bool:
-        if info.expires_at is None:
-            return False
-        assert self._wall_clock is not None
-        margin = timedelta(seconds=5)
-        return info.expires_at - margin <= self._wall_clock(loop_time())
-
     def _start_heartbeats(self, now: float) -> None:
         interval = self.settings.heartbeat_interval
         if interval is None or self._connector is None or self._tg is None:
@@ -670,7 +621,7 @@ class Fleet:
                 self._tg.start_soon(self._heartbeat, record, name=f"heartbeat {record.id}")
 
     async def _heartbeat(self, record: Record) -> None:
-        reason = await self._check_instance(
+        reason = await self._probe.check(
             record, self.settings.heartbeat_command, self.settings.heartbeat_timeout
         )
         if self._records.get(record.id) is not record:
@@ -973,9 +924,18 @@ class Fleet:
         self._wake()
         raise AcquireTimeout(f"no slot for {key!r} became ready within {limit:.0f}s")
 
+    async def _refresh(self, slot: Slot) -> None:
+        """Renew the slot's connect info when its credentials have expired."""
+        info = slot.connect_info
+        if info is None or info.expires_at is None or not self._probe.expired(info):
+            return
+        record = self._records.get(slot.instance_id)
+        if record is not None:
+            slot.connect_info = await self._probe.connect_info(record)
+
     # --- public API ---------------------------------------------------------
 
-    def acquire(self, key: str, *, timeout: float | None = None) -> _Acquisition:
+    def acquire(self, key: str, *, timeout: float | None = None) -> Acquisition:
         """Hold a slot for ``key`` while the ``async with`` block runs.
 
         Waits up to ``timeout`` seconds (default ``settings.acquire_timeout``;
@@ -985,7 +945,7 @@ class Fleet:
         runs, the block is cancelled and :class:`~fleetkit.errors.InstanceLost`
         is raised from it. The slot is released when the block ends.
         """
-        return _Acquisition(self, key, timeout)
+        return Acquisition(self, key, timeout)
 
     def reserve(self, key: str) -> None:
         """Reserve capacity for ``key`` (a job request in flight).
@@ -1076,54 +1036,6 @@ class Fleet:
             events_dropped=self._hub.dropped,
             histograms=book.histograms(),
         )
-
-
-class _Acquisition:
-    """``async with fleet.acquire(key) as slot``: the slot, its release, its loss."""
-
-    __slots__ = ("_fleet", "_key", "_scope", "_slot", "_timeout")
-
-    def __init__(self, fleet: Fleet, key: str, timeout: float | None) -> None:
-        self._fleet = fleet
-        self._key = key
-        self._timeout = timeout
-        self._slot: Slot | None = None
-        self._scope: anyio.CancelScope | None = None
-
-    async def __aenter__(self) -> Slot:
-        fleet = self._fleet
-        slot = await fleet._acquire(self._key, self._timeout)
-        info = slot.connect_info
-        if info is not None and info.expires_at is not None and fleet._expired(info):
-            record = fleet._records.get(slot.instance_id)
-            try:
-                if record is not None:
-                    slot.connect_info = await fleet._connect_info(record)
-            except BaseException:
-                fleet._release(slot)
-                raise
-        self._slot = slot
-        scope = self._scope = anyio.CancelScope()
-        slot.attach(scope)
-        scope.__enter__()
-        return slot
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool:
-        assert self._slot is not None
-        assert self._scope is not None
-        try:
-            swallowed = bool(self._scope.__exit__(exc_type, exc, tb))
-        finally:
-            self._fleet._release(self._slot)
-        lost = self._slot.lost_error
-        if lost is not None and self._scope.cancelled_caught:
-            raise lost
-        return swallowed
 
 
 def _just_after(t: float) -> float:

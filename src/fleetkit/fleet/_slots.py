@@ -8,6 +8,7 @@ cancel scope the holder attached with :meth:`Slot.attach`.
 
 from __future__ import annotations
 
+from types import TracebackType
 from typing import Protocol
 
 import anyio
@@ -15,11 +16,21 @@ import anyio
 from fleetkit.errors import FleetError
 from fleetkit.model import ConnectInfo
 
-__all__ = ["Slot"]
+__all__ = ["Acquisition", "Slot"]
 
 
 class _Owner(Protocol):
     def _report_failure(self, slot: Slot) -> None: ...
+
+
+class _Source(Protocol):
+    """What an :class:`Acquisition` needs of the fleet."""
+
+    async def _acquire(self, key: str, wait: float | None) -> Slot: ...
+
+    async def _refresh(self, slot: Slot) -> None: ...
+
+    def _release(self, slot: Slot) -> None: ...
 
 
 class Slot:
@@ -103,3 +114,52 @@ class Slot:
         for scope in self._scopes:
             scope.cancel()
         self._scopes.clear()
+
+
+class Acquisition:
+    """``async with fleet.acquire(key) as slot``: the slot, its release, its loss.
+
+    The block runs inside a cancel scope that the fleet cancels when the
+    instance is lost; leaving the block then raises the slot's
+    :attr:`Slot.lost_error`. The slot is released however the block ends.
+    """
+
+    __slots__ = ("_key", "_scope", "_slot", "_source", "_timeout")
+
+    def __init__(self, source: _Source, key: str, timeout: float | None) -> None:
+        self._source = source
+        self._key = key
+        self._timeout = timeout
+        self._slot: Slot | None = None
+        self._scope: anyio.CancelScope | None = None
+
+    async def __aenter__(self) -> Slot:
+        source = self._source
+        slot = await source._acquire(self._key, self._timeout)
+        try:
+            await source._refresh(slot)
+        except BaseException:
+            source._release(slot)
+            raise
+        self._slot = slot
+        scope = self._scope = anyio.CancelScope()
+        slot.attach(scope)
+        scope.__enter__()
+        return slot
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        assert self._slot is not None
+        assert self._scope is not None
+        try:
+            swallowed = bool(self._scope.__exit__(exc_type, exc, tb))
+        finally:
+            self._source._release(self._slot)
+        lost = self._slot.lost_error
+        if lost is not None and self._scope.cancelled_caught:
+            raise lost
+        return swallowed
