@@ -24,7 +24,7 @@ from fleetkit.fleet import (
 )
 from fleetkit.model import InstanceState, Limits
 from fleetkit.policy import Policy, Schedule
-from fleetkit.testing.simulated import Delay, Faults, SimulatedGroup
+from fleetkit.testing.simulated import Call, Delay, Faults, SimulatedGroup
 
 FAST = FleetSettings(update_interval=10.0, update_interval_when_expecting=1.0)
 MONDAY = datetime(2026, 11, 23, 6, 0, tzinfo=UTC)
@@ -428,3 +428,24 @@ async def test_stats_and_prometheus_metrics_agree() -> None:
             assert sample(f"{readiness}_count", labels) == 2
             assert sample(f"{readiness}_bucket", {**labels, "le": "1.0"}) == 0
             assert sample(f"{readiness}_bucket", {**labels, "le": "5.0"}) == 2
+
+
+class _FullGroup(SimulatedGroup):
+    """Accepts nothing, without raising: a quota or a full group."""
+
+    async def increase(self, n: int) -> int:
+        self.calls.append(Call("increase", (n,), anyio.current_time(), "0"))
+        return 0
+
+
+@pytest.mark.anyio
+async def test_increase_accepting_nothing_backs_off_too() -> None:
+    """A provider that accepts 0 instances is asked again after doubling pauses."""
+    group = _FullGroup()
+    settings = attrs.evolve(FAST, ready_backoff_initial=5.0, ready_backoff_max=20.0)
+    async with open_fleet(group, idle(1), settings=settings):
+        await anyio.sleep(100.0)
+    times = [c.at for c in group.calls_to("increase")]
+    gaps = [round(b - a) for a, b in itertools.pairwise(times)]
+    assert gaps[:3] == [5, 10, 20]
+    assert set(gaps[3:]) == {20}

@@ -828,6 +828,11 @@ class Fleet:
             self._next_poll = min(
                 self._next_poll, now + self.settings.update_interval_when_expecting
             )
+        else:
+            # Nothing accepted is not an error (a quota, a full group), but asking
+            # again on every tick would hammer the provider: back off as after one.
+            self._scale_up_failures += 1
+            self._scale_up_not_before = now + self._backoff()
 
     def _persist(self, *, force: bool = False) -> None:
         if self._store is None or not (self._dirty or force):
