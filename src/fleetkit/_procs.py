@@ -144,7 +144,8 @@ async def freeze_tree(roots: Iterable[int], sessions: set[int] | None = None) ->
 
     Sessions led by a process found here are added to ``sessions`` (pass a set to
     read them back, and to find their members again later). This process and
-    its ancestors are never stopped. The caller must signal what it froze
+    its ancestors are never stopped, and what is below them only when found
+    through another root or a session. The caller must signal what it froze
     (``SIGKILL``, or any signal followed by ``SIGCONT``).
     """
     sessions = set() if sessions is None else sessions
@@ -158,6 +159,9 @@ async def freeze_tree(roots: Iterable[int], sessions: set[int] | None = None) ->
         table = _table()
         live = {pid for pid, (state, _, _) in table.items() if state not in _GONE_STATES}
         wanted = roots | {pid for pid, (_, _, sid) in table.items() if sid in sessions}
+        # Never below a spared process either: an ancestor's children are this
+        # process's siblings, not part of what the caller asked for.
+        wanted -= spared
         wanted = ((wanted | _below(wanted | frozen, table)) & live) - spared
         new = wanted - frozen
         if not new:

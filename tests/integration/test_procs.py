@@ -135,3 +135,10 @@ async def test_freeze_tree_stops_a_tree_that_keeps_forking() -> None:
             assert {_state(pid) for pid in [process.pid, *live]} <= {"T", "t"}
         finally:
             os.killpg(process.pid, signal.SIGKILL)
+
+
+@pytest.mark.anyio
+async def test_freeze_tree_spares_this_process_and_its_ancestors() -> None:
+    """Asked to freeze this process and its parent, freeze_tree stops nothing
+    (neither them nor, through the parent, the rest of its children)."""
+    assert await freeze_tree([os.getpid(), os.getppid()]) == []
