@@ -205,10 +205,27 @@ def test_lowered_max_instances_removes_free_instances() -> None:
 
 
 def test_reservations_keep_ready_capacity() -> None:
-    """An expired idle instance a reservation counts on is kept."""
+    """An expired idle instance a reservation counts on stays, even with capacity booting."""
     policy = Policy(idle_time=timedelta(0))
-    p = plan(Snapshot(instances=(ready("a"),), reservations=("r",)), policy, Limits(), 100.0)
+    fleet = (ready("a"), booting("b", 50.0))
+    p = plan(Snapshot(instances=fleet, reservations=("r",)), policy, Limits(), 100.0)
     assert p.deprovisions == ()
+    alone = plan(Snapshot(instances=fleet), policy, Limits(), 100.0)
+    assert alone.deprovisions == (Deprovision("a", IdleExpired(100.0, 0.0)),)
+
+
+def test_lowered_max_instances_keeps_what_reservations_need() -> None:
+    """Over a lowered max_instances, instances reservations count on are not removed."""
+    policy = Policy(idle_time=timedelta(hours=1))
+    fleet = (ready("a"), ready("b", 1.0))
+    p = plan(
+        Snapshot(instances=fleet, reservations=("r1", "r2")), policy, Limits(max_instances=1), 9.0
+    )
+    assert p.deprovisions == ()
+    one = plan(
+        Snapshot(instances=fleet, reservations=("r1",)), policy, Limits(max_instances=1), 9.0
+    )
+    assert one.deprovisions == (Deprovision("a", OverMaxInstances(2, 1)),)
 
 
 def test_repeated_pending_key_is_rejected_with_its_place() -> None:

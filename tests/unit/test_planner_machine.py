@@ -30,6 +30,7 @@ from fleetkit.testing.strategies import apply_plan
 from tests.unit.test_planner_oracle import (
     check_capacity_kept,
     check_expired_left_are_needed,
+    check_no_replacement,
     check_safety,
 )
 
@@ -52,6 +53,9 @@ class FleetMachine(RuleBasedStateMachine):
         self.requested = 0
         self.jobs: dict[str, tuple[str, int]] = {}
         self.serial = 0
+        # The most instances there may be: max_instances, or more for a while
+        # after the limit was lowered below the fleet (never growing then).
+        self.allowed = 0
 
     # --- set-up ------------------------------------------------------------
 
@@ -62,7 +66,8 @@ class FleetMachine(RuleBasedStateMachine):
         threshold=st.integers(0, 3),
         ready_timeout=st.none() | st.sampled_from([120.0, 600.0]),
         day=st.tuples(st.integers(0, 6), st.integers(0, 1200), st.sampled_from([0.0, 1.0])),
-        night=st.tuples(st.integers(0, 2), st.integers(0, 1200)),
+        night=st.tuples(st.integers(0, 2), st.integers(0, 1200), st.integers(0, 3)),
+        fleet=st.lists(st.frozensets(st.integers(0, 3)), max_size=5),
     )
     def configure(
         self,
@@ -72,7 +77,8 @@ class FleetMachine(RuleBasedStateMachine):
         threshold: int,
         ready_timeout: float | None,
         day: tuple[int, int, float],
-        night: tuple[int, int],
+        night: tuple[int, int, int],
+        fleet: list[frozenset[int]],
     ) -> None:
         self.limits = Limits(
             capacity_per_instance=cap,
@@ -83,8 +89,33 @@ class FleetMachine(RuleBasedStateMachine):
         )
         self.policies = (
             Policy(idle_count=day[0], idle_time=timedelta(seconds=day[1]), scale_factor=day[2]),
-            Policy(idle_count=night[0], idle_time=timedelta(seconds=night[1])),
+            Policy(
+                idle_count=night[0],
+                idle_time=timedelta(seconds=night[1]),
+                scale_factor=0.5,
+                scale_factor_limit=night[2],
+            ),
         )
+        # Start from a running fleet, some of it busy, so that few steps reach
+        # the states where planners go wrong.
+        if max_instances:
+            fleet = fleet[:max_instances]
+        for slots in fleet:
+            iid = self.new_id()
+            held = frozenset(s for s in slots if s < cap)
+            if max_use:
+                held = frozenset(sorted(held)[:max_use])
+            for slot in held:
+                self.jobs[self.new_key()] = (iid, slot)
+            self.instances[iid] = Instance(
+                id=iid,
+                state=READY,
+                created_at=0.0,
+                ready_at=0.0,
+                slots_in_use=held,
+                use_count=len(held),
+                idle_since=None if held else 0.0,
+            )
 
     # --- helpers -----------------------------------------------------------
 
@@ -107,6 +138,10 @@ class FleetMachine(RuleBasedStateMachine):
         self.serial += 1
         return f"job{self.serial}"
 
+    def new_id(self) -> str:
+        self.serial += 1
+        return f"i{self.serial}"
+
     def pick(self, data: st.DataObject, states: set[InstanceState]) -> Instance | None:
         choices = sorted(i for i, inst in self.instances.items() if inst.state in states)
         if not choices:
@@ -118,14 +153,15 @@ class FleetMachine(RuleBasedStateMachine):
 
     # --- what happens to a fleet ---------------------------------------------
 
-    @rule(n=st.integers(1, 3))
+    @rule(n=st.integers(1, 5))
     def jobs_arrive(self, n: int) -> None:
         self.pending += [self.new_key() for _ in range(n)]
 
-    @rule()
-    def reserve(self) -> None:
-        if can_reserve(self.snapshot(), self.policy, self.limits):
-            self.reservations.append(self.new_key())
+    @rule(n=st.integers(1, 3), throttling=st.booleans())
+    def reserve(self, n: int, throttling: bool) -> None:
+        for _ in range(n):
+            if can_reserve(self.snapshot(), self.policy, self.limits, throttling=throttling):
+                self.reservations.append(self.new_key())
 
     @precondition(lambda self: self.reservations)
     @rule(data=st.data(), acquire=st.booleans())
@@ -137,30 +173,29 @@ class FleetMachine(RuleBasedStateMachine):
 
     @precondition(lambda self: self.jobs)
     @rule(data=st.data())
-    def job_ends(self, data: st.DataObject) -> None:
-        key = data.draw(st.sampled_from(sorted(self.jobs)))
-        instance_id, slot = self.jobs.pop(key)
-        instance = self.instances[instance_id]
-        slots = instance.slots_in_use - {slot}
-        self.replace(instance, slots_in_use=slots, idle_since=self.now if not slots else None)
-
-    @precondition(lambda self: self.requested)
-    @rule()
-    def instance_boots(self) -> None:
-        self.requested -= 1
-        self.serial += 1
-        iid = f"i{self.serial}"
-        self.instances[iid] = Instance(id=iid, state=InstanceState.CREATING, created_at=self.now)
+    def jobs_end(self, data: st.DataObject) -> None:
+        keys = data.draw(st.lists(st.sampled_from(sorted(self.jobs)), min_size=1, unique=True))
+        for key in keys:
+            instance_id, slot = self.jobs.pop(key)
+            instance = self.instances[instance_id]
+            slots = instance.slots_in_use - {slot}
+            self.replace(instance, slots_in_use=slots, idle_since=self.now if not slots else None)
 
     @rule(data=st.data())
-    def instance_comes_up(self, data: st.DataObject) -> None:
-        instance = self.pick(data, {InstanceState.CREATING, InstanceState.RUNNING})
-        if instance is None:
-            return
-        if instance.state is InstanceState.CREATING:
-            self.replace(instance, state=InstanceState.RUNNING)
-        else:
-            self.replace(instance, state=READY, ready_at=self.now, idle_since=self.now)
+    def instances_come_up(self, data: st.DataObject) -> None:
+        # Each requested or booting instance moves on one stage, or not.
+        for _ in range(self.requested):
+            if data.draw(st.booleans()):
+                self.requested -= 1
+                iid = self.new_id()
+                self.instances[iid] = Instance(
+                    id=iid, state=InstanceState.CREATING, created_at=self.now
+                )
+        for instance in list(self.instances.values()):
+            if instance.state is InstanceState.CREATING and data.draw(st.booleans()):
+                self.replace(instance, state=InstanceState.RUNNING)
+            elif instance.state is InstanceState.RUNNING and data.draw(st.booleans()):
+                self.replace(instance, state=READY, ready_at=self.now, idle_since=self.now)
 
     @rule(data=st.data())
     def instance_dies(self, data: st.DataObject) -> None:
@@ -177,11 +212,12 @@ class FleetMachine(RuleBasedStateMachine):
         if instance is not None:
             del self.instances[instance.id]
 
-    @rule(data=st.data(), healthy=st.booleans())
-    def health_check(self, data: st.DataObject, healthy: bool) -> None:
+    @rule(data=st.data(), failed=st.integers(0, 3))
+    def health_checks(self, data: st.DataObject, failed: int) -> None:
+        # ``failed`` checks in a row failed (0: the last one passed).
         instance = self.pick(data, {READY, InstanceState.RUNNING})
         if instance is not None:
-            failures = 0 if healthy else instance.health_failures + 1
+            failures = instance.health_failures + failed if failed else 0
             self.replace(instance, health_failures=failures)
 
     @rule(data=st.data())
@@ -197,6 +233,19 @@ class FleetMachine(RuleBasedStateMachine):
     @rule()
     def policy_period_changes(self) -> None:
         self.active = 1 - self.active
+
+    @rule(cut=st.integers(1, 3))
+    def max_instances_lowered(self, cut: int) -> None:
+        # A config reload with a smaller limit: the fleet may be over it for a while.
+        lowered = max(self.limits.max_instances - cut, 1) if self.limits.max_instances else 4
+        self.limits = attrs.evolve(self.limits, max_instances=lowered)
+        self.allowed = max(self.total(), lowered)
+
+    @rule()
+    def tick(self) -> None:
+        """The runtime's update loop: time passes, then the plan is carried out."""
+        self.now += 60.0
+        self.carry_out_plan()
 
     @rule()
     def carry_out_plan(self) -> None:
@@ -215,10 +264,14 @@ class FleetMachine(RuleBasedStateMachine):
 
     # --- the planner's promises --------------------------------------------
 
+    def total(self) -> int:
+        return self.requested + len(self.instances)
+
     @invariant()
     def never_beyond_max_instances(self) -> None:
         if self.limits.max_instances:
-            assert self.requested + len(self.instances) <= self.limits.max_instances
+            assert self.total() <= max(self.allowed, self.limits.max_instances)
+            self.allowed = min(self.allowed, self.total())
 
     @invariant()
     def no_slot_is_held_twice(self) -> None:
@@ -232,6 +285,7 @@ class FleetMachine(RuleBasedStateMachine):
         the_plan = self.plan_now()
         check_safety(self.snapshot(), self.limits, the_plan)
         check_capacity_kept(self.snapshot(), self.limits, the_plan, self.now)
+        check_no_replacement(self.snapshot(), self.policy, self.limits, self.now, the_plan)
 
     @invariant()
     def idle_target_follows_the_formula(self) -> None:
@@ -254,7 +308,11 @@ class FleetMachine(RuleBasedStateMachine):
             assert {i.id for i in up} <= gone
 
 
+_profile = FleetMachine.TestCase.settings
+# More runs than the profile's default: a run is ~20 ms, and the bad states
+# (an unhealthy instance with a free slot while keys wait, a reservation that
+# only booting capacity covers) take a few steps to reach.
 FleetMachine.TestCase.settings = settings(
-    FleetMachine.TestCase.settings, stateful_step_count=40, deadline=None
+    _profile, max_examples=max(_profile.max_examples, 200), stateful_step_count=50, deadline=None
 )
 test_fleet_machine = FleetMachine.TestCase

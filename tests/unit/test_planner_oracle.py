@@ -4,6 +4,7 @@ machine; no tests of its own."""
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 
 import attrs
@@ -114,8 +115,8 @@ def check_expired_left_are_needed(
 ) -> None:
     """No churn (gitlab-runner#37673), as liveness: in a fleet where a plan was just
     carried out, every idle instance past ``idle_time`` that is still there is
-    needed: removing it would take a provision to make up for, or would take a
-    reservation's ready slot."""
+    needed: without it demand would want another instance, or a reservation
+    would lose its ready slot."""
     idle_time = policy.idle_time.total_seconds()
     for instance in snapshot.instances:
         if instance.slots_in_use or not takes_jobs(instance, limits):
@@ -130,6 +131,28 @@ def check_expired_left_are_needed(
                 for i in snapshot.instances
             ),
         )
-        replanned = plan(without, policy, limits, now)
+        figures = plan(without, policy, limits, now).figures
+        # Wanted, even where max_instances (which the instance on its way out
+        # still counts against) keeps the plan from asking for it.
+        wanted = math.ceil(figures.demand_slots / limits.capacity_per_instance) > figures.instances
         short = census(without, limits).idle < len(snapshot.reservations)
-        assert replanned.provision is not None or short, f"{instance.id} kept for nothing"
+        assert wanted or short, f"{instance.id} kept for nothing"
+
+
+def check_no_replacement(
+    snapshot: Snapshot, policy: Policy, limits: Limits, now: float, the_plan: Plan
+) -> None:
+    """No churn (gitlab-runner#37673): removing expired idle instances never makes
+    the plan provision more than it would had they not expired."""
+    removed = {d.instance_id for d in the_plan.deprovisions if isinstance(d.reason, IdleExpired)}
+    if not removed:
+        return
+    fresh = attrs.evolve(
+        snapshot,
+        instances=tuple(
+            attrs.evolve(i, idle_since=now) if i.id in removed else i for i in snapshot.instances
+        ),
+    )
+    counterfactual = plan(fresh, policy, limits, now).provision
+    count = the_plan.provision.count if the_plan.provision else 0
+    assert count <= (counterfactual.count if counterfactual else 0), the_plan
