@@ -449,3 +449,18 @@ async def test_increase_accepting_nothing_backs_off_too() -> None:
     gaps = [round(b - a) for a, b in itertools.pairwise(times)]
     assert gaps[:3] == [5, 10, 20]
     assert set(gaps[3:]) == {20}
+
+
+@pytest.mark.anyio
+async def test_teardown_finishes_even_when_the_owner_is_cancelled() -> None:
+    """Cancelling the code that holds the fleet still deletes the instances and then
+    shuts the provider down: teardown is shielded."""
+    group = _ShutdownWatcher(boot=Delay(1.0, 1.0), deletion=Delay(3.0, 3.0))
+    settings = attrs.evolve(FAST, delete_instances_on_shutdown=True, shutdown_deletion_interval=5.0)
+    with anyio.move_on_after(60.0) as scope:
+        async with open_fleet(group, idle(2), settings=settings):
+            await anyio.sleep(3600.0)
+    assert scope.cancelled_caught
+    assert group.alive_at_shutdown == []
+    assert len(group.calls_to("decrease")) >= 1
+    assert group.calls[-1].verb == "shutdown"
