@@ -236,3 +236,14 @@ async def test_connect_info_retry_later_is_retried_not_fatal() -> None:
     first = group.calls_to("decrease")[0]
     assert first.args == (("sim-00001",),)
     assert group.asked["sim-00001"] == 7
+
+
+def test_settings_reject_bad_values_naming_the_setting() -> None:
+    """FleetSettings names the setting and the expectation for each bad value."""
+    with pytest.raises(ValueError, match=r"FleetSettings\.update_interval must be a finite"):
+        FleetSettings(update_interval=0)
+    with pytest.raises(
+        ValueError, match=r"ready_backoff_max \(5\.0\) must be >= ready_backoff_initial"
+    ):
+        FleetSettings(ready_backoff_initial=10.0, ready_backoff_max=5.0)
+    assert FleetSettings(state_storage_dir="/tmp/x").state_storage_dir == Path("/tmp/x")

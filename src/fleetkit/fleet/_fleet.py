@@ -240,9 +240,8 @@ class Fleet:
 
     async def _stop_granting(self) -> None:
         self._closing = True
-        closed = FleetClosed(f"fleet {self.name!r} is shutting down")
         for waiter in self._pending.values():
-            waiter.error = closed
+            waiter.error = FleetClosed(f"fleet {self.name!r} is shutting down")
             waiter.event.set()
         self._pending.clear()
         self._reservations.clear()

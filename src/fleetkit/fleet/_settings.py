@@ -82,6 +82,15 @@ class FleetSettings:
     ready_command_timeout: float = attrs.field(default=300.0, validator=_positive)
     ready_backoff_initial: float = attrs.field(default=5.0, validator=_positive)
     ready_backoff_max: float = attrs.field(default=300.0, validator=_positive)
+
+    @ready_backoff_max.validator
+    def _check_backoff(self, _attribute: attrs.Attribute[float], value: float) -> None:
+        if value < self.ready_backoff_initial:
+            raise ValueError(
+                f"FleetSettings.ready_backoff_max ({value}) must be >= "
+                f"ready_backoff_initial ({self.ready_backoff_initial})"
+            )
+
     heartbeat_interval: float | None = attrs.field(default=None, validator=_optional_positive)
     heartbeat_command: str = "exit 0"
     heartbeat_timeout: float = attrs.field(default=30.0, validator=_positive)
