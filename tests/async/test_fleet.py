@@ -464,3 +464,21 @@ async def test_teardown_finishes_even_when_the_owner_is_cancelled() -> None:
     assert group.alive_at_shutdown == []
     assert len(group.calls_to("decrease")) >= 1
     assert group.calls[-1].verb == "shutdown"
+
+
+@pytest.mark.anyio
+async def test_max_use_count_one_gives_every_job_a_fresh_instance() -> None:
+    """With max_use_count 1 each job lands on a new instance, deleted right after it."""
+    group = SimulatedGroup(boot=Delay(5.0, 5.0), deletion=Delay(1.0, 1.0))
+    limits = Limits(max_use_count=1)
+    used: list[str] = []
+    async with open_fleet(group, idle(1), limits) as fleet:
+        for n in range(3):
+            async with fleet.acquire(f"job-{n}", timeout=60.0) as slot:
+                used.append(slot.instance_id)
+                await anyio.sleep(10.0)
+            released = anyio.current_time()
+            await anyio.sleep(0.5)
+            decreased = {c.args[0][0]: c.at for c in group.calls_to("decrease")}  # type: ignore[index]
+            assert decreased[slot.instance_id] == pytest.approx(released, abs=0.05)
+    assert len(set(used)) == 3
