@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -482,3 +483,20 @@ async def test_max_use_count_one_gives_every_job_a_fresh_instance() -> None:
             decreased = {c.args[0][0]: c.at for c in group.calls_to("decrease")}  # type: ignore[index]
             assert decreased[slot.instance_id] == pytest.approx(released, abs=0.05)
     assert len(set(used)) == 3
+
+
+@pytest.mark.anyio
+async def test_each_scale_decision_is_logged_once_with_its_reasons(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A scale-up retried on many ticks is logged once, with its figures as extras."""
+    caplog.set_level(logging.INFO, logger="fleetkit.fleet")
+    group = SimulatedGroup(faults=Faults(increase_error=1.0))
+    async with open_fleet(group, idle(2)):
+        await anyio.sleep(300.0)
+    assert len(group.calls_to("increase")) > 3
+    ups = [r for r in caplog.records if r.getMessage().startswith("scale up")]
+    assert len(ups) == 1
+    assert "idle target 2" in ups[0].getMessage()
+    assert ups[0].__dict__["figures"]["desired_instances"] == 2
+    assert ups[0].__dict__["fleet"] == "fleet"
