@@ -500,3 +500,17 @@ async def test_each_scale_decision_is_logged_once_with_its_reasons(
     assert "idle target 2" in ups[0].getMessage()
     assert ups[0].__dict__["figures"]["desired_instances"] == 2
     assert ups[0].__dict__["fleet"] == "fleet"
+
+
+@pytest.mark.anyio
+async def test_idle_removal_does_not_recreate_an_instance() -> None:
+    """Removing an expired idle instance does not immediately create another (GitLab #37673)."""
+    group = SimulatedGroup(boot=Delay(5.0, 5.0), deletion=Delay(2.0, 2.0))
+    async with open_fleet(group, idle(1, minutes=5)) as fleet:
+        await wait_for(lambda: states(fleet) == [InstanceState.READY])
+        async with fleet.acquire("job", timeout=60.0):
+            await wait_for(lambda: states(fleet).count(InstanceState.READY) == 2)
+        await anyio.sleep(3600.0)
+        assert states(fleet) == [InstanceState.READY]
+    assert [c.args for c in group.calls_to("increase")] == [(1,), (1,)]
+    assert len(group.calls_to("decrease")) == 1
