@@ -54,7 +54,9 @@ def test_one_job_per_instance() -> None:
     assert config.warnings == ()
     scaler = config.runners[0].autoscaler
     assert scaler is not None
-    assert scaler.limits() == Limits(capacity_per_instance=1, max_use_count=1, max_instances=10)
+    assert scaler.limits() == Limits(
+        capacity_per_instance=1, max_use_count=1, max_instances=10, ready_timeout=600.0
+    )
 
 
 def test_five_jobs_per_instance() -> None:
@@ -119,6 +121,8 @@ def test_macos_nesting() -> None:
             ),
         ),
     )
+    # Slow Mac boots: the one-hour dial timeout plus the ready grace.
+    assert scaler.limits().ready_timeout == 3600 + 600
     assert config.warnings == ()
 
 

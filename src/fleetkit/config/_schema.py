@@ -235,17 +235,30 @@ class AutoscalerConfig:
             raise ValueError(f"must be >= 1 (jobs per instance; leave it out for 1), got {value}")
 
     def limits(self) -> Limits:
-        """The fleet limits this section sets, for the planner and the runtime."""
+        """The fleet limits this section sets, for the planner and the runtime.
+
+        ``ready_timeout`` is :data:`READY_GRACE` past the connector's dial
+        timeout (or :data:`READY_GRACE` alone when none is set): GitLab has no
+        key for it, but fleeting gives up on instances that never become ready,
+        and an instance that cannot be reached within its dial timeout plus the
+        time to boot and ready up will not be.
+        """
+        dial = self.connector_config.timeout or timedelta(0)
         return Limits(
             capacity_per_instance=self.capacity_per_instance,
             max_use_count=self.max_use_count,
             max_instances=self.max_instances,
             failure_threshold=self.failure_threshold,
+            ready_timeout=(dial + READY_GRACE).total_seconds(),
         )
 
     def schedule(self) -> Schedule:
         """The idle policies, in file order, as a :class:`~fleetkit.policy.Schedule`."""
         return Schedule(self.policy)
+
+
+#: How long past the dial timeout an instance may take to become ready.
+READY_GRACE = timedelta(minutes=10)
 
 
 @attrs.frozen(kw_only=True)
