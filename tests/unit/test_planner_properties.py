@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from fleetkit.model import Instance, InstanceState, Limits, Snapshot
 from fleetkit.planner import can_reserve, plan
+from fleetkit.planner._assign import room, seniority
 from fleetkit.policy import Policy, idle_target
 from fleetkit.testing.strategies import apply_plan, fleets, instances, limits
 from tests.unit.test_planner_oracle import (
@@ -194,3 +195,31 @@ def test_throttling_caps_reservations_while_idle_capacity_exists(
         assert throttled == free
     # Throttling only ever takes grants away.
     assert not (throttled.granted and not free.granted)
+
+
+@given(fleets())
+def test_assignments_pack_the_oldest_instances_lowest_slots_first(
+    fleet: tuple[Snapshot, Policy, Limits, float],
+) -> None:
+    """Keys go to the oldest instance with room, lowest free slots first, before any younger one."""
+    snapshot, policy, chosen, now = fleet
+    the_plan = plan(snapshot, policy, chosen, now)
+    if not the_plan.assignments:
+        return
+    after = apply_plan(snapshot, the_plan, now).by_id()
+    by_id = snapshot.by_id()
+    given: dict[str, list[int]] = {}
+    for a in the_plan.assignments:
+        given.setdefault(a.instance_id, []).append(a.slot)
+    youngest = max(seniority(by_id[i]) for i in given)
+    for instance in snapshot.instances:
+        if seniority(instance) < youngest:
+            # Every older instance was filled before a younger one got a key.
+            assert room(after[instance.id], chosen) == 0, instance.id
+    for instance_id, slots in given.items():
+        free = [
+            s
+            for s in range(chosen.capacity_per_instance)
+            if s not in by_id[instance_id].slots_in_use
+        ]
+        assert slots == free[: len(slots)]
