@@ -141,7 +141,7 @@ class Fleet:
         self._group = group
         self._calls = GroupCalls(group)
         self._limits = limits
-        self._schedule = schedule if isinstance(schedule, Schedule) else Schedule([schedule])
+        self._schedule = _as_schedule(schedule)
         self._connector = connector
         self._wall_clock = wall_clock
         self._probe = Probe(self._calls, connector, self._wall_now)
@@ -589,9 +589,7 @@ class Fleet:
             self._publish(InstanceReady(now, record.id))
             self._serve_pending()
         else:
-            self._scale_up_failures += 1
-            backoff = self._backoff()
-            self._scale_up_not_before = now + backoff
+            backoff = self._pause_scale_ups(now)
             log.warning(
                 "ready-up of %s failed (%s); removing it, scale-ups paused %.0fs",
                 record.id,
@@ -646,10 +644,14 @@ class Fleet:
         self._dirty = True
         self._wake()
 
-    def _backoff(self) -> float:
+    def _pause_scale_ups(self, now: float) -> float:
+        """Count one more scale-up failure and hold scale-ups off: the backoff."""
+        self._scale_up_failures += 1
         s = self.settings
         exponent = min(self._scale_up_failures - 1, 30)
-        return float(min(s.ready_backoff_initial * 2**exponent, s.ready_backoff_max))
+        backoff = float(min(s.ready_backoff_initial * 2**exponent, s.ready_backoff_max))
+        self._scale_up_not_before = now + backoff
+        return backoff
 
     # --- carrying out a plan ------------------------------------------------
 
@@ -667,10 +669,7 @@ class Fleet:
             found = pick_slot(self._ready, self._limits)
             if found is None:
                 return
-            key = next(iter(self._pending))
-            waiter = self._pending.pop(key)
-            waiter.slot = self._grant(found[0], found[1], key, loop_time())
-            waiter.event.set()
+            self._hand_over(next(iter(self._pending)), found[0], found[1], loop_time())
 
     def _snapshot(self) -> Snapshot:
         return Snapshot(
@@ -686,9 +685,12 @@ class Fleet:
             record = self._records.get(assignment.instance_id)
             if waiter is None or record is None or assignment.slot in record.slots:
                 continue
-            del self._pending[assignment.key]
-            waiter.slot = self._grant(record, assignment.slot, assignment.key, now)
-            waiter.event.set()
+            self._hand_over(assignment.key, record, assignment.slot, now)
+
+    def _hand_over(self, key: str, record: Record, number: int, now: float) -> None:
+        waiter = self._pending.pop(key)
+        waiter.slot = self._grant(record, number, key, now)
+        waiter.event.set()
 
     def _report_plan(self, the_plan: Plan, now: float) -> None:
         provision = the_plan.provision
@@ -723,9 +725,9 @@ class Fleet:
 
     def _mark_removals(self, removals: Sequence[Deprovision], now: float) -> None:
         for removal in removals:
-            record = self._records.get(removal.instance_id)
-            if record is None or record.state in (S.DRAINING, S.DELETING):
+            if not self._is_new_removal(removal):
                 continue
+            record = self._records[removal.instance_id]
             # Re-check against the table as it is now: a job may have landed
             # since the snapshot (taskscaler's "terminates non-idle instance").
             if record.slots:
@@ -777,9 +779,7 @@ class Fleet:
                     record.deletion_requested_at = now
                     self._book.instance_operations["delete"] += 1
         if accepted:
-            self._next_poll = min(
-                self._next_poll, now + self.settings.update_interval_when_expecting
-            )
+            self._poll_soon(now)
 
     async def _provision(self, count: int) -> None:
         now = loop_time()
@@ -795,9 +795,7 @@ class Fleet:
         try:
             accepted = await self._calls.increase(granted)
         except ProviderError as exc:
-            self._scale_up_failures += 1
-            backoff = self._backoff()
-            self._scale_up_not_before = loop_time() + backoff
+            backoff = self._pause_scale_ups(loop_time())
             self._book.scale_operations["up_failure"] += 1
             log.warning(
                 "increase(%d) failed, scale-ups paused %.0fs: %s",
@@ -824,14 +822,14 @@ class Fleet:
             )
         self._publish(InstancesRequested(now, granted, accepted))
         if accepted:
-            self._next_poll = min(
-                self._next_poll, now + self.settings.update_interval_when_expecting
-            )
+            self._poll_soon(now)
         else:
             # Nothing accepted is not an error (a quota, a full group), but asking
             # again on every tick would hammer the provider: back off as after one.
-            self._scale_up_failures += 1
-            self._scale_up_not_before = now + self._backoff()
+            self._pause_scale_ups(now)
+
+    def _poll_soon(self, now: float) -> None:
+        self._next_poll = min(self._next_poll, now + self.settings.update_interval_when_expecting)
 
     def _persist(self, *, force: bool = False) -> None:
         if self._store is None or not (self._dirty or force):
@@ -850,6 +848,10 @@ class Fleet:
     def _publish(self, event: FleetEvent) -> None:
         if self._hub.active:
             self._hub.publish(event)
+
+    def _check_open(self) -> None:
+        if self._closing or not self._open:
+            raise FleetClosed(f"fleet {self.name!r} is not open")
 
     # --- slots --------------------------------------------------------------
 
@@ -897,8 +899,7 @@ class Fleet:
         return self._grant(found[0], found[1], key, loop_time())
 
     async def _acquire(self, key: str, wait: float | None) -> Slot:
-        if self._closing or not self._open:
-            raise FleetClosed(f"fleet {self.name!r} is not open")
+        self._check_open()
         if key in self._held or key in self._pending:
             raise FleetError(f"acquisition key {key!r} is already held or waiting")
         self._reservations.pop(key, None)
@@ -958,8 +959,7 @@ class Fleet:
         preemptive mode: no ready idle slot now) and
         :class:`~fleetkit.errors.FleetClosed` when shutting down.
         """
-        if self._closing or not self._open:
-            raise FleetClosed(f"fleet {self.name!r} is not open")
+        self._check_open()
         if key in self._reservations or key in self._held or key in self._pending:
             return
         now = loop_time()
@@ -998,7 +998,7 @@ class Fleet:
 
     def set_schedule(self, schedule: Schedule | Policy) -> None:
         """Apply new idle policies from the next tick on, without a restart."""
-        self._schedule = schedule if isinstance(schedule, Schedule) else Schedule([schedule])
+        self._schedule = _as_schedule(schedule)
         log.info("policy schedule replaced", extra={"fleet": self.name})
         self._wake()
 
@@ -1044,3 +1044,7 @@ class Fleet:
 
 def _just_after(t: float) -> float:
     return math.nextafter(t + abs(t) * 1e-12, math.inf)
+
+
+def _as_schedule(schedule: Schedule | Policy) -> Schedule:
+    return schedule if isinstance(schedule, Schedule) else Schedule([schedule])
