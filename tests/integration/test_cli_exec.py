@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from tests.integration.executor_support import local_config, sandbox_root
+from tests.integration.jobs_support import processes_with
 from tests.integration.local_provider_support import leftovers, require_sshd
 
 pytestmark = pytest.mark.integration
@@ -56,3 +60,30 @@ def test_exec_with_a_bad_config_exits_125(tmp_path: Path) -> None:
     done = _exec(bad, "--", "true")
     assert done.returncode == 125
     assert "fleetkit exec:" in done.stderr
+
+
+def test_ctrl_c_ends_the_remote_command_and_deletes_the_instance(tmp_path: Path) -> None:
+    """SIGINT to `exec` ends the command on the instance, deletes the instance, exits 130."""
+    require_sshd()
+    base = os.getpid() % 1000 + 7000
+    marker = f"{base}9"
+    config = local_config(tmp_path, use_sshd=True)
+    # The shell computes the marker on the instance, so that this command's own
+    # command line does not contain it.
+    with subprocess.Popen(
+        [*FLEETKIT, "exec", str(config), "--", f"sleep $(({base}8 + 1))"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        try:
+            deadline = time.monotonic() + 30
+            while not processes_with(f"sleep {marker}") and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert processes_with(f"sleep {marker}"), "the command never started"
+        finally:
+            proc.send_signal(signal.SIGINT)
+            proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert processes_with(f"sleep {marker}") == []
+    assert leftovers(sandbox_root(tmp_path)) == []

@@ -82,6 +82,14 @@ def _split(args: argparse.Namespace) -> list[str] | None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the command; returns the exit status."""
+    try:
+        return _run(args)
+    except KeyboardInterrupt:
+        # Ctrl-C before the event loop took over signals: nothing was started.
+        return 130
+
+
+def _run(args: argparse.Namespace) -> int:
     from fleetkit.executor import build
 
     command = _split(args)
@@ -122,28 +130,35 @@ async def _main(executor: InstanceExecutor, command: str | list[str], limit: flo
 
     status = FLEETKIT_FAILED
     interrupted = False
+    # Cancelled by Ctrl-C: ends the command (the connector ends the remote
+    # process), then the executor deletes what it made.
+    work = anyio.CancelScope()
+
+    async def watch_signals(*, task_status: anyio.abc.TaskStatus[None]) -> None:
+        nonlocal interrupted
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            task_status.started()
+            async for _ in signals:
+                interrupted = True
+                work.cancel()
+
     async with anyio.create_task_group() as tg:
-
-        async def watch_signals(scope: anyio.CancelScope) -> None:
-            nonlocal interrupted
-            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                async for _ in signals:
-                    interrupted = True
-                    scope.cancel()
-
-        async with executor:
-            with anyio.CancelScope() as work:
-                tg.start_soon(watch_signals, work)
-                _say("waiting for a slot")
-                async with executor.fleet.acquire(f"exec-{id(executor):x}") as slot:
-                    if slot.connect_info is None:
-                        raise FleetkitError(f"instance {slot.instance_id} has no connect info")
-                    _say(f"running on {slot.instance_id} slot {slot.number}")
-                    async with executor.connector.connect(slot.connect_info) as conn:
-                        try:
-                            status = await _stream(conn, command, limit)
-                        except CommandTimeout:
-                            status = 124
+        # Signals are ours before the first instance can be made.
+        await tg.start(watch_signals)
+        try:
+            async with executor:
+                with work:
+                    _say("waiting for a slot")
+                    async with executor.fleet.acquire(f"exec-{id(executor):x}") as slot:
+                        if slot.connect_info is None:
+                            raise FleetkitError(f"instance {slot.instance_id} has no connect info")
+                        _say(f"running on {slot.instance_id} slot {slot.number}")
+                        async with executor.connector.connect(slot.connect_info) as conn:
+                            try:
+                                status = await _stream(conn, command, limit)
+                            except CommandTimeout:
+                                status = 124
+        finally:
             tg.cancel_scope.cancel()
     return 130 if interrupted else status
 

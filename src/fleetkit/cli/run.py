@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 import anyio
+import anyio.abc
 import attrs
 
 from fleetkit.cli._fleet_args import (
@@ -77,6 +78,14 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the command; returns the exit status."""
+    try:
+        return _run(args)
+    except KeyboardInterrupt:
+        # Ctrl-C before the event loop took over signals: nothing was started.
+        return 130
+
+
+def _run(args: argparse.Namespace) -> int:
     from fleetkit.cli._run_display import choose_display, warnings_to
     from fleetkit.cli._run_logs import JobLogs
     from fleetkit.executor import build
@@ -135,9 +144,10 @@ async def _main(
     start = anyio.current_time()
     interrupted = False
 
-    async def watch_signals() -> None:
+    async def watch_signals(*, task_status: anyio.abc.TaskStatus[None]) -> None:
         nonlocal interrupted
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
+            task_status.started()
             async for signum in signals:
                 if signum == signal.SIGHUP:
                     try:
@@ -154,7 +164,8 @@ async def _main(
                     display.note("already stopping; instances are being deleted")
 
     async with anyio.create_task_group() as watchers:
-        watchers.start_soon(watch_signals)
+        # Signals are ours before the first instance can be made.
+        await watchers.start(watch_signals)
         watchers.start_soon(display.refresh_loop, start)
         try:
             async with executor:
