@@ -7,6 +7,8 @@ import json
 import os
 import shutil
 import signal
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -99,3 +101,26 @@ def remove_lost_build_dirs(instance_id: str) -> None:
         for parent in (path.parent, path.parent.parent):
             with contextlib.suppress(OSError):
                 parent.rmdir()
+
+
+FLEETKIT = [sys.executable, "-m", "fleetkit.cli"]
+
+
+def run_fleetkit(*args: str | Path, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+    """Run the `fleetkit` command to its end and return what it did.
+
+    Past ``timeout`` it gets SIGINT first, so that it deletes the instances it
+    made even when a test fails, and is killed only if that does not end it.
+    """
+    argv = [*FLEETKIT, *map(str, args)]
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.communicate(timeout=30)
+            finally:
+                proc.kill()
+            raise
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)

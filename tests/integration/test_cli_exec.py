@@ -5,29 +5,20 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.integration.executor_support import local_config, sandbox_root
+from tests.integration.executor_support import FLEETKIT, local_config, run_fleetkit, sandbox_root
 from tests.integration.jobs_support import processes_with
 from tests.integration.local_provider_support import leftovers, require_sshd
 
 pytestmark = pytest.mark.integration
 
-FLEETKIT = [sys.executable, "-m", "fleetkit.cli"]
-
 
 def _exec(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*FLEETKIT, "exec", str(config), *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_fleetkit("exec", config, *args, timeout=60)
 
 
 @pytest.mark.parametrize("mode", ["ssh", "local"])

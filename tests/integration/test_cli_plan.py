@@ -4,26 +4,17 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.integration.executor_support import local_config
+from tests.integration.executor_support import local_config, run_fleetkit
 
 pytestmark = pytest.mark.integration
 
-FLEETKIT = [sys.executable, "-m", "fleetkit.cli"]
-
 
 def _plan(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*FLEETKIT, "plan", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_fleetkit("plan", *args, timeout=60)
 
 
 def test_idle_instances_past_idle_time_are_removed_with_the_reason(tmp_path: Path) -> None:

@@ -10,7 +10,6 @@ import secrets
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -19,17 +18,17 @@ from pathlib import Path
 import pytest
 
 from tests.integration.executor_support import (
+    FLEETKIT,
     kill_instance,
     local_config,
     remove_lost_build_dirs,
+    run_fleetkit,
     sandbox_root,
 )
 from tests.integration.jobs_support import processes_with
 from tests.integration.local_provider_support import leftovers, processes_under, require_sshd
 
 pytestmark = pytest.mark.integration
-
-FLEETKIT = [sys.executable, "-m", "fleetkit.cli"]
 
 
 @pytest.fixture(params=["ssh", "local"])
@@ -47,9 +46,7 @@ def _jobs_file(tmp_path: Path, body: str) -> Path:
 
 
 def _run(*args: str | Path, timeout: float = 90) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*FLEETKIT, *map(str, args)], capture_output=True, text=True, timeout=timeout, check=False
-    )
+    return run_fleetkit(*args, timeout=timeout)
 
 
 def test_run_reports_jobs_and_masks_secrets(tmp_path: Path, mode: str) -> None:
