@@ -30,6 +30,7 @@ __all__ = [
 
 _STATES = ("requested", "creating", "running", "ready", "draining", "deleting")
 _REFRESH = 0.25
+_INSTANCE_ROWS = 12
 
 
 class Display(Protocol):
@@ -207,11 +208,33 @@ class RichDisplay:
         body = Group(
             table,
             Text(""),
+            *self._instance_rows(),
+            Text(""),
             *(Text(line, no_wrap=True, overflow="ellipsis") for line in self.lines),
             Text(""),
             *(Text(f"· {n}", style="dim", no_wrap=True, overflow="ellipsis") for n in notes[-6:]),
         )
         return Panel(body, title=f"fleetkit run · {self._now():.1f}s", border_style="cyan")
+
+    def _instance_rows(self) -> list[Any]:
+        """One line per instance: its state and its slots, busy ones filled."""
+        from rich.text import Text
+
+        capacity = self.executor.fleet.limits.capacity_per_instance
+        styles = {"ready": "green", "draining": "yellow", "deleting": "red"}
+        rows = []
+        instances = self.executor.fleet.snapshot().instances
+        for instance in instances[:_INSTANCE_ROWS]:
+            state = instance.state.value
+            busy = len(instance.slots_in_use)
+            slots = "■" * busy + "□" * max(capacity - busy, 0)
+            line = Text(f"  {instance.id:<22} ", no_wrap=True, overflow="ellipsis")
+            line.append(f"{state:<9}", style=styles.get(state, "blue"))
+            line.append(f" {slots}  {busy}/{capacity} busy, {instance.use_count} jobs so far")
+            rows.append(line)
+        if len(instances) > _INSTANCE_ROWS:
+            rows.append(Text(f"  ... and {len(instances) - _INSTANCE_ROWS} more", style="dim"))
+        return rows
 
     async def refresh_loop(self, start: float) -> None:
         """Redraw the panel a few times a second."""
