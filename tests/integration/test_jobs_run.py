@@ -1,18 +1,25 @@
-"""run_job against a real OpenSSH server: variables, masking, exit codes, timeouts, cleanup."""
+"""run_job over real SSH (OpenSSH sshd) and over the local connector (subprocesses):
+variables, masking, exit codes, timeouts, cancel, cleanup."""
 
 from __future__ import annotations
 
 import secrets
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from pathlib import Path
 
 import anyio
+import attrs
 import pytest
 
+from fleetkit.connector import Connector
+from fleetkit.connector.local import LocalConnector
 from fleetkit.connector.ssh import SSHConnector
 from fleetkit.jobs import MASK, Job, JobStatus, MemoryLog, Variable, run_job
-from fleetkit.testing.sshd import TestSSHD
+from fleetkit.model import ConnectInfo
+from fleetkit.testing.sshd import TestSSHD, running_sshd
 from tests.integration.jobs_support import StaticSlot, processes_with
+from tests.integration.local_provider_support import require_sshd
 
 pytestmark = pytest.mark.integration
 
@@ -23,21 +30,38 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.fixture
-async def ssh() -> AsyncIterator[SSHConnector]:
-    """An SSH connector, closed after the test."""
-    async with SSHConnector(dial_timeout=10) as connector:
-        yield connector
+@attrs.frozen
+class Target:
+    """Where the jobs of a test run: a connector and the connect info of one instance."""
+
+    connector: Connector
+    info: ConnectInfo
+
+    def slot(self, number: int = 1) -> StaticSlot:
+        """Slot ``number`` of the instance."""
+        return StaticSlot(self.info.id, number, self.info)
 
 
-def _slot(sshd: TestSSHD, number: int = 1) -> StaticSlot:
-    return StaticSlot("sshd-0", number, sshd.connect_info("sshd-0"))
+@pytest.fixture(params=["ssh", "local"])
+async def target(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Target]:
+    """A real sshd reached with the SSH connector, or a directory with the local connector."""
+    if request.param == "ssh":
+        require_sshd()
+        async with (
+            running_sshd(tmp_path / "sshd") as sshd,
+            SSHConnector(dial_timeout=10) as ssh,
+        ):
+            yield Target(ssh, sshd.connect_info("sshd-0"))
+    else:
+        sandbox = tmp_path / "sandbox"
+        sandbox.mkdir()
+        yield Target(
+            LocalConnector(), ConnectInfo(id="dir-0", internal_addr=str(sandbox), protocol="local")
+        )
 
 
 @pytest.mark.anyio
-async def test_job_sees_ci_variables_and_secret_is_masked(
-    sshd: TestSSHD, ssh: SSHConnector
-) -> None:
+async def test_job_sees_ci_variables_and_secret_is_masked(target: Target) -> None:
     """The script sees GitLab's and fleetkit's variables, and a masked value never reaches the log."""
     secret = "tok-" + secrets.token_hex(8)
     job = Job(
@@ -53,9 +77,9 @@ async def test_job_sees_ci_variables_and_secret_is_masked(
         variables=[Variable("TOKEN", secret, masked=True), Variable("PLAIN", "visible")],
     )
     log = MemoryLog()
-    result = await run_job(_slot(sshd), job, ssh, log=log)
+    result = await run_job(target.slot(), job, target.connector, log=log)
     assert result.status is JobStatus.SUCCESS, log.text
-    assert (result.exit_code, result.instance_id, result.slot) == (0, "sshd-0", 1)
+    assert (result.exit_code, result.instance_id, result.slot) == (0, target.info.id, 1)
     assert "id=42 name=vars slot=1 ci=true gitlab=true" in log.text
     assert f"secret={MASK}" in log.text
     assert f"to stderr {MASK}" in log.text
@@ -63,32 +87,32 @@ async def test_job_sees_ci_variables_and_secret_is_masked(
     assert secret not in log.text
     line = next(x for x in log.text.splitlines() if x.startswith("instance="))
     project_dir = line.split("dir=")[1].split()[0]
-    assert project_dir.endswith("/sshd-0/1/42")
+    assert project_dir.endswith(f"/{target.info.id}/1/42")
     assert line.endswith(f"pwd={project_dir}")
-    async with ssh.connect(sshd.connect_info("sshd-0")) as conn:
+    async with target.connector.connect(target.info) as conn:
         gone = await conn.run(f"test -e {project_dir} || test -e {project_dir}.tmp")
     assert gone.exit_code == 1  # the build directory was removed
 
 
 @pytest.mark.anyio
-async def test_failing_script_reports_its_exit_code(sshd: TestSSHD, ssh: SSHConnector) -> None:
+async def test_failing_script_reports_its_exit_code(target: Target) -> None:
     """A script stops at its first failing command (pipes included in bash) with its exit code."""
     log = MemoryLog()
     piped = Job(id=1, name="pipe", script="echo before\nfalse | true\necho after\n")
-    result = await run_job(_slot(sshd), piped, ssh, log=log)
+    result = await run_job(target.slot(), piped, target.connector, log=log)
     assert (result.status, result.exit_code) == (JobStatus.FAILED, 1)
     assert "before" in log.text
     assert "after" not in log.text
     log = MemoryLog()
     three = Job(id=2, name="three", shell="sh", script="(exit 3)\necho after\n")
-    result = await run_job(_slot(sshd), three, ssh, log=log)
+    result = await run_job(target.slot(), three, target.connector, log=log)
     assert (result.status, result.exit_code) == (JobStatus.FAILED, 3)
     assert "after" not in log.text
     assert "ERROR: Job failed: exit code 3" in log.text
 
 
 @pytest.mark.anyio
-async def test_timeout_ends_every_process_of_the_job(sshd: TestSSHD, ssh: SSHConnector) -> None:
+async def test_timeout_ends_every_process_of_the_job(target: Target) -> None:
     """Past its timeout the job and the processes it started are gone, and it counts as timed out."""
     marker = str(3000 + secrets.randbelow(900))
     job = Job(
@@ -101,7 +125,7 @@ async def test_timeout_ends_every_process_of_the_job(sshd: TestSSHD, ssh: SSHCon
     )
     log = MemoryLog()
     with anyio.fail_after(30):
-        result = await run_job(_slot(sshd), job, ssh, log=log, kill_grace=0.5)
+        result = await run_job(target.slot(), job, target.connector, log=log, kill_grace=0.5)
     assert result.status is JobStatus.TIMED_OUT, log.text
     assert "started" in log.text
     assert "job timeout" in (result.message or "")
@@ -111,14 +135,14 @@ async def test_timeout_ends_every_process_of_the_job(sshd: TestSSHD, ssh: SSHCon
 
 
 @pytest.mark.anyio
-async def test_kept_build_dir_stays_without_its_secrets(sshd: TestSSHD, ssh: SSHConnector) -> None:
+async def test_kept_build_dir_stays_without_its_secrets(target: Target) -> None:
     """With keep_build_dir the project directory stays, the private files with variables do not."""
     job = Job(id=9, name="keep", shell="sh", script="echo artifact > out.txt\npwd\n")
     log = MemoryLog()
-    result = await run_job(_slot(sshd, 0), job, ssh, log=log, keep_build_dir=True)
+    result = await run_job(target.slot(0), job, target.connector, log=log, keep_build_dir=True)
     assert result.ok, log.text
     project_dir = next(x for x in log.text.splitlines() if x.startswith("/"))
-    async with ssh.connect(sshd.connect_info("sshd-0")) as conn:
+    async with target.connector.connect(target.info) as conn:
         kept = await conn.run(f"cat {project_dir}/out.txt; test -e {project_dir}.tmp")
         await conn.run(f"rm -rf {project_dir}; rmdir -p $(dirname {project_dir}) 2>/dev/null")
     assert kept.stdout_text == "artifact\n"
@@ -132,7 +156,10 @@ async def test_unreachable_instance_is_a_system_failure(sshd: TestSSHD) -> None:
     log = MemoryLog()
     async with SSHConnector(dial_timeout=0.5) as ssh:
         result = await run_job(
-            StaticSlot("gone", 0, info), Job(id=1, name="x", script="true"), ssh, log=log
+            StaticSlot("gone", 0, info),
+            Job(id=1, name="x", script="true"),
+            ssh,
+            log=log,
         )
     assert result.status is JobStatus.SYSTEM_FAILURE
     assert result.message is not None
@@ -141,17 +168,28 @@ async def test_unreachable_instance_is_a_system_failure(sshd: TestSSHD) -> None:
 
 
 @pytest.mark.anyio
-async def test_cancel_ends_the_job_and_cleans_up(sshd: TestSSHD, ssh: SSHConnector) -> None:
+async def test_cancel_ends_the_job_and_cleans_up(target: Target) -> None:
     """Cancelling run_job ends the remote processes and removes the build directory."""
     marker = str(4000 + secrets.randbelow(900))
     job = Job(id=5, name="long", shell="sh", script=f"echo $CI_PROJECT_DIR\nsleep {marker}\n")
     log = MemoryLog()
     with anyio.move_on_after(1.5) as scope:
-        await run_job(_slot(sshd), job, ssh, log=log)
+        await run_job(target.slot(), job, target.connector, log=log)
     assert scope.cancelled_caught
     assert "Job cancelled" in log.text
     assert processes_with(f"sleep {marker}") == []
     project_dir = log.text.splitlines()[2]
-    async with ssh.connect(sshd.connect_info("sshd-0")) as conn:
+    async with target.connector.connect(target.info) as conn:
         gone = await conn.run(f"test -e {project_dir}")
     assert gone.exit_code == 1
+
+
+@pytest.mark.anyio
+async def test_missing_local_instance_is_a_system_failure(tmp_path: Path) -> None:
+    """A local 'instance' whose directory is gone ends as a system failure."""
+    info = ConnectInfo(id="gone", internal_addr=str(tmp_path / "missing"), protocol="local")
+    log = MemoryLog()
+    job = Job(id=1, name="x", script="true")
+    result = await run_job(StaticSlot("gone", 0, info), job, LocalConnector(), log=log)
+    assert result.status is JobStatus.SYSTEM_FAILURE
+    assert "ConnectionLost" in (result.message or "")
