@@ -10,7 +10,7 @@ instances "in the same order" on every acquire, ts!109).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from operator import itemgetter
+from operator import attrgetter
 
 from fleetkit.model import Instance, InstanceState, Limits
 from fleetkit.planner._decisions import Assignment
@@ -18,6 +18,15 @@ from fleetkit.planner._decisions import Assignment
 __all__ = ["assign", "is_unhealthy", "room", "seniority"]
 
 _READY = InstanceState.READY
+
+
+_ID = attrgetter("id")
+_CREATED = attrgetter("created_at")
+_READY_AT = attrgetter("ready_at")
+
+
+def _ready_or_created(instance: Instance) -> float:
+    return instance.created_at if instance.ready_at is None else instance.ready_at
 
 
 def is_unhealthy(instance: Instance, limits: Limits) -> bool:
@@ -62,42 +71,42 @@ def assign(
     cap = limits.capacity_per_instance
     max_use = limits.max_use_count
     threshold = limits.failure_threshold
-    # room() and seniority() inlined: this loop runs over every instance on every
-    # plan, and the benchmark's 10,000-instance budget is 20 ms.
-    takers: list[tuple[float, float, str, int, frozenset[int]]] = []
+    # room() and seniority() inlined, and the instances sorted themselves (no
+    # key tuples): this runs over every instance on every plan, and the
+    # 10,000-instance budget is 20 ms.
+    takers: list[Instance] = []
+    unready = False
     for i in instances:
         if i.state is not _READY or (threshold and i.health_failures >= threshold):
             continue
-        used = i.slots_in_use
-        left = cap - len(used)
-        if max_use and max_use - i.use_count < left:
-            left = max_use - i.use_count
-        if left > 0:
-            ready_at = i.ready_at
-            created = i.created_at
-            takers.append((created if ready_at is None else ready_at, created, i.id, left, used))
-    # By (ready, created, id): three stable sorts on single keys beat one sort
-    # comparing tuples (a third faster at 10,000 instances).
-    takers.sort(key=itemgetter(2))
-    takers.sort(key=itemgetter(1))
-    takers.sort(key=itemgetter(0))
+        if cap - len(i.slots_in_use) > 0 and not (max_use and i.use_count >= max_use):
+            takers.append(i)
+            unready = unready or i.ready_at is None
+    # By (ready, created, id): three stable sorts on single keys.
+    takers.sort(key=_ID)
+    takers.sort(key=_CREATED)
+    takers.sort(key=_ready_or_created if unready else _READY_AT)
     total = len(pending)
     next_key = 0
     free_slots: dict[frozenset[int], tuple[int, ...]] = {}
     # tuple.__new__ straight from a tuple: no Python-level __init__ per assignment.
     new_assignment = tuple.__new__
     append = assignments.append
-    for _, _, instance_id, left, used in takers:
+    for instance in takers:
+        used = instance.slots_in_use
         slots = free_slots.get(used)
         if slots is None:
             slots = free_slots[used] = tuple(s for s in range(cap) if s not in used)
-        left = min(left, total - next_key)
+        left = min(total - next_key, cap - len(used))
+        if max_use and max_use - instance.use_count < left:
+            left = max_use - instance.use_count
         if left < len(slots):
             slots = slots[:left]
+        instance_id = instance.id
         for slot in slots:
             append(new_assignment(Assignment, (pending[next_key], instance_id, slot)))
             next_key += 1
-        given[instance_id] = left
+        given[instance_id] = len(slots)
         if next_key == total:
             break
     return assignments, given
