@@ -16,10 +16,12 @@ import anyio
 from fleetkit.errors import FleetError
 from fleetkit.model import ConnectInfo
 
-__all__ = ["Acquisition", "Slot"]
+__all__ = ["Acquisition", "Slot", "SlotOwner"]
 
 
-class _Owner(Protocol):
+class SlotOwner(Protocol):
+    """Who hears of a slot's :meth:`Slot.report_failure`."""
+
     def _report_failure(self, slot: Slot) -> None: ...
 
 
@@ -54,7 +56,7 @@ class Slot:
 
     def __init__(
         self,
-        owner: _Owner,
+        owner: SlotOwner,
         key: str,
         instance_id: str,
         number: int,
