@@ -34,6 +34,7 @@ concurrent = 6
     update_interval = "3s"
     update_interval_when_expecting = "250ms"
     instance_acquire_timeout = "2m"
+    log_internal_ip = true
     [runners.autoscaler.state_storage]
       enabled = true
     [[runners.autoscaler.policy]]
@@ -82,6 +83,7 @@ def test_runner_by_name_sets_limits_settings_and_variables(tmp_path: Path) -> No
     assert executor.builds_dir == "/srv/builds"
     assert executor.variables == {"REGION": "eu", "MODE": "a=b"}
     assert executor.retries == 1
+    assert (executor.log_internal_ip, executor.log_external_ip) == (True, False)
 
 
 def test_runner_by_index_and_not_driven_runner(tmp_path: Path) -> None:

@@ -85,6 +85,9 @@ async def test_job_sees_ci_variables_and_secret_is_masked(target: Target) -> Non
     assert f"to stderr {MASK}" in log.text
     assert "plain=visible" in log.text
     assert secret not in log.text
+    assert (
+        f"Dialing instance {target.info.id}...\nInstance {target.info.id} connected\n" in log.text
+    )
     line = next(x for x in log.text.splitlines() if x.startswith("instance="))
     project_dir = line.split("dir=")[1].split()[0]
     assert project_dir.endswith(f"/{target.info.id}/1/42")
@@ -178,7 +181,7 @@ async def test_cancel_ends_the_job_and_cleans_up(target: Target) -> None:
     assert scope.cancelled_caught
     assert "Job cancelled" in log.text
     assert processes_with(f"sleep {marker}") == []
-    project_dir = log.text.splitlines()[2]
+    project_dir = next(x for x in log.text.splitlines() if x.startswith("/"))
     async with target.connector.connect(target.info) as conn:
         gone = await conn.run(f"test -e {project_dir}")
     assert gone.exit_code == 1
@@ -193,3 +196,15 @@ async def test_missing_local_instance_is_a_system_failure(tmp_path: Path) -> Non
     result = await run_job(StaticSlot("gone", 0, info), job, LocalConnector(), log=log)
     assert result.status is JobStatus.SYSTEM_FAILURE
     assert "ConnectionLost" in (result.message or "")
+
+
+@pytest.mark.anyio
+async def test_dialing_line_shows_addresses_when_configured(target: Target) -> None:
+    """With log_internal_ip the job log names the address dialled, as GitLab's setting does."""
+    log = MemoryLog()
+    job = Job(id=3, name="where", shell="sh", script="true")
+    result = await run_job(target.slot(), job, target.connector, log=log, log_internal_ip=True)
+    assert result.ok, log.text
+    assert f"Dialing instance {target.info.id}, internal IP: {target.info.internal_addr}..." in (
+        log.text
+    )

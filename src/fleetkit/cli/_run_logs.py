@@ -10,6 +10,8 @@ from fleetkit.jobs import FileLog, Job, JobResult, LogSink, MemoryLog
 __all__ = ["JobLogs"]
 
 _TAIL_CHARS = 4096
+# fleetkit's own lines at the head of every job log, left out of a tail.
+_OWN_LINES = ("Running with fleetkit", "Running job ", "Dialing instance ", "Instance ")
 
 
 class _AttemptLog:
@@ -60,9 +62,7 @@ class JobLogs:
         if log is None:
             return []
         text = [
-            x
-            for x in log.memory.text.splitlines()
-            if x.strip() and not x.startswith(("Running with fleetkit", "Running job "))
+            x for x in log.memory.text.splitlines() if x.strip() and not x.startswith(_OWN_LINES)
         ]
         if text and (text[-1].startswith("ERROR: Job") or text[-1] == "Job succeeded"):
             text = text[:-1]

@@ -81,6 +81,8 @@ def build(
         variables=_environment(entry, index),
         acquire_timeout=acquire_timeout,
         reload=reload,
+        log_internal_ip=auto.log_internal_ip,
+        log_external_ip=auto.log_external_ip,
     )
 
 

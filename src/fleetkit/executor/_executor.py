@@ -130,6 +130,7 @@ class InstanceExecutor:
     :func:`~fleetkit.jobs.run_job`. ``acquire_timeout`` (seconds) bounds the
     wait for a slot (default: the fleet's). ``reload`` gives the schedule
     :meth:`reload` applies (``from_config`` re-reads the file).
+    ``log_internal_ip`` / ``log_external_ip`` put instance addresses in job logs.
     """
 
     def __init__(
@@ -145,6 +146,8 @@ class InstanceExecutor:
         variables: Mapping[str, str] | None = None,
         acquire_timeout: float | None = None,
         reload: Callable[[], Schedule] | None = None,
+        log_internal_ip: bool = False,
+        log_external_ip: bool = False,
     ) -> None:
         if retries < 0:
             raise ValueError(f"retries must be >= 0, got {retries}")
@@ -159,6 +162,8 @@ class InstanceExecutor:
         self.keep_build_dir = keep_build_dir
         self.variables = dict(variables or {})
         self.acquire_timeout = acquire_timeout
+        self.log_internal_ip = log_internal_ip
+        self.log_external_ip = log_external_ip
         self.ledger = InstanceLedger()
         self._reload = reload
         self._admission = anyio.Semaphore(concurrent if concurrent else 2**31 - 1)
@@ -397,6 +402,8 @@ class InstanceExecutor:
                             queued_at=queued,
                             attempt=attempt,
                             variables=self.variables,
+                            log_internal_ip=self.log_internal_ip,
+                            log_external_ip=self.log_external_ip,
                         )
                     finally:
                         self._running -= 1

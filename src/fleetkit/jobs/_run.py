@@ -64,6 +64,8 @@ async def run_job(
     attempt: int = 1,
     kill_grace: float = 5.0,
     variables: Mapping[str, str] | None = None,
+    log_internal_ip: bool = False,
+    log_external_ip: bool = False,
 ) -> JobResult:
     """Run ``job`` on ``slot`` through ``connector`` and return how it ended.
 
@@ -81,10 +83,13 @@ async def run_job(
     the instance is reported to the slot. Cancelling the caller ends the job's
     processes and cleans up (shielded, bounded) before the cancel goes on.
     ``queued_at`` (runtime clock) defaults to the start; ``attempt`` counts
-    tries of the same job.
+    tries of the same job. ``log_internal_ip`` / ``log_external_ip`` add the
+    instance's addresses to the log's ``Dialing instance ...`` line, as
+    GitLab's settings of those names do.
     """
     started = anyio.current_time()
     run = _Run(slot, job, log, builds_dir, keep_build_dir, kill_grace, attempt, variables)
+    run.log_ips = (log_internal_ip, log_external_ip)
     status, exit_code, message = await run.execute(connector)
     return JobResult(
         job_id=job.id,
@@ -131,6 +136,7 @@ class _Run:
         self.cleanup_error: ConnectorError | None = None
         self.lost_scope: anyio.CancelScope | None = None
         self.connection_broke = False
+        self.log_ips = (False, False)
 
     def _where(self) -> str:
         return f"job {self.job.id} ({self.job.name!r}) on {self.slot.instance_id} slot {self.slot.number}"
@@ -167,6 +173,16 @@ class _Run:
         reason = self._lost_reason()
         return JobStatus.SYSTEM_FAILURE, None, reason
 
+    def _dialing(self, info: ConnectInfo) -> str:
+        # GitLab's job-log line; the addresses only when configured (spec §1.2).
+        text = info.id
+        internal, external = self.log_ips
+        if internal and info.internal_addr:
+            text += f", internal IP: {info.internal_addr}"
+        if external and info.external_addr:
+            text += f", external IP: {info.external_addr}"
+        return text
+
     def _lost_reason(self) -> str:
         error = getattr(self.slot, "lost_error", None)
         return str(error) if isinstance(error, FleetError) else "the instance was lost"
@@ -180,8 +196,10 @@ class _Run:
     async def _connected(
         self, connector: Connector, info: ConnectInfo
     ) -> tuple[JobStatus, int | None, str | None]:
+        await self.log.write(f"Dialing instance {self._dialing(info)}...\n")
         try:
             async with connector.connect(info) as conn:
+                await self.log.write(f"Instance {info.id} connected\n")
                 try:
                     await self._prepare(conn)
                     status = await self._script(conn)
