@@ -102,6 +102,24 @@ def test_result_to_dict_includes_earlier_attempts() -> None:
     )
     data = second.to_dict()
     assert data["status"] == "success"
+    assert data["failure_reason"] is None
+    assert data["earlier"][0]["failure_reason"] == "runner_system_failure"
     assert data["attempt"] == 2
     assert [e["instance_id"] for e in data["earlier"]] == ["i-1"]
     assert data["earlier"][0]["status"] == "system_failure"
+
+
+@pytest.mark.parametrize(
+    ("status", "reason"),
+    [
+        (JobStatus.SUCCESS, None),
+        (JobStatus.FAILED, "script_failure"),
+        (JobStatus.TIMED_OUT, "job_execution_timeout"),
+        (JobStatus.CANCELLED, "job_canceled"),
+        (JobStatus.SYSTEM_FAILURE, "runner_system_failure"),
+    ],
+)
+def test_failure_reason_uses_gitlabs_names(status: JobStatus, reason: str | None) -> None:
+    """Each way a job ends maps to GitLab's failure reason for it."""
+    result = JobResult(job_id=1, name="j", status=status, queued_at=0.0, finished_at=1.0)
+    assert result.failure_reason == reason

@@ -129,6 +129,14 @@ class JobStatus(enum.Enum):
     SYSTEM_FAILURE = "system_failure"
 
 
+_FAILURE_REASONS = {
+    JobStatus.FAILED: "script_failure",
+    JobStatus.TIMED_OUT: "job_execution_timeout",
+    JobStatus.CANCELLED: "job_canceled",
+    JobStatus.SYSTEM_FAILURE: "runner_system_failure",
+}
+
+
 @attrs.frozen(kw_only=True)
 class JobResult:
     """One attempt at a job, as it ended.
@@ -168,6 +176,13 @@ class JobResult:
         return self.ok or (self.allow_failure and self.status is not JobStatus.CANCELLED)
 
     @property
+    def failure_reason(self) -> str | None:
+        """GitLab's name for why the job failed (``script_failure``,
+        ``job_execution_timeout``, ``job_canceled``, ``runner_system_failure``),
+        or ``None`` for a success (spec §3.3)."""
+        return _FAILURE_REASONS.get(self.status)
+
+    @property
     def wait(self) -> float | None:
         """Seconds from queued to started (``None`` if it never started)."""
         return None if self.started_at is None else self.started_at - self.queued_at
@@ -195,5 +210,6 @@ class JobResult:
             "attempt": self.attempt,
             "allow_failure": self.allow_failure,
             "message": self.message,
+            "failure_reason": self.failure_reason,
             "earlier": [e.to_dict() for e in self.earlier],
         }
