@@ -111,3 +111,19 @@ def test_unknown_plugin_is_reported(tmp_path: Path) -> None:
     text = TWO_RUNNERS.replace('plugin = "local"\n    max_instances = 2', 'plugin = "nimbus"')
     with pytest.raises(PluginNotFound, match="nimbus"):
         InstanceExecutor.from_config(_config(tmp_path, text), runner="big")
+
+
+@pytest.mark.parametrize(("max_use_count", "honoured"), [(1, True), (0, False)])
+def test_common_build_dir_only_for_single_use_instances(
+    tmp_path: Path, max_use_count: int, honoured: bool
+) -> None:
+    """use_common_build_dir applies with max_use_count = 1 (or VM isolation), as in GitLab."""
+    text = (
+        TWO_RUNNERS.replace(
+            '    plugin = "local"\n    max_instances = 2',
+            f'    plugin = "local"\n    max_instances = 2\n    max_use_count = {max_use_count}',
+        )
+        + "  [runners.instance]\n    use_common_build_dir = true\n"
+    )  # the last runner's
+    executor = InstanceExecutor.from_config(_config(tmp_path, text), runner="big")
+    assert executor.common_build_dir is honoured

@@ -208,3 +208,22 @@ async def test_dialing_line_shows_addresses_when_configured(target: Target) -> N
     assert f"Dialing instance {target.info.id}, internal IP: {target.info.internal_addr}..." in (
         log.text
     )
+
+
+@pytest.mark.anyio
+async def test_common_build_dir_is_one_per_instance(target: Target) -> None:
+    """With common_build_dir every job's project dir is INSTANCE/common, removed afterwards."""
+    dirs = []
+    for job_id in (1, 2):
+        log = MemoryLog()
+        job = Job(id=job_id, name="c", shell="sh", script='echo "dir=$CI_PROJECT_DIR"')
+        result = await run_job(
+            target.slot(job_id - 1), job, target.connector, log=log, common_build_dir=True
+        )
+        assert result.ok, log.text
+        dirs.append(next(x for x in log.text.splitlines() if x.startswith("dir=")))
+    assert dirs[0] == dirs[1]
+    assert dirs[0].endswith(f"/{target.info.id}/common")
+    async with target.connector.connect(target.info) as conn:
+        gone = await conn.run(f"test -e {dirs[0].removeprefix('dir=')}")
+    assert gone.exit_code == 1

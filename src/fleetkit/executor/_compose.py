@@ -83,6 +83,7 @@ def build(
         reload=reload,
         log_internal_ip=auto.log_internal_ip,
         log_external_ip=auto.log_external_ip,
+        common_build_dir=_common_build_dir(entry, auto),
     )
 
 
@@ -192,6 +193,14 @@ def _concurrent(config: Config, entry: Runner, auto: AutoscalerConfig) -> int | 
     if not caps and auto.max_instances:
         caps.append(auto.max_instances * auto.capacity_per_instance)
     return min(caps) if caps else None
+
+
+def _common_build_dir(entry: Runner, auto: AutoscalerConfig) -> bool:
+    # GitLab honours use_common_build_dir only where a build dir cannot be shared
+    # by two jobs at once: single-use instances, or a VM per job (spec §1.7);
+    # config.load warns when it is set anywhere else.
+    wanted = entry.instance is not None and entry.instance.use_common_build_dir
+    return wanted and (auto.max_use_count == 1 or auto.vm_isolation.enabled)
 
 
 def _environment(entry: Runner, index: int) -> dict[str, str]:

@@ -130,7 +130,8 @@ class InstanceExecutor:
     :func:`~fleetkit.jobs.run_job`. ``acquire_timeout`` (seconds) bounds the
     wait for a slot (default: the fleet's). ``reload`` gives the schedule
     :meth:`reload` applies (``from_config`` re-reads the file).
-    ``log_internal_ip`` / ``log_external_ip`` put instance addresses in job logs.
+    ``log_internal_ip`` / ``log_external_ip`` put instance addresses in job logs;
+    ``common_build_dir`` gives all jobs on an instance one build directory.
     """
 
     def __init__(
@@ -148,6 +149,7 @@ class InstanceExecutor:
         reload: Callable[[], Schedule] | None = None,
         log_internal_ip: bool = False,
         log_external_ip: bool = False,
+        common_build_dir: bool = False,
     ) -> None:
         if retries < 0:
             raise ValueError(f"retries must be >= 0, got {retries}")
@@ -164,6 +166,7 @@ class InstanceExecutor:
         self.acquire_timeout = acquire_timeout
         self.log_internal_ip = log_internal_ip
         self.log_external_ip = log_external_ip
+        self.common_build_dir = common_build_dir
         self.ledger = InstanceLedger()
         self._reload = reload
         self._admission = anyio.Semaphore(concurrent if concurrent else 2**31 - 1)
@@ -404,6 +407,7 @@ class InstanceExecutor:
                             variables=self.variables,
                             log_internal_ip=self.log_internal_ip,
                             log_external_ip=self.log_external_ip,
+                            common_build_dir=self.common_build_dir,
                         )
                     finally:
                         self._running -= 1

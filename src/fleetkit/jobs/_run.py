@@ -66,6 +66,7 @@ async def run_job(
     variables: Mapping[str, str] | None = None,
     log_internal_ip: bool = False,
     log_external_ip: bool = False,
+    common_build_dir: bool = False,
 ) -> JobResult:
     """Run ``job`` on ``slot`` through ``connector`` and return how it ended.
 
@@ -85,11 +86,17 @@ async def run_job(
     ``queued_at`` (runtime clock) defaults to the start; ``attempt`` counts
     tries of the same job. ``log_internal_ip`` / ``log_external_ip`` add the
     instance's addresses to the log's ``Dialing instance ...`` line, as
-    GitLab's settings of those names do.
+    GitLab's settings of those names do. ``common_build_dir`` gives every job
+    on the instance the same directory, ``builds_dir/INSTANCE/common``
+    (GitLab's ``use_common_build_dir``, for single-use instances and VMs).
     """
     started = anyio.current_time()
     run = _Run(slot, job, log, builds_dir, keep_build_dir, kill_grace, attempt, variables)
     run.log_ips = (log_internal_ip, log_external_ip)
+    if common_build_dir:
+        run.relative = _script.relative_project_dir(
+            slot.instance_id, slot.number, job.id, common=True
+        )
     status, exit_code, message = await run.execute(connector)
     return JobResult(
         job_id=job.id,

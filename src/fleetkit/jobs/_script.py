@@ -43,9 +43,11 @@ class JobPaths:
         return self.project_dir + ".tmp"
 
 
-def relative_project_dir(instance_id: str, slot: int, job_id: int) -> str:
-    """The project directory below the builds directory: per instance, slot and job."""
-    return f"{_UNSAFE.sub('_', instance_id)}/{slot}/{job_id}"
+def relative_project_dir(instance_id: str, slot: int, job_id: int, *, common: bool = False) -> str:
+    """The project directory below the builds directory: per instance, slot and job,
+    or one per instance shared by its jobs (GitLab's ``use_common_build_dir``)."""
+    instance = _UNSAFE.sub("_", instance_id)
+    return f"{instance}/common" if common else f"{instance}/{slot}/{job_id}"
 
 
 def prepare_script(
