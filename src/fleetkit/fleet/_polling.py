@@ -8,6 +8,8 @@ failed ``update`` keeps the previous view and is retried soon.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from fleetkit.errors import ProviderError
 from fleetkit.fleet._clock import loop_time
 from fleetkit.fleet._events import InstanceFailed, InstanceRunning, InstanceSeen
@@ -17,20 +19,27 @@ from fleetkit.fleet._table import Record, Trigger
 from fleetkit.model import InstanceState, ProviderState
 from fleetkit.provider import InstanceStatus
 
-__all__ = ["GONE", "expire_requests", "observe", "poll"]
+__all__ = ["GONE", "expire_requests", "fetch_statuses", "observe", "poll"]
 
 S = InstanceState
 #: Provider states of an instance that no longer exists.
 GONE = frozenset({ProviderState.DELETED, ProviderState.TIMEOUT})
 
 
-async def poll(rt: Runtime) -> None:
-    """Call ``update`` and move every record by what it reports."""
+async def fetch_statuses(rt: Runtime, failed: str) -> Sequence[InstanceStatus] | None:
+    """The provider's ``update``, or ``None`` (a missed update, logged as ``failed``)."""
     try:
-        statuses = await rt.calls.update()
+        return await rt.calls.update()
     except ProviderError as exc:
         rt.book.missed_updates += 1
-        log.warning("update failed, keeping the previous view: %s", exc, extra={"fleet": rt.name})
+        log.warning(failed, exc, extra={"fleet": rt.name})
+        return None
+
+
+async def poll(rt: Runtime) -> None:
+    """Call ``update`` and move every record by what it reports."""
+    statuses = await fetch_statuses(rt, "update failed, keeping the previous view: %s")
+    if statuses is None:
         rt.next_poll = loop_time() + rt.settings.update_interval_when_expecting
         return
     rt.book.instance_operations["update"] += 1

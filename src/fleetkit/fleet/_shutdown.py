@@ -16,7 +16,7 @@ import anyio
 
 from fleetkit.errors import FleetClosed, ProviderError
 from fleetkit.fleet._clock import loop_time
-from fleetkit.fleet._polling import GONE
+from fleetkit.fleet._polling import GONE, fetch_statuses
 from fleetkit.fleet._runtime import Runtime, log
 
 __all__ = ["stop_granting", "teardown"]
@@ -98,11 +98,8 @@ async def _delete_everything(rt: Runtime) -> None:
 
 
 async def _poll_for_shutdown(rt: Runtime) -> list[str] | None:
-    try:
-        statuses = await rt.calls.update()
-    except ProviderError as exc:
-        rt.book.missed_updates += 1
-        log.warning("shutdown: update failed: %s", exc, extra={"fleet": rt.name})
+    statuses = await fetch_statuses(rt, "shutdown: update failed: %s")
+    if statuses is None:
         return None
     now = loop_time()
     live = []
