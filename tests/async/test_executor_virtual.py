@@ -10,6 +10,7 @@ import pytest
 import trio.testing
 
 from fleetkit.connector import CommandResult
+from fleetkit.errors import FleetClosed
 from fleetkit.executor import InstanceExecutor
 from fleetkit.fleet import Fleet, FleetSettings
 from fleetkit.jobs import Job, JobResult, JobStatus
@@ -134,3 +135,26 @@ async def test_stop_reports_running_and_waiting_jobs_cancelled() -> None:
     assert sum(r.started_at is not None for r in done) == 2
     assert all(r.finished_at - stopped_at < 60 for r in done)
     assert group.live_ids() == []
+
+
+@pytest.mark.anyio
+async def test_leaving_at_once_after_submit_reports_every_job_cancelled() -> None:
+    """Jobs submitted just before the executor closes end cancelled; none is lost or raises."""
+    group = SimulatedGroup(seed=5, boot=Delay(10, 10), deletion=Delay(1, 1))
+    fleet = Fleet(
+        group,
+        Limits(capacity_per_instance=1, max_instances=2),
+        Policy(idle_count=0),
+        settings=SETTINGS,
+    )
+    executor = InstanceExecutor(fleet, _connector(60))
+    async with executor:
+        results = executor.submit(_jobs(3))
+    done = [r async for r in results]
+    assert sorted((r.job_id, r.status) for r in done) == [
+        (1, JobStatus.CANCELLED),
+        (2, JobStatus.CANCELLED),
+        (3, JobStatus.CANCELLED),
+    ]
+    with pytest.raises(FleetClosed, match="not open"):
+        await executor.run(_jobs(1)[0])

@@ -283,7 +283,15 @@ class InstanceExecutor:
         return self.ledger.figures(anyio.current_time())
 
     async def run(self, job: Job, *, queued_at: float | None = None) -> JobResult:
-        """Run ``job`` (retrying system failures) and return its final result."""
+        """Run ``job`` (retrying system failures) and return its final result.
+
+        Raises :class:`~fleetkit.errors.FleetClosed` outside ``async with executor:``.
+        """
+        if self._tg is None:
+            raise FleetClosed("the executor is not open: use `async with executor:`")
+        return await self._run(job, queued_at)
+
+    async def _run(self, job: Job, queued_at: float | None) -> JobResult:
         queued = anyio.current_time() if queued_at is None else queued_at
         # A job counts as queued whenever it is in here and not running.
         self._queued += 1
@@ -324,7 +332,7 @@ class InstanceExecutor:
         self, job: Job, queued: float, send: MemoryObjectSendStream[JobResult]
     ) -> None:
         async with send:
-            result = await self.run(job, queued_at=queued)
+            result = await self._run(job, queued)
             with contextlib.suppress(anyio.BrokenResourceError):
                 await send.send(result)  # unless the receiver stopped listening
 
