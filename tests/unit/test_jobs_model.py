@@ -123,3 +123,11 @@ def test_failure_reason_uses_gitlabs_names(status: JobStatus, reason: str | None
     """Each way a job ends maps to GitLab's failure reason for it."""
     result = JobResult(job_id=1, name="j", status=status, queued_at=0.0, finished_at=1.0)
     assert result.failure_reason == reason
+
+
+def test_nul_in_script_or_value_is_refused_without_showing_the_value() -> None:
+    """A NUL cannot reach a shell: the job is refused, naming the variable, not its value."""
+    with pytest.raises(ConfigError) as info:
+        Job(id=1, name="j", script="echo\0", variables=[Variable("K", "sec\0ret", masked=True)])
+    assert [p.path for p in info.value.problems] == ["job 'j'.script", "job 'j'.variables.K"]
+    assert "sec" not in str(info.value)

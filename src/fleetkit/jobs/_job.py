@@ -67,8 +67,15 @@ def _check_job(job: Job) -> None:
         )
     if job.timeout <= timedelta(0):
         problems.append(Problem(where + ".timeout", f"must be > 0s, got {job.timeout}"))
+    if "\0" in job.script:
+        problems.append(Problem(where + ".script", "contains a NUL character"))
     seen: set[str] = set()
     for var in job.variables:
+        if "\0" in var.value:
+            # Named only: the value may be a secret.
+            problems.append(
+                Problem(f"{where}.variables.{var.key}", "value contains a NUL character")
+            )
         if not is_variable_name(var.key):
             problems.append(Problem(f"{where}.variables.{var.key}", _NAME_RULE))
         if var.key in seen:
