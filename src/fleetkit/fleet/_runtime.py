@@ -76,31 +76,36 @@ class Runtime:
         self.probe = Probe(self.calls, connector, self.wall_now)
         self.store = StateStore(settings.state_storage_dir) if settings.state_storage_dir else None
         self.info: ProviderInfo | None = None
+        # The instance table.
         self.records: dict[str, Record] = {}
         # READY records in acquire order (planner's seniority): the fast path walks this.
         self.ready: list[Record] = []
+        self.requested: deque[float] = deque()
+        self.dirty = False
+        # Acquisitions: granted, waiting, reserved.
         self.held: dict[str, Slot] = {}
         self.pending: dict[str, Waiter] = {}
         self.reservations: dict[str, float] = {}
-        self.requested: deque[float] = deque()
+        self.all_released: anyio.Event | None = None
+        # What the fleet reports: events and figures.
         self.hub = EventHub()
         self.book = StatsBook()
+        self.desired = 0
+        # The fleet's own lifecycle, its tasks and its update loop.
+        self.open = False
+        self.closing = False
         self.tg: TaskGroup | None = None
-        self.wake_event: anyio.Event | None = None
         self.ready_backlog: list[Record] = []
+        self.wake_event: anyio.Event | None = None
         self.woken = False
         self.tick_cost = 0.0
-        self.closing = False
-        self.open = False
-        self.dirty = False
-        self.all_released: anyio.Event | None = None
+        # When the loop next has something to do, and what holds scale-ups back.
         self.next_poll = 0.0
         self.next_heartbeat = math.inf
         self.bucket: TokenBucket | None = None
         self.throttled_until = 0.0
         self.scale_up_not_before = 0.0
         self.scale_up_failures = 0
-        self.desired = 0
         self.last_logged_provision: tuple[int, int] | None = None
 
     # --- time and policy ----------------------------------------------------
