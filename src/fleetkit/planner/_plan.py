@@ -28,7 +28,8 @@ The pass, in order:
 4. idle instances past ``idle_time`` are removed, longest idle first, while the
    instances left after the plan (provisions included) still cover demand and
    every reservation keeps a ready slot;
-5. instances over a lowered ``max_instances`` are removed, free ones only;
+5. instances over a lowered ``max_instances`` are removed, free ones only,
+   keeping what reservations and waiting keys need;
 6. when demand exceeds what is left, instances are provisioned, never beyond
    ``max_instances`` counting every state.
 
@@ -131,6 +132,7 @@ def _trim_over_max(
     demand: int,
     unavailable: int,
     waiting: int,
+    reserved: int,
 ) -> tuple[int, int, int, int, int]:
     """Remove free instances beyond a lowered ``max_instances``; return the new
     counted, idle, unready, demand and unavailable figures."""
@@ -147,6 +149,9 @@ def _trim_over_max(
         if counted <= limits.max_instances:
             break
         if idle - usable + unready - booting < waiting:
+            continue
+        # As for idle removals: each reservation keeps a ready slot.
+        if usable and idle - usable < reserved:
             continue
         removals.append(Deprovision(instance_id, OverMaxInstances(over, limits.max_instances)))
         counted -= 1
@@ -261,6 +266,7 @@ def plan(snapshot: Snapshot, policy: Policy, limits: Limits, now: float) -> Plan
             demand,
             unavailable,
             reserved + pending,
+            reserved,
         )
     required = _ceil_div(demand, cap)
     ceiling = max(max_instances - (all_instances - counted), 0) if max_instances else None
