@@ -227,3 +227,32 @@ async def test_common_build_dir_is_one_per_instance(target: Target) -> None:
     async with target.connector.connect(target.info) as conn:
         gone = await conn.run(f"test -e {dirs[0].removeprefix('dir=')}")
     assert gone.exit_code == 1
+
+
+@pytest.mark.anyio
+async def test_connection_lost_mid_job_is_a_system_failure(tmp_path: Path) -> None:
+    """When the instance's sshd and its sessions die under a running job, the job ends as a
+    system failure, soon, not as a failure of its script."""
+    require_sshd()
+    log = MemoryLog()
+    job = Job(id=8, name="cut", shell="sh", script="echo started; sleep 30")
+    async with (
+        running_sshd(tmp_path / "sshd") as sshd,
+        SSHConnector(dial_timeout=1, keepalive=0.5) as ssh,
+        anyio.create_task_group() as tg,
+    ):
+        results = []
+
+        async def run() -> None:
+            slot = StaticSlot("sshd-0", 0, sshd.connect_info("sshd-0"))
+            results.append(await run_job(slot, job, ssh, log=log))
+
+        tg.start_soon(run)
+        with anyio.fail_after(10):
+            while "started" not in log.text:  # noqa: ASYNC110 - the log is a plain buffer
+                await anyio.sleep(0.05)
+        await sshd.daemon.stop()
+    (result,) = results
+    assert result.status is JobStatus.SYSTEM_FAILURE, log.text
+    assert result.duration is not None
+    assert result.duration < 15
