@@ -18,6 +18,7 @@ from fleetkit.connector.ssh import SSHConnector
 from fleetkit.jobs import MASK, Job, JobStatus, MemoryLog, Variable, run_job
 from fleetkit.model import ConnectInfo
 from fleetkit.testing.sshd import TestSSHD, running_sshd
+from tests.integration.executor_support import remove_lost_build_dirs
 from tests.integration.jobs_support import StaticSlot, processes_with
 from tests.integration.local_provider_support import require_sshd
 
@@ -234,6 +235,7 @@ async def test_connection_lost_mid_job_is_a_system_failure(tmp_path: Path) -> No
     """When the instance's sshd and its sessions die under a running job, the job ends as a
     system failure, soon, not as a failure of its script."""
     require_sshd()
+    instance = f"cut-{secrets.token_hex(4)}"
     log = MemoryLog()
     job = Job(id=8, name="cut", shell="sh", script="echo started; sleep 30")
     async with (
@@ -244,7 +246,7 @@ async def test_connection_lost_mid_job_is_a_system_failure(tmp_path: Path) -> No
         results = []
 
         async def run() -> None:
-            slot = StaticSlot("sshd-0", 0, sshd.connect_info("sshd-0"))
+            slot = StaticSlot(instance, 0, sshd.connect_info(instance))
             results.append(await run_job(slot, job, ssh, log=log))
 
         tg.start_soon(run)
@@ -256,3 +258,5 @@ async def test_connection_lost_mid_job_is_a_system_failure(tmp_path: Path) -> No
     assert result.status is JobStatus.SYSTEM_FAILURE, log.text
     assert result.duration is not None
     assert result.duration < 15
+    # No cleanup reaches a dead connection; here the "instance" shares this /tmp.
+    remove_lost_build_dirs(instance)
