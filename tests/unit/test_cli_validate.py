@@ -191,7 +191,7 @@ def test_example_script_prints_limits_and_active_policy() -> None:
         "runners[0] windows instance executor",
         (
             "  limits: Limits(capacity_per_instance=5, max_use_count=0, max_instances=10, "
-            "failure_threshold=3, ready_timeout=None)"
+            "failure_threshold=3, ready_timeout=2400.0)"
         ),
         "  active policy now: idle_count=5 idle_time=20m0s preemptive=False",
     ]
