@@ -270,7 +270,7 @@ class MotoServer:
 
     def client(self, service: str) -> Any:
         """A synchronous boto3 client for ``service`` on this server."""
-        import boto3  # type: ignore[import-untyped]
+        import boto3
 
         return boto3.client(
             service,
