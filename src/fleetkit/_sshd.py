@@ -32,7 +32,7 @@ from typing import Any, Self
 import anyio
 import anyio.abc
 
-from fleetkit._procs import descendants, end_tree, exists, wait_until
+from fleetkit._procs import end_tree, wait_until
 
 __all__ = [
     "SSHDaemon",
@@ -50,12 +50,6 @@ _PRIVSEP_DIR = Path("/run/sshd")
 # when it cannot lock /etc/passwd (another useradd is running): retry those.
 _USERADD_EXISTS = 9
 _USERADD_LOCKED = 10
-
-# The names these fleetkit._procs helpers had here, still imported by the
-# connectors' test modules; new code imports fleetkit._procs.
-_descendants = descendants
-_exists = exists
-_poll = wait_until
 
 
 class SSHDaemonError(RuntimeError):

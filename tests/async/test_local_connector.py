@@ -10,7 +10,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from fleetkit._sshd import _exists, _poll
+from fleetkit._procs import exists, wait_until
 from fleetkit.connector.local import LocalConnection, LocalConnector
 from fleetkit.errors import CommandTimeout, ConfigError, ConnectionLost, ConnectorError
 from fleetkit.model import ConnectInfo
@@ -80,7 +80,7 @@ async def test_cancel_ends_the_whole_process_group(conn: LocalConnection, tmp_pa
     async with conn.stream("sleep 60 & echo $!; wait") as proc:
         child = int((await proc.stdout.receive()).decode())
     with anyio.fail_after(10):
-        await _poll(lambda: not _exists(child))
+        await wait_until(lambda: not exists(child))
 
 
 @pytest.mark.anyio

@@ -15,7 +15,8 @@ import anyio
 import attrs
 import pytest
 
-from fleetkit._sshd import SSHDaemon, _descendants, _poll, generate_keypair
+from fleetkit._procs import descendants, wait_until
+from fleetkit._sshd import SSHDaemon, generate_keypair
 from fleetkit.connector.ssh import SSHConnector
 from fleetkit.errors import (
     AuthenticationFailed,
@@ -259,7 +260,7 @@ async def test_idle_connections_close(sshd: TestSSHD) -> None:
             await conn.run("true")
         assert ssh.open_connections("idle") == 1
         with anyio.fail_after(5):
-            await _poll(lambda: ssh.open_connections("idle") == 0)
+            await wait_until(lambda: ssh.open_connections("idle") == 0)
 
 
 @pytest.mark.anyio
@@ -278,7 +279,7 @@ async def test_forget_closes_connections_and_drops_the_pin(
 def _session_processes(daemon: SSHDaemon) -> list[int]:
     return [
         pid
-        for pid in _descendants(daemon.pid)
+        for pid in descendants(daemon.pid)
         if Path(f"/proc/{pid}/comm").read_text().strip() == "sshd"
     ]
 
@@ -289,7 +290,7 @@ def _frozen_sessions(daemon: SSHDaemon) -> Iterator[list[int]]:
     open but silent. On exit, kill the whole session tree remembered now (once
     a session's sshd dies, the shell and command below it leave the daemon's
     tree, so stop() would not find them)."""
-    tree = _descendants(daemon.pid)
+    tree = descendants(daemon.pid)
     try:
         for pid in _session_processes(daemon):
             os.kill(pid, signal.SIGSTOP)
@@ -378,7 +379,7 @@ async def test_closing_the_connector_ends_commands_still_running(sshd: TestSSHD)
         assert cmdlines_containing(marker)
         await ssh.aclose()
         with anyio.fail_after(10):
-            await _poll(lambda: not cmdlines_containing(marker))
+            await wait_until(lambda: not cmdlines_containing(marker))
 
 
 @pytest.mark.anyio
@@ -399,4 +400,4 @@ async def test_command_ends_when_its_session_vanishes(
         with pytest.raises(ConnectionLost):
             await proc.wait()
     with anyio.fail_after(10):
-        await _poll(lambda: not cmdlines_containing(marker))
+        await wait_until(lambda: not cmdlines_containing(marker))
