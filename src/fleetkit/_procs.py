@@ -1,8 +1,10 @@
 """Process trees on Linux, read from ``/proc``: find them, end them, wait for them.
 
-Shared by the throwaway sshd (:mod:`fleetkit._sshd`) and the local provider
-(:mod:`fleetkit.provider.local`), which both end processes they did not start
-themselves: sshd's per-connection children and the sessions those run.
+Shared by the throwaway sshd (:mod:`fleetkit._sshd`), the local provider
+(:mod:`fleetkit.provider.local`) and the local connector
+(:mod:`fleetkit.connector.local`), which all end processes they did not start
+themselves: sshd's per-connection children and the sessions those run, and
+whatever a command forked.
 
 Ending a tree without a race
 ----------------------------

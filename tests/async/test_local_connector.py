@@ -84,6 +84,18 @@ async def test_cancel_ends_the_whole_process_group(conn: LocalConnection, tmp_pa
 
 
 @pytest.mark.anyio
+async def test_cancel_ends_a_child_in_a_session_of_its_own(conn: LocalConnection) -> None:
+    """Leaving a stream early also ends a child that left the command's process
+    group and session, which a signal to the group would miss."""
+    async with conn.stream("setsid sleep 60 & echo $!; wait") as proc:
+        child = int((await proc.stdout.receive()).decode())
+        with anyio.fail_after(10):
+            await wait_until(lambda: os.getsid(child) == child)
+    with anyio.fail_after(10):
+        await wait_until(lambda: not exists(child))
+
+
+@pytest.mark.anyio
 async def test_timeout_raises_command_timeout(conn: LocalConnection) -> None:
     """A command past its timeout raises CommandTimeout."""
     with pytest.raises(CommandTimeout, match="sandbox-1"):

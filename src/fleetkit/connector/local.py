@@ -11,8 +11,11 @@ Commands run in the working directory: the sandbox directory for a ``local``
 instance, else ``workdir``, else the current directory. A command line
 (``str``) runs under ``/bin/sh -c``; an argument vector runs directly, with no
 shell. ``env`` is added to this process's environment. Every command leads a
-new process group, so ending it (cancel, timeout, leaving a stream early) sends
-TERM to everything it started, then KILL after a grace period. Relative paths
+new session, and ending it (cancel, timeout, leaving a stream early) sends TERM
+to everything it started, then KILL after a grace period: every process in that
+session or below the command, found in ``/proc`` (Linux) by
+:func:`fleetkit._procs.end_tree`, so children in a process group or session of
+their own end too. Relative paths
 for upload, download and unix-socket tunnels are taken from the working
 directory. Works on every anyio backend.
 """
@@ -33,6 +36,7 @@ import anyio
 import anyio.abc
 import attrs
 
+from fleetkit._procs import end_tree
 from fleetkit.connector import (
     Command,
     ExitStatus,
@@ -51,11 +55,6 @@ if TYPE_CHECKING:
 __all__ = ["LocalConnection", "LocalConnector"]
 
 _TERM_GRACE = 5.0
-
-
-def _signal_group(pid: int, signum: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signum)
 
 
 @attrs.define(eq=False)
@@ -86,18 +85,20 @@ class _LocalRunning:
         return ExitStatus(code)
 
     async def terminate(self) -> None:
-        _signal_group(self.process.pid, signal.SIGTERM)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, signal.SIGTERM)
 
     async def _end(self) -> None:
-        """End the command's whole process group unless it ended by itself."""
+        """End everything the command started unless it ended by itself."""
         with anyio.CancelScope(shield=True):
+            # Only while the leader is unreaped: its pid (and so its session id)
+            # cannot have been reused by an unrelated process then.
             if self.process.returncode is None:
-                await self.terminate()
-                with anyio.move_on_after(_TERM_GRACE):
-                    await self.process.wait()
-                if self.process.returncode is None:
-                    _signal_group(self.process.pid, signal.SIGKILL)
-                await self.process.wait()
+                await end_tree([self.process.pid], grace=_TERM_GRACE)
+            if self.process.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    self.process.kill()
+            await self.process.wait()
             await self.process.aclose()
 
 
