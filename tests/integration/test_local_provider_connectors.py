@@ -59,6 +59,31 @@ async def test_sandbox_instance_runs_commands_through_local_connector(tmp_path: 
 
 
 @pytest.mark.anyio
+async def test_sshd_instance_sessions_keep_temporary_files_in_the_sandbox(
+    open_root: Path,
+) -> None:
+    """An sshd instance's sessions get TMPDIR in its sandbox, so files that fall
+    back to it (job build dirs) are deleted with the instance."""
+    require_sshd()
+    require_module("asyncssh", "pip install 'fleetkit[ssh]'")
+    from fleetkit.connector.ssh import SSHConnector
+
+    async with local_group(open_root) as group:
+        await group.increase(1)
+        (status,) = await group.update()
+        info = await group.connect_info(status.id)
+        async with SSHConnector(dial_timeout=10) as ssh, ssh.connect(info) as conn:
+            result = await conn.run('mkdir -p "$TMPDIR/build" && echo "$TMPDIR"')
+        assert result.exit_code == 0
+        tmpdir = Path(result.stdout.decode().strip())
+        assert tmpdir.name == "work"
+        assert open_root in tmpdir.parents
+        assert (tmpdir / "build").is_dir()
+        await group.decrease([status.id])
+        assert not tmpdir.exists()
+
+
+@pytest.mark.anyio
 async def test_sshd_instance_runs_commands_through_ssh_connector(tmp_path: Path) -> None:
     """An sshd instance's connect info (generated key, host key) makes SSHConnector log in."""
     require_sshd()

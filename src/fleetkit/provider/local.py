@@ -548,6 +548,9 @@ class LocalInstanceGroup:
             port=self._connector.protocol_port or 0,
             login_user=session.login_user,
             authorized_keys=[session.public_key] if session.public_key else [],
+            # The login user's home is "/", so work that falls back to $TMPDIR
+            # (job build dirs) lands in the sandbox and goes with the instance.
+            extra_config={"SetEnv": f'"TMPDIR={instance.sandbox / "work"}"'},
             sshd_path=SSHD_PATH,
         )
 
