@@ -78,9 +78,9 @@ async def test_sshd_instance_sessions_keep_temporary_files_in_the_sandbox(
         tmpdir = Path(result.stdout.decode().strip())
         assert tmpdir.name == "work"
         assert open_root in tmpdir.parents
-        assert (tmpdir / "build").is_dir()
+        assert await anyio.Path(tmpdir / "build").is_dir()
         await group.decrease([status.id])
-        assert not tmpdir.exists()
+        assert not await anyio.Path(tmpdir).exists()
 
 
 @pytest.mark.anyio
