@@ -26,13 +26,13 @@ import subprocess
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import anyio
 import anyio.abc
 
 from fleetkit._procs import end_tree, wait_until
+from fleetkit._resource import AsyncResource
 
 __all__ = [
     "SSHDaemon",
@@ -188,11 +188,11 @@ def _render_config(settings: Mapping[str, str]) -> str:
     return "".join(f"{key} {value}\n" for key, value in settings.items())
 
 
-class SSHDaemon:
+class SSHDaemon(AsyncResource):
     """A running ``sshd -D`` with its own config, host key and authorized keys.
 
     Create it with :meth:`start` (or ``async with await SSHDaemon.start(...)``)
-    and end it with :meth:`stop`. ``host_public_key`` is the host key in
+    and end it with :meth:`stop` (or :meth:`aclose`). ``host_public_key`` is the host key in
     OpenSSH one-line form (``ssh-ed25519 AAAA...``), for pinning in clients.
     """
 
@@ -395,13 +395,6 @@ class SSHDaemon:
             if self._side_dir is not None:
                 shutil.rmtree(self._side_dir, ignore_errors=True)
 
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def aclose(self) -> None:
+        """The same as :meth:`stop`, which ``async with`` calls on exit."""
         await self.stop()

@@ -166,6 +166,16 @@ async def test_private_workdir_gets_a_side_dir_removed_at_stop(
 
 
 @pytest.mark.anyio
+async def test_leaving_async_with_stops_the_daemon(sshd_path: str, tmp_path: Path) -> None:
+    """``async with`` on a started daemon stops it on exit, as stop() does."""
+    async with await SSHDaemon.start(tmp_path / "sshd") as daemon:
+        assert daemon.alive()
+    assert not daemon.alive()
+    assert not exists(daemon.pid)
+    await daemon.aclose()  # idempotent, like stop()
+
+
+@pytest.mark.anyio
 async def test_bad_config_reports_sshd_error(sshd_path: str, tmp_path: Path) -> None:
     """A config sshd rejects raises SSHDaemonError carrying sshd's own message."""
     with pytest.raises(SSHDaemonError, match="NoSuchOption"):

@@ -4,22 +4,21 @@ streaming form, and closing as an async context manager."""
 from __future__ import annotations
 
 import contextlib
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections.abc import Mapping
 from contextlib import AbstractAsyncContextManager
-from types import TracebackType
-from typing import Self
 
 import anyio
 import anyio.abc
 
+from fleetkit._resource import AsyncResource
 from fleetkit.connector import Command, CommandResult, RunningCommand
 from fleetkit.errors import ConnectorError
 
 __all__ = ["ConnectionBase", "communicate"]
 
 
-class ConnectionBase(ABC):
+class ConnectionBase(AsyncResource):
     """``run`` and ``async with`` on top of a subclass's ``stream`` and ``aclose``."""
 
     @abstractmethod
@@ -31,10 +30,6 @@ class ConnectionBase(ABC):
         timeout: float | None = None,
     ) -> AbstractAsyncContextManager[RunningCommand]:
         """Start ``command``; see :meth:`fleetkit.connector.Connection.stream`."""
-
-    @abstractmethod
-    async def aclose(self) -> None:
-        """Close the connection."""
 
     async def run(
         self,
@@ -50,17 +45,6 @@ class ConnectionBase(ABC):
             out, err = await communicate(proc, data)
             status = await proc.wait()
         return CommandResult(status.exit_code, out, err, status.signal)
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
 
 async def communicate(proc: RunningCommand, stdin: bytes | None) -> tuple[bytes, bytes]:
