@@ -62,6 +62,15 @@ def test_create_group_launches_the_desired_instances(moto: MotoServer) -> None:
     assert group["AutoScalingGroups"][0]["MaxSize"] == 4
 
 
+def test_group_members_leaves_out_terminating_instances(moto: MotoServer) -> None:
+    """group_members lists the group's instance ids, sorted, without those terminating."""
+    moto.create_group("ci", max_size=4, desired=3)
+    first, second, third = sorted(moto.group_instances("ci"))
+    moto.set_lifecycle_state("ci", first, "Terminating:Wait")
+    moto.set_lifecycle_state("ci", third, "Terminated")
+    assert moto.group_members("ci") == [second]
+
+
 def test_example_runs_against_moto() -> None:
     """examples/aws_provider.py runs end to end, is capped by MaxSize and prints no key."""
     done = subprocess.run(

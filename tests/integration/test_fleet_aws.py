@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 
 import anyio
 import attrs
 import pytest
 
+from fleetkit._procs import wait_until
 from fleetkit.fleet import Fleet, FleetSettings
 from fleetkit.model import InstanceState, Limits
 from fleetkit.policy import Policy
@@ -32,26 +34,10 @@ QUICK = FleetSettings(
 )
 
 
-def group_members(moto: MotoServer, name: str) -> list[str]:
-    """Instance ids the Auto Scaling group lists, not terminating, read with boto3."""
-    groups = moto.client("autoscaling").describe_auto_scaling_groups(AutoScalingGroupNames=[name])[
-        "AutoScalingGroups"
-    ]
-    return sorted(
-        i["InstanceId"]
-        for i in groups[0]["Instances"]
-        if not i["LifecycleState"].startswith("Terminat")
-    )
-
-
-async def until(predicate: object, seconds: float = 20.0) -> None:
-    """Poll ``predicate`` every 50 ms for up to ``seconds``."""
-    assert callable(predicate)
+async def until(predicate: Callable[[], bool], seconds: float = 20.0) -> None:
+    """Poll ``predicate`` every 50 ms; fail after ``seconds``."""
     with anyio.fail_after(seconds):
-        for _ in range(int(seconds / 0.05) + 1):
-            if predicate():
-                return
-            await anyio.sleep(0.05)
+        await wait_until(predicate, 0.05)
 
 
 @pytest.mark.anyio
@@ -64,13 +50,13 @@ async def test_fleet_scales_an_auto_scaling_group_up_and_to_zero(moto: MotoServe
         await until(
             lambda: [i.state for i in fleet.snapshot().instances] == [InstanceState.READY] * 2
         )
-        assert len(group_members(moto, "ci")) == 2
+        assert len(moto.group_members("ci")) == 2
         async with fleet.acquire("job-1", timeout=10.0) as slot:
-            assert slot.instance_id in group_members(moto, "ci")
+            assert slot.instance_id in moto.group_members("ci")
             assert slot.connect_info is not None
             assert slot.connect_info.internal_addr
         fleet.set_schedule(Policy(idle_count=0, idle_time=timedelta(0)))
-        await until(lambda: group_members(moto, "ci") == [])
+        await until(lambda: moto.group_members("ci") == [])
         assert fleet.limits.max_instances == 4
     assert moto.calls["SetDesiredCapacity"] >= 1
 
@@ -81,11 +67,11 @@ async def test_fleet_never_asks_beyond_the_groups_max_size(moto: MotoServer) -> 
     moto.create_group("small", max_size=2)
     group = build(moto, "small")
     async with Fleet(group, Limits(), Policy(idle_count=5), settings=QUICK) as fleet:
-        await until(lambda: len(group_members(moto, "small")) == 2)
+        await until(lambda: len(moto.group_members("small")) == 2)
         await anyio.sleep(1.0)
-        assert len(group_members(moto, "small")) == 2
+        assert len(moto.group_members("small")) == 2
         assert fleet.stats().desired_instances == 2
-    assert group_members(moto, "small") == []
+    assert moto.group_members("small") == []
 
 
 @pytest.mark.anyio

@@ -70,18 +70,6 @@ anyio.run(main)
 """
 
 
-def listed(moto: MotoServer, name: str) -> list[str]:
-    """The group's instances that are not terminating, per DescribeAutoScalingGroups."""
-    groups = moto.client("autoscaling").describe_auto_scaling_groups(AutoScalingGroupNames=[name])[
-        "AutoScalingGroups"
-    ]
-    return sorted(
-        i["InstanceId"]
-        for i in groups[0]["Instances"]
-        if not i["LifecycleState"].startswith("Terminat")
-    )
-
-
 @pytest.mark.anyio
 async def test_sigkilled_fleet_leaves_no_orphans(moto: MotoServer, tmp_path: Path) -> None:
     """After SIGKILL, a new fleet adopts the idle instances, removes the busy one, and
@@ -108,7 +96,7 @@ async def test_sigkilled_fleet_leaves_no_orphans(moto: MotoServer, tmp_path: Pat
     assert child.returncode == -signal.SIGKILL
     assert line.startswith(b"HOLDING"), line
     busy = line.split()[1].decode()
-    before = listed(moto, "crash")
+    before = moto.group_members("crash")
     assert busy in before
     assert len(before) == 4
 
@@ -125,13 +113,13 @@ async def test_sigkilled_fleet_leaves_no_orphans(moto: MotoServer, tmp_path: Pat
     policy = Policy(idle_count=3, idle_time=timedelta(hours=1))
     async with Fleet(group, Limits(), policy, settings=settings) as fleet:
         for _ in range(300):
-            members = listed(moto, "crash")
+            members = moto.group_members("crash")
             if busy not in members and len(members) >= 3:
                 break
             await anyio.sleep(0.1)
         known = {i.id: i.state for i in fleet.snapshot().instances}
-        for instance_id in listed(moto, "crash"):
+        for instance_id in moto.group_members("crash"):
             assert known.get(instance_id) in (InstanceState.READY, InstanceState.RUNNING)
         adopted = set(before) - {busy}
         assert adopted <= set(known)
-    assert listed(moto, "crash") == []
+    assert moto.group_members("crash") == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import anyio
 import attrs
 import pytest
 
+from fleetkit._procs import wait_until
 from fleetkit.connector import Connector
 from fleetkit.connector.local import LocalConnector
 from fleetkit.fleet import Fleet, FleetSettings
@@ -37,14 +39,10 @@ def anyio_backend() -> str:
     return "asyncio"  # asyncssh runs on asyncio only
 
 
-async def until(predicate: object, seconds: float = 30.0) -> None:
-    """Poll ``predicate`` every 50 ms for up to ``seconds``."""
-    assert callable(predicate)
+async def until(predicate: Callable[[], bool], seconds: float = 30.0) -> None:
+    """Poll ``predicate`` every 50 ms; fail after ``seconds``."""
     with anyio.fail_after(seconds):
-        for _ in range(int(seconds / 0.05) + 1):
-            if predicate():
-                return
-            await anyio.sleep(0.05)
+        await wait_until(predicate, 0.05)
 
 
 async def run_fleet(

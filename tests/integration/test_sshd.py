@@ -9,6 +9,7 @@ import pwd
 import signal
 import subprocess
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
@@ -34,6 +35,22 @@ def _ssh(
         timeout=20,
         check=False,
     )
+
+
+@contextlib.asynccontextmanager
+async def _ssh_session(server: TestSSHD, command: str) -> AsyncIterator[None]:
+    """The OpenSSH client running ``command`` on ``server``, killed and reaped on exit."""
+    session = await anyio.open_process(
+        server.ssh_command(command), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        yield
+    finally:
+        with anyio.CancelScope(shield=True):
+            with contextlib.suppress(ProcessLookupError):
+                session.kill()
+            await session.wait()
+            await session.aclose()
 
 
 @pytest.mark.anyio
@@ -67,12 +84,7 @@ async def test_host_public_key_is_the_key_sshd_presents(sshd: TestSSHD) -> None:
 @pytest.mark.anyio
 async def test_stop_ends_daemon_and_sessions_and_is_idempotent(sshd: TestSSHD) -> None:
     """stop() ends the listener and every session process under it; a second stop is a no-op."""
-    session = await anyio.open_process(
-        sshd.ssh_command("sleep 300"),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
+    async with _ssh_session(sshd, "sleep 300"):
         with anyio.fail_after(10):
             await wait_until(
                 lambda: any(
@@ -86,12 +98,6 @@ async def test_stop_ends_daemon_and_sessions_and_is_idempotent(sshd: TestSSHD) -
         await sshd.daemon.stop()
         with pytest.raises(OSError):
             await anyio.connect_tcp(sshd.daemon.address, sshd.daemon.port)
-    finally:
-        with anyio.CancelScope(shield=True):
-            with contextlib.suppress(ProcessLookupError):
-                session.kill()
-            await session.wait()
-            await session.aclose()
 
 
 @pytest.mark.anyio
@@ -99,27 +105,18 @@ async def test_stop_ends_what_a_session_starts_while_being_stopped(sshd: TestSSH
     """A session that answers TERM by starting an orphan and exiting leaves nothing
     running after stop(): a process forked after the tree was listed is found too."""
     marker, inner = (f"3600.{uuid.uuid4().int % 10**9:09d}" for _ in range(2))
-    session = await anyio.open_process(
-        sshd.ssh_command(f"trap 'sleep {marker} & exit 0' TERM; sleep {inner} & wait"),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        # Once sleep has exec'd it no longer carries the shell's TERM trap.
-        with anyio.fail_after(10):
-            await wait_until(lambda: bool(cmdlines_containing(f"sleep\0{inner}".encode())))
-        await sshd.daemon.stop()
-        assert cmdlines_containing(marker.encode()) == []
-        assert cmdlines_containing(inner.encode()) == []
-    finally:
-        with anyio.CancelScope(shield=True):
+    async with _ssh_session(sshd, f"trap 'sleep {marker} & exit 0' TERM; sleep {inner} & wait"):
+        try:
+            # Once sleep has exec'd it no longer carries the shell's TERM trap.
+            with anyio.fail_after(10):
+                await wait_until(lambda: bool(cmdlines_containing(f"sleep\0{inner}".encode())))
+            await sshd.daemon.stop()
+            assert cmdlines_containing(marker.encode()) == []
+            assert cmdlines_containing(inner.encode()) == []
+        finally:
             for path in cmdlines_containing(marker.encode()):
                 with contextlib.suppress(OSError):
                     os.kill(int(path.parent.name), signal.SIGKILL)
-            with contextlib.suppress(ProcessLookupError):
-                session.kill()
-            await session.wait()
-            await session.aclose()
 
 
 @pytest.mark.anyio

@@ -329,6 +329,15 @@ class MotoServer:
                 return
         raise KeyError(f"instance {instance_id!r} is not in group {name!r}")
 
+    def group_members(self, name: str) -> list[str]:
+        """Ids of the group's instances that are not terminating, sorted: what
+        still counts against the group (see :meth:`group_instances`)."""
+        return sorted(
+            instance_id
+            for instance_id, state in self.group_instances(name).items()
+            if not state.startswith("Terminat")
+        )
+
     def group_instances(self, name: str) -> dict[str, str]:
         """The group's instances as moto holds them: id -> LifecycleState."""
         answer = self.client("autoscaling").describe_auto_scaling_groups(
