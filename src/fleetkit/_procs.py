@@ -33,9 +33,11 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import anyio
+import anyio.abc
 
 __all__ = [
     "descendants",
+    "end_process",
     "end_tree",
     "exists",
     "freeze_tree",
@@ -207,3 +209,20 @@ async def end_tree(roots: Sequence[int], *, grace: float) -> None:
     signal_all(left, signal.SIGKILL)
     with anyio.move_on_after(_KILL_TIMEOUT):
         await wait_gone(left)
+
+
+async def end_process(process: anyio.abc.Process, *, grace: float) -> None:
+    """End a process this one started with :func:`end_tree` (so what it forked
+    and the session it leads end too), then reap and close it. Does nothing but
+    reap and close once it has ended by itself: its pid may belong to another
+    process by then. Shielded from cancellation.
+    """
+    with anyio.CancelScope(shield=True):
+        if process.returncode is None:
+            await end_tree([process.pid], grace=grace)
+        if process.returncode is None:
+            # Only reached when end_tree could not see it (no /proc).
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+        await process.wait()
+        await process.aclose()

@@ -15,7 +15,6 @@ root the daemon lets a user whose shell is ``/bin/sh`` log in instead.
 
 from __future__ import annotations
 
-import contextlib
 import getpass
 import os
 import pwd
@@ -31,7 +30,7 @@ from typing import Any
 import anyio
 import anyio.abc
 
-from fleetkit._procs import end_tree, wait_until
+from fleetkit._procs import end_process, wait_until
 from fleetkit._resource import AsyncResource
 
 __all__ = [
@@ -369,17 +368,10 @@ class SSHDaemon(AsyncResource):
         return self._process.returncode is None
 
     async def _terminate(self) -> None:
-        with anyio.CancelScope(shield=True):
-            # Each connection runs in an sshd child that calls setsid(), so
-            # neither TERM to the listener nor a process-group kill reaches it:
-            # end the whole tree, frozen first so that no late fork escapes.
-            if self._process.returncode is None:
-                await end_tree([self.pid], grace=_STOP_GRACE)
-            if self._process.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    self._process.kill()
-            await self._process.wait()
-            await self._process.aclose()
+        # Each connection runs in an sshd child that calls setsid(), so neither
+        # TERM to the listener nor a process-group kill reaches it: end the
+        # whole tree, frozen first so that no late fork escapes.
+        await end_process(self._process, grace=_STOP_GRACE)
 
     async def stop(self) -> None:
         """Stop sshd and every process below it, open sessions included: TERM,

@@ -14,7 +14,15 @@ import anyio
 import anyio.abc
 import pytest
 
-from fleetkit._procs import descendants, end_tree, exists, freeze_tree, wait_gone, wait_until
+from fleetkit._procs import (
+    descendants,
+    end_process,
+    end_tree,
+    exists,
+    freeze_tree,
+    wait_gone,
+    wait_until,
+)
 from tests.integration.conftest import cmdlines_containing
 
 
@@ -114,6 +122,25 @@ async def test_end_tree_ends_what_a_process_forks_while_being_terminated() -> No
         assert _pids(cmdlines_containing(marker.encode())) == []
         assert _pids(cmdlines_containing(inner.encode())) == []
         assert not exists(process.pid)
+
+
+@pytest.mark.anyio
+async def test_end_process_ends_the_tree_then_reaps_the_process() -> None:
+    """end_process ends a started process and its child, and leaves the process
+    reaped with its exit status; on one already ended it only reaps."""
+    inner = _marker()
+    async with _shell(f"sleep {inner} & echo ready; wait", inner) as process:
+        await _ready(process)
+        with anyio.fail_after(5):
+            await wait_until(lambda: bool(cmdlines_containing(f"sleep\0{inner}".encode())))
+        await end_process(process, grace=5)
+        assert process.returncode == -signal.SIGTERM
+        assert _pids(cmdlines_containing(inner.encode())) == []
+    async with _shell("exit 3") as process:
+        with anyio.fail_after(5):
+            await wait_until(lambda: not exists(process.pid))
+        await end_process(process, grace=5)
+        assert process.returncode == 3
 
 
 @pytest.mark.anyio

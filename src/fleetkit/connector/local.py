@@ -14,7 +14,7 @@ shell. ``env`` is added to this process's environment. Every command leads a
 new session, and ending it (cancel, timeout, leaving a stream early) sends TERM
 to everything it started, then KILL after a grace period: every process in that
 session or below the command, found in ``/proc`` (Linux) by
-:func:`fleetkit._procs.end_tree`, so children in a process group or session of
+:func:`fleetkit._procs.end_process`, so children in a process group or session of
 their own end too. Relative paths
 for upload, download and unix-socket tunnels are taken from the working
 directory. Works on every anyio backend.
@@ -36,7 +36,7 @@ import anyio
 import anyio.abc
 import attrs
 
-from fleetkit._procs import end_tree
+from fleetkit._procs import end_process
 from fleetkit.connector import (
     Command,
     ExitStatus,
@@ -90,16 +90,7 @@ class _LocalRunning:
 
     async def _end(self) -> None:
         """End everything the command started unless it ended by itself."""
-        with anyio.CancelScope(shield=True):
-            # Only while the leader is unreaped: its pid (and so its session id)
-            # cannot have been reused by an unrelated process then.
-            if self.process.returncode is None:
-                await end_tree([self.process.pid], grace=_TERM_GRACE)
-            if self.process.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    self.process.kill()
-            await self.process.wait()
-            await self.process.aclose()
+        await end_process(self.process, grace=_TERM_GRACE)
 
 
 if TYPE_CHECKING:

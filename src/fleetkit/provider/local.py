@@ -66,7 +66,7 @@ import anyio.abc
 import attrs
 
 from fleetkit import __version__
-from fleetkit._procs import end_tree, exists
+from fleetkit._procs import end_process, end_tree, exists
 from fleetkit._sshd import (
     SSHDaemon,
     SSHDaemonError,
@@ -147,17 +147,7 @@ class _Keeper:
         if self._stopped:
             return
         self._stopped = True
-        with anyio.CancelScope(shield=True):
-            if self._process.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    self._process.terminate()
-            with anyio.move_on_after(_STOP_GRACE):
-                await self._process.wait()
-            if self._process.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    self._process.kill()
-            await self._process.wait()
-            await self._process.aclose()
+        await end_process(self._process, grace=_STOP_GRACE)
 
 
 @attrs.define(eq=False)
