@@ -35,6 +35,7 @@ import attrs
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from fleetkit._resource import AsyncResource
 from fleetkit.connector import Connector
 from fleetkit.errors import (
     AcquireTimeout,
@@ -60,7 +61,7 @@ def _memory_logs(job: Job, attempt: int) -> LogSink:
     return MemoryLog(limit=64 * 1024)
 
 
-class JobResults:
+class JobResults(AsyncResource):
     """The results of :meth:`InstanceExecutor.submit`, in the order they finish.
 
     ``async for result in results`` ends after the last one and closes the
@@ -90,15 +91,8 @@ class JobResults:
         """Stop receiving; idempotent."""
         self._receive.close()
 
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def aclose(self) -> None:
+        """Stop receiving (:meth:`close`), for ``async with``; idempotent."""
         self.close()
 
 
