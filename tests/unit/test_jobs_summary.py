@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fleetkit.cli._fleet_args import percentile
+from fleetkit.cli._common import percentile
 from fleetkit.cli.run import summarize
 from fleetkit.executor import LedgerFigures
 from fleetkit.jobs import JobResult, JobStatus

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 import anyio
 
-from fleetkit.cli._fleet_args import seconds
+from fleetkit.cli._common import seconds
 from fleetkit.jobs import JobResult
 
 if TYPE_CHECKING:

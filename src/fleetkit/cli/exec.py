@@ -17,16 +17,26 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-import anyio
-import anyio.abc
-
-from fleetkit.cli._fleet_args import add_fleet_arguments, fleetkit_error, runner_choice
+from fleetkit.cli._common import (
+    INTERRUPTED,
+    add_fleet_arguments,
+    fail,
+    interruptible,
+    run_async,
+    runner_choice,
+    watch_signals,
+)
 from fleetkit.errors import FleetkitError
 
 if TYPE_CHECKING:
+    # anyio and the executor are imported where used, so that other commands
+    # (`fleetkit validate`) load no event loop through this module.
+    import anyio.abc
+
     from fleetkit.connector import Connection
     from fleetkit.executor import InstanceExecutor
 
@@ -80,16 +90,9 @@ def _split(args: argparse.Namespace) -> list[str] | None:
     return rest[cut + 1 :]
 
 
+@interruptible
 def run(args: argparse.Namespace) -> int:
     """Run the command; returns the exit status."""
-    try:
-        return _run(args)
-    except KeyboardInterrupt:
-        # Ctrl-C before the event loop took over signals: nothing was started.
-        return 130
-
-
-def _run(args: argparse.Namespace) -> int:
     from fleetkit.executor import build
 
     command = _split(args)
@@ -98,25 +101,16 @@ def _run(args: argparse.Namespace) -> int:
     if not command:
         print("fleetkit exec: no COMMAND given (fleetkit exec CONFIG -- COMMAND)", file=sys.stderr)
         return 2
+    target: str | list[str] = command[0] if len(command) == 1 else command
     try:
         executor = build(
             args.config,
             runner_choice(args.runner),
             delete_instances_on_shutdown=not args.keep_instances,
         )
+        return run_async(_main, executor, target, args.timeout)
     except FleetkitError as exc:
-        print(f"fleetkit exec: {exc}", file=sys.stderr)
-        return FLEETKIT_FAILED
-    target: str | list[str] = command[0] if len(command) == 1 else command
-    try:
-        status: int = anyio.run(_main, executor, target, args.timeout, backend="asyncio")
-    except Exception as exc:
-        error = fleetkit_error(exc)
-        if error is None:
-            raise
-        print(f"fleetkit exec: {error}", file=sys.stderr)
-        return FLEETKIT_FAILED
-    return status
+        return fail("exec", exc, FLEETKIT_FAILED)
 
 
 def _say(text: str) -> None:
@@ -126,6 +120,8 @@ def _say(text: str) -> None:
 
 
 async def _main(executor: InstanceExecutor, command: str | list[str], limit: float | None) -> int:
+    import anyio
+
     from fleetkit.errors import CommandTimeout
 
     status = FLEETKIT_FAILED
@@ -134,17 +130,14 @@ async def _main(executor: InstanceExecutor, command: str | list[str], limit: flo
     # process), then the executor deletes what it made.
     work = anyio.CancelScope()
 
-    async def watch_signals(*, task_status: anyio.abc.TaskStatus[None]) -> None:
+    def stop(_: signal.Signals) -> None:
         nonlocal interrupted
-        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            task_status.started()
-            async for _ in signals:
-                interrupted = True
-                work.cancel()
+        interrupted = True
+        work.cancel()
 
     async with anyio.create_task_group() as tg:
         # Signals are ours before the first instance can be made.
-        await tg.start(watch_signals)
+        await tg.start(partial(watch_signals, stop, signal.SIGINT, signal.SIGTERM))
         try:
             async with executor:
                 with work:
@@ -160,10 +153,12 @@ async def _main(executor: InstanceExecutor, command: str | list[str], limit: flo
                                 status = 124
         finally:
             tg.cancel_scope.cancel()
-    return 130 if interrupted else status
+    return INTERRUPTED if interrupted else status
 
 
 async def _stream(conn: Connection, command: str | list[str], limit: float | None) -> int:
+    import anyio
+
     async with conn.stream(command, timeout=limit) as proc:
         await proc.stdin.aclose()
         async with anyio.create_task_group() as pumps:

@@ -24,8 +24,7 @@ from typing import Any, TextIO
 
 import attrs
 
-from fleetkit.cli._fleet_args import runner_choice
-from fleetkit.cli.validate import _instant
+from fleetkit.cli._common import instant, runner_choice
 from fleetkit.errors import FleetkitError
 
 __all__ = ["describe_fleet", "register", "run"]
@@ -47,7 +46,7 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
     parser.add_argument(
         "--at",
         metavar="WHEN",
-        type=_instant,
+        type=instant,
         help="the moment (ISO 8601; naive is UTC; default: now): picks the active policy",
     )
     count = _count

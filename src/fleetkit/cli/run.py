@@ -19,19 +19,22 @@ import argparse
 import json
 import signal
 import sys
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-import anyio
-import anyio.abc
 import attrs
 
-from fleetkit.cli._fleet_args import (
+from fleetkit.cli._common import (
+    INTERRUPTED,
     add_fleet_arguments,
-    fleetkit_error,
+    fail,
+    interruptible,
     percentile,
+    run_async,
     runner_choice,
     seconds,
+    watch_signals,
 )
 from fleetkit.errors import FleetkitError
 
@@ -76,16 +79,9 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
     parser.set_defaults(run=run)
 
 
+@interruptible
 def run(args: argparse.Namespace) -> int:
     """Run the command; returns the exit status."""
-    try:
-        return _run(args)
-    except KeyboardInterrupt:
-        # Ctrl-C before the event loop took over signals: nothing was started.
-        return 130
-
-
-def _run(args: argparse.Namespace) -> int:
     from fleetkit.cli._run_display import choose_display, warnings_to
     from fleetkit.cli._run_logs import JobLogs
     from fleetkit.executor import build
@@ -106,19 +102,14 @@ def _run(args: argparse.Namespace) -> int:
             delete_instances_on_shutdown=not args.keep_instances,
         )
     except FleetkitError as exc:
-        print(f"fleetkit run: {exc}", file=sys.stderr)
-        return 1
+        return fail("run", exc, 1)
     display = choose_display(args, executor, total=len(jobs))
     try:
         with warnings_to(display):
-            outcome = anyio.run(_main, executor, jobs, display, logs, backend="asyncio")
-    except Exception as exc:
-        error = fleetkit_error(exc)
-        if error is None:
-            raise
+            outcome = run_async(_main, executor, jobs, display, logs)
+    except FleetkitError as exc:
         display.close()
-        print(f"fleetkit run: {error}", file=sys.stderr)
-        return 1
+        return fail("run", exc, 1)
     finally:
         logs.close()
     results, interrupted, elapsed, figures = outcome
@@ -133,39 +124,39 @@ def _run(args: argparse.Namespace) -> int:
     else:
         print_summary(summary, results, logs, sys.stdout)
     if interrupted:
-        return 130
+        return INTERRUPTED
     return 0 if summary.blocking == 0 else 1
 
 
 async def _main(
     executor: InstanceExecutor, jobs: list[Job], display: Display, logs: JobLogs
 ) -> tuple[list[JobResult], bool, float, LedgerFigures]:
+    import anyio
+
     results: list[JobResult] = []
     start = anyio.current_time()
     interrupted = False
 
-    async def watch_signals(*, task_status: anyio.abc.TaskStatus[None]) -> None:
+    def on_signal(signum: signal.Signals) -> None:
         nonlocal interrupted
-        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
-            task_status.started()
-            async for signum in signals:
-                if signum == signal.SIGHUP:
-                    try:
-                        executor.reload()
-                        display.note("policies reloaded")
-                    except FleetkitError as exc:
-                        display.note(f"reload failed, policies unchanged: {exc}")
-                    continue
-                if not interrupted:
-                    interrupted = True
-                    display.note("interrupted: ending running jobs, deleting instances")
-                    executor.stop()
-                else:
-                    display.note("already stopping; instances are being deleted")
+        if signum == signal.SIGHUP:
+            try:
+                executor.reload()
+                display.note("policies reloaded")
+            except FleetkitError as exc:
+                display.note(f"reload failed, policies unchanged: {exc}")
+        elif not interrupted:
+            interrupted = True
+            display.note("interrupted: ending running jobs, deleting instances")
+            executor.stop()
+        else:
+            display.note("already stopping; instances are being deleted")
 
     async with anyio.create_task_group() as watchers:
         # Signals are ours before the first instance can be made.
-        await watchers.start(watch_signals)
+        await watchers.start(
+            partial(watch_signals, on_signal, signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+        )
         watchers.start_soon(display.refresh_loop, start)
         try:
             async with executor:

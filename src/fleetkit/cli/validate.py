@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
+from fleetkit.cli._common import instant
 from fleetkit.config import Config, Runner, check, format_duration
 from fleetkit.errors import Problem
 from fleetkit.model import ConnectorConfig
@@ -35,20 +36,10 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
     parser.add_argument(
         "--at",
         metavar="WHEN",
-        type=_instant,
+        type=instant,
         help="show the policy active at this ISO 8601 instant (default: now; naive is UTC)",
     )
     parser.set_defaults(run=run)
-
-
-def _instant(text: str) -> datetime:
-    try:
-        at = datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not an ISO 8601 date and time (e.g. 2026-03-02T09:00+01:00)"
-        ) from None
-    return at if at.tzinfo else at.replace(tzinfo=UTC)
 
 
 def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
