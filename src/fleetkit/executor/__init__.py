@@ -9,18 +9,54 @@ is the only one that picks concrete providers and connectors.
 
 from __future__ import annotations
 
-from fleetkit.executor._compose import build as build
-from fleetkit.executor._compose import fleet_settings as fleet_settings
-from fleetkit.executor._compose import owner_id as owner_id
-from fleetkit.executor._compose import select_runner as select_runner
-from fleetkit.executor._connectors import ProtocolConnector as ProtocolConnector
-from fleetkit.executor._connectors import connector_factories as connector_factories
-from fleetkit.executor._executor import InstanceExecutor as InstanceExecutor
-from fleetkit.executor._executor import JobCounts as JobCounts
-from fleetkit.executor._executor import JobResults as JobResults
-from fleetkit.executor._executor import LogFactory as LogFactory
-from fleetkit.executor._ledger import InstanceLedger as InstanceLedger
-from fleetkit.executor._ledger import LedgerFigures as LedgerFigures
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from fleetkit.executor._compose import build as build
+    from fleetkit.executor._compose import fleet_settings as fleet_settings
+    from fleetkit.executor._compose import owner_id as owner_id
+    from fleetkit.executor._connectors import ProtocolConnector as ProtocolConnector
+    from fleetkit.executor._connectors import connector_factories as connector_factories
+    from fleetkit.executor._executor import InstanceExecutor as InstanceExecutor
+    from fleetkit.executor._executor import JobCounts as JobCounts
+    from fleetkit.executor._executor import JobResults as JobResults
+    from fleetkit.executor._executor import LogFactory as LogFactory
+    from fleetkit.executor._ledger import InstanceLedger as InstanceLedger
+    from fleetkit.executor._ledger import LedgerFigures as LedgerFigures
+    from fleetkit.executor._runners import select_runner as select_runner
+
+# Each public name and the module that holds it, imported on first use
+# (PEP 562): `fleetkit plan` needs select_runner only, and must not load the
+# event loop, providers and connectors the rest brings.
+_WHERE = {
+    "build": "_compose",
+    "fleet_settings": "_compose",
+    "owner_id": "_compose",
+    "ProtocolConnector": "_connectors",
+    "connector_factories": "_connectors",
+    "InstanceExecutor": "_executor",
+    "JobCounts": "_executor",
+    "JobResults": "_executor",
+    "LogFactory": "_executor",
+    "InstanceLedger": "_ledger",
+    "LedgerFigures": "_ledger",
+    "select_runner": "_runners",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
 
 __all__ = [
     "InstanceExecutor",

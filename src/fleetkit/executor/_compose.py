@@ -19,10 +19,11 @@ from fleetkit.config import AutoscalerConfig, Config, Runner, load
 from fleetkit.errors import ConfigError, Problem
 from fleetkit.executor._connectors import ProtocolConnector, connector_factories
 from fleetkit.executor._executor import InstanceExecutor, LogFactory, _memory_logs
+from fleetkit.executor._runners import select_runner
 from fleetkit.fleet import Fleet, FleetSettings
 from fleetkit.policy import Schedule
 
-__all__ = ["build", "fleet_settings", "owner_id", "select_runner"]
+__all__ = ["build", "fleet_settings", "owner_id"]
 
 
 def build(
@@ -85,59 +86,6 @@ def build(
         log_external_ip=auto.log_external_ip,
         common_build_dir=_common_build_dir(entry, auto),
     )
-
-
-def select_runner(
-    config: Config, runner: str | int | None, *, source: str | None = None
-) -> tuple[int, Runner, AutoscalerConfig]:
-    """The ``[[runners]]`` entry named or indexed by ``runner`` (default: the only
-    one fleetkit drives), with its index and autoscaler section."""
-    driven = config.autoscaled_runners()
-    if runner is None:
-        if len(driven) != 1:
-            names = ", ".join(f"[{i}] {r.name!r}" for i, r in driven) or "none"
-            raise ConfigError(
-                [
-                    Problem(
-                        "runners",
-                        f"expected exactly one runner with executor 'instance' and an "
-                        f"[runners.autoscaler] section, found {len(driven)} ({names}); "
-                        "choose one by name or index",
-                    )
-                ],
-                source=source,
-            )
-        index, entry = driven[0]
-    elif isinstance(runner, int):
-        if not 0 <= runner < len(config.runners):
-            raise ConfigError(
-                [Problem(f"runners[{runner}]", f"no such runner ({len(config.runners)} in file)")],
-                source=source,
-            )
-        index, entry = runner, config.runners[runner]
-    else:
-        matches = [(i, r) for i, r in enumerate(config.runners) if r.name == runner]
-        if not matches:
-            known = ", ".join(repr(r.name) for r in config.runners) or "none"
-            raise ConfigError(
-                [Problem("runners", f"no runner named {runner!r} (runners: {known})")],
-                source=source,
-            )
-        index, entry = matches[0]
-    if entry.autoscaler is None or not entry.autoscaled:
-        raise ConfigError(
-            [
-                Problem(
-                    f"runners[{index}]",
-                    "fleetkit drives runners with executor 'instance' (or "
-                    f"'docker-autoscaler') and a [runners.autoscaler] section; this one has "
-                    f"executor {entry.executor!r}"
-                    + ("" if entry.autoscaler else " and no autoscaler section"),
-                )
-            ],
-            source=source,
-        )
-    return index, entry, entry.autoscaler
 
 
 def owner_id(entry: Runner, index: int) -> str:
