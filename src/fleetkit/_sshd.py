@@ -149,7 +149,7 @@ def _free_port(address: str) -> int:
         return port
 
 
-def _reachable_by_others(path: Path) -> bool:
+def reachable_by_others(path: Path) -> bool:
     """Whether every directory from / down to ``path`` lets others traverse it."""
     return all(directory.stat().st_mode & stat.S_IXOTH for directory in [path, *path.parents])
 
@@ -173,7 +173,7 @@ def _prepare_files(
     # the system temp dir, removed again by stop().
     side_dir: Path | None = None
     keys_dir = workdir
-    if login_user != getpass.getuser() and not _reachable_by_others(workdir):
+    if login_user != getpass.getuser() and not reachable_by_others(workdir):
         side_dir = Path(tempfile.mkdtemp(prefix="fleetkit-sshd-"))
         side_dir.chmod(0o755)
         keys_dir = side_dir

@@ -72,6 +72,7 @@ from fleetkit._sshd import (
     SSHDaemonError,
     ensure_login_user,
     generate_keypair,
+    reachable_by_others,
     sshd_available,
 )
 from fleetkit.config import parse_duration
@@ -531,16 +532,20 @@ class LocalInstanceGroup:
     async def _launch(self, session: _Session, instance: _Instance) -> _Machine:
         if not self._settings.use_sshd:
             return await _Keeper.start(instance.sandbox)
-        await anyio.to_thread.run_sync(_make_work_dir, instance.sandbox, session.login_user)
+        work = await anyio.to_thread.run_sync(_make_work_dir, instance.sandbox, session.login_user)
+        # The login user's home is "/", so work that falls back to $TMPDIR (job
+        # build dirs) would land in a shared /tmp dir that outlives the instance;
+        # pointing TMPDIR into the sandbox makes it go with the instance. Only
+        # when the login user can reach the sandbox (a private root, such as a
+        # test's temp dir, leaves TMPDIR alone rather than break every job).
+        extra = {"SetEnv": f'"TMPDIR={work}"'} if work is not None else {}
         return await SSHDaemon.start(
             instance.sandbox / "sshd",
             address=f"127.0.0.{instance.host}",
             port=self._connector.protocol_port or 0,
             login_user=session.login_user,
             authorized_keys=[session.public_key] if session.public_key else [],
-            # The login user's home is "/", so work that falls back to $TMPDIR
-            # (job build dirs) lands in the sandbox and goes with the instance.
-            extra_config={"SetEnv": f'"TMPDIR={instance.sandbox / "work"}"'},
+            extra_config=extra,
             sshd_path=SSHD_PATH,
         )
 
@@ -631,12 +636,14 @@ def _make_sandbox(instance: _Instance, owner: str | None) -> None:
     _write_record(instance, owner)
 
 
-def _make_work_dir(sandbox: Path, login_user: str) -> None:
+def _make_work_dir(sandbox: Path, login_user: str) -> Path | None:
+    """Make the login user's ``work/`` dir; return it when that user can reach it."""
     work = sandbox / "work"
     work.mkdir(mode=0o755, exist_ok=True)
     with contextlib.suppress(KeyError, PermissionError):
         entry = pwd.getpwnam(login_user)
         os.chown(work, entry.pw_uid, entry.pw_gid)
+    return work.absolute() if reachable_by_others(work.absolute()) else None
 
 
 def _write_record(instance: _Instance, owner: str | None) -> None:
