@@ -22,6 +22,7 @@ FRAGMENT = "expected an array of tables ([[runners]])"
 NO_PLUGIN = "is missing: name the fleeting plugin"
 NO_EXECUTOR = "is missing: a runner with [runners.autoscaler] needs executor"
 MISPLACED = "belongs in [runners.autoscaler], not directly under [[runners]]"
+UNBOUNDED = "with scale_factor_limit 0 grows idle capacity without bound"
 
 
 class Expected(NamedTuple):
@@ -84,10 +85,18 @@ EXPECTED: dict[str, Expected] = {
     "30-fleetingd-helmholtz-plugin-config-fragment.toml": Expected(
         {"runners[0].executor": NO_EXECUTOR, "runners[0].autoscaler.plugin": NO_PLUGIN}
     ),
-    "32-ionos-template-config-substituted.toml": LOADS,
+    "32-ionos-template-config-substituted.toml": Expected(
+        warnings={"runners[0].autoscaler.connector_config.arch": "(did you mean 'amd64' or '386'?)"}
+    ),
     # Helm injects executor, url and token; the TOML alone has no executor.
     "33-kubevirt-gonicus-helm-values.toml": Expected({"runners[0].executor": NO_EXECUTOR}),
-    "34-cattle-ops-docker-autoscaler-rendered.toml": LOADS,
+    # scale_factor 2 with no limit in both policies: a choice, but an unbounded one.
+    "34-cattle-ops-docker-autoscaler-rendered.toml": Expected(
+        warnings={
+            "runners[0].autoscaler.policy[0].scale_factor": UNBOUNDED,
+            "runners[0].autoscaler.policy[1].scale_factor": UNBOUNDED,
+        }
+    ),
     "35-phpboyscout-fleet-rendered.toml": Expected(
         warnings={
             "concurrent": "20 caps jobs below what runners[0] can run",
@@ -97,7 +106,10 @@ EXPECTED: dict[str, Expected] = {
     "36-schuberg-mcaf-rendered-from-hcl.toml": Expected(
         warnings={"concurrent": "4 caps jobs below what runners[0] can run"}
     ),
-    "37-grit-aws-ec2-rendered.toml": LOADS,
+    # scale_factor fed from a percentage variable (10 meaning 10%).
+    "37-grit-aws-ec2-rendered.toml": Expected(
+        warnings={"runners[0].autoscaler.policy[0].scale_factor": "not a percentage"}
+    ),
     "38-grit-google-rendered-request-concurency-typo.toml": Expected(
         warnings={"runners[0].request_concurency": "did you mean 'request_concurrency'?"}
     ),

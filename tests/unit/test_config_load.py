@@ -499,6 +499,93 @@ def test_settings_gitlab_would_ignore_warn() -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    ("section", "key", "value", "hint"),
+    [
+        ("connector_config", "arch", "x86", "(did you mean 'amd64' or '386'?)"),
+        ("connector_config", "arch", "x86_64", "(did you mean 'amd64'?)"),
+        ("connector_config", "arch", "aarch64", "(did you mean 'arm64'?)"),
+        ("connector_config", "arch", "AMD64", "(did you mean 'amd64'?)"),
+        ("connector_config", "arch", "sparc", ""),
+        ("connector_config", "os", "macos", "(did you mean 'darwin'?)"),
+        ("connector_config", "os", "Linux", "(did you mean 'linux'?)"),
+        ("connector_config", "os", "freebds", "(did you mean 'freebsd'?)"),
+        ("vm_isolation.connector_config", "arch", "x86_64", "(did you mean 'amd64'?)"),
+        ("vm_isolation.connector_config", "os", "osx", "(did you mean 'darwin'?)"),
+    ],
+)
+def test_os_and_arch_that_are_not_go_names_warn(
+    section: str, key: str, value: str, hint: str
+) -> None:
+    """A connector os/arch Go would not know warns at its key, with the Go name when one fits."""
+    config = load(RUNNER + f'\n[runners.autoscaler.{section}]\n{key} = "{value}"\n')
+    (warning,) = config.warnings
+    assert warning.path == f"runners[0].autoscaler.{section}.{key}"
+    go_name = "GOOS" if key == "os" else "GOARCH"
+    assert warning.message.startswith(f"{value!r} is not a Go {go_name} value such as ")
+    if hint:
+        assert warning.message.endswith(hint)
+    else:
+        assert "did you mean" not in warning.message
+
+
+@pytest.mark.parametrize(
+    ("os", "arch"),
+    [
+        ("linux", "amd64"),
+        ("windows", "arm64"),
+        ("darwin", "arm64"),
+        ("freebsd", "386"),
+        ("linux", "ppc64le"),
+        ("linux", "s390x"),
+        ("linux", "riscv64"),
+        ("", ""),
+    ],
+)
+def test_go_os_and_arch_names_do_not_warn(os: str, arch: str) -> None:
+    """GOOS/GOARCH values, and empty strings (Go's "not set"), load without a warning."""
+    text = RUNNER + f'\n[runners.autoscaler.connector_config]\nos = "{os}"\narch = "{arch}"\n'
+    assert load(text).warnings == ()
+
+
+def test_scale_factor_above_one_without_limit_warns_it_is_a_multiplier() -> None:
+    """scale_factor 10 with no limit warns of unbounded idle capacity and of the percentage slip."""
+    text = RUNNER + "\n[[runners.autoscaler.policy]]\nscale_factor = 10\n"
+    (warning,) = load(text).warnings
+    assert warning.path == "runners[0].autoscaler.policy[0].scale_factor"
+    assert warning.message.startswith(
+        "10 with scale_factor_limit 0 grows idle capacity without bound at 10 times the "
+        "in-use slots"
+    )
+    assert "a multiplier (0.1 keeps 10% extra idle), not a percentage" in warning.message
+
+
+@pytest.mark.parametrize(
+    "lines",
+    [
+        "scale_factor = 1.0",
+        "scale_factor = 0.1",
+        "scale_factor = 2.5\nscale_factor_limit = 4",
+        "scale_factor_limit = 0",
+    ],
+)
+def test_scale_factor_bounded_or_at_most_one_does_not_warn(lines: str) -> None:
+    """A scale_factor of at most 1, or one capped by scale_factor_limit, loads without a warning."""
+    assert load(RUNNER + f"\n[[runners.autoscaler.policy]]\n{lines}\n").warnings == ()
+
+
+def test_scale_factor_warning_names_each_policy() -> None:
+    """Only the policy with the unbounded factor warns, at its own index."""
+    text = (
+        RUNNER
+        + "\n[[runners.autoscaler.policy]]\nscale_factor = 0.5\n"
+        + '\n[[runners.autoscaler.policy]]\nperiods = ["* * * * *"]\nscale_factor = 1.5\n'
+    )
+    (warning,) = load(text).warnings
+    assert warning.path == "runners[0].autoscaler.policy[1].scale_factor"
+    assert warning.message.startswith("1.5 with scale_factor_limit 0")
+
+
 # --- secrets ---------------------------------------------------------------------
 
 

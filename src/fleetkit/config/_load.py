@@ -48,7 +48,17 @@ from fleetkit.config._schema import (
     VMIsolation,
     is_secret_name,
 )
-from fleetkit.config._suggest import EXECUTORS, GLOBAL_KEYS, RUNNER_KEYS, closest, did_you_mean
+from fleetkit.config._suggest import (
+    EXECUTORS,
+    GLOBAL_KEYS,
+    GOARCH,
+    GOOS,
+    RUNNER_KEYS,
+    closest,
+    did_you_mean,
+    goarch_hint,
+    goos_hint,
+)
 from fleetkit.errors import ConfigError, Problem
 from fleetkit.model import ConnectorConfig
 from fleetkit.policy import Policy
@@ -532,6 +542,14 @@ def _warnings(config: Config) -> list[_Issue]:
                         f"{policy.idle_count} idle slots can never be reached ({reach})",
                     )
                 )
+            found += _scale_factor_warnings((*path, "autoscaler", "policy", number), policy)
+        found += _connector_warnings(
+            (*path, "autoscaler", "connector_config"), scaler.connector_config
+        )
+        found += _connector_warnings(
+            (*path, "autoscaler", "vm_isolation", "connector_config"),
+            scaler.vm_isolation.connector_config,
+        )
         if scaler.vm_isolation.enabled and not scaler.vm_isolation.nesting_host:
             found.append(
                 _Issue(
@@ -561,6 +579,41 @@ def _warnings(config: Config) -> list[_Issue]:
             )
         )
     return found
+
+
+def _connector_warnings(path: tuple[PathPart, ...], connector: ConnectorConfig) -> list[_Issue]:
+    """``os``/``arch`` that are not Go's names: plugins and the connector compare them
+    with GOOS/GOARCH, so "x86" or "macos" silently matches nothing."""
+    found: list[_Issue] = []
+    for key, value, go_name, known, hint, examples in (
+        ("os", connector.os, "GOOS", GOOS, goos_hint, "'linux', 'windows', 'darwin'"),
+        ("arch", connector.arch, "GOARCH", GOARCH, goarch_hint, "'amd64', 'arm64', '386'"),
+    ):
+        # Empty is Go's zero value: "not set", like leaving the key out.
+        if value and value not in known:
+            found.append(
+                _Issue(
+                    (*path, key),
+                    f"{value!r} is not a Go {go_name} value such as {examples}{hint(value)}",
+                )
+            )
+    return found
+
+
+def _scale_factor_warnings(path: tuple[PathPart, ...], policy: Policy) -> list[_Issue]:
+    """A ``scale_factor`` above 1 with no limit: most often a percentage written as 10."""
+    if policy.scale_factor <= 1 or policy.scale_factor_limit:
+        return []
+    factor = f"{policy.scale_factor:g}"
+    return [
+        _Issue(
+            (*path, "scale_factor"),
+            f"{factor} with scale_factor_limit 0 grows idle capacity without bound at "
+            f"{factor} times the in-use slots (up to max_instances): scale_factor "
+            "is a multiplier (0.1 keeps 10% extra idle), not a percentage; set "
+            "scale_factor_limit to cap it",
+        )
+    ]
 
 
 # --- TOML syntax errors ------------------------------------------------------

@@ -11,7 +11,17 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 
-__all__ = ["EXECUTORS", "GLOBAL_KEYS", "RUNNER_KEYS", "closest", "did_you_mean"]
+__all__ = [
+    "EXECUTORS",
+    "GLOBAL_KEYS",
+    "GOARCH",
+    "GOOS",
+    "RUNNER_KEYS",
+    "closest",
+    "did_you_mean",
+    "goarch_hint",
+    "goos_hint",
+]
 
 GLOBAL_KEYS = frozenset(
     {
@@ -103,6 +113,101 @@ EXECUTORS = (
     "custom",
     "instance",
 )
+
+
+# `go tool dist list`: what fleeting plugins and the connector compare os and arch against.
+GOOS = (
+    "aix",
+    "android",
+    "darwin",
+    "dragonfly",
+    "freebsd",
+    "illumos",
+    "ios",
+    "js",
+    "linux",
+    "netbsd",
+    "openbsd",
+    "plan9",
+    "solaris",
+    "wasip1",
+    "windows",
+)
+GOARCH = (
+    "386",
+    "amd64",
+    "arm",
+    "arm64",
+    "loong64",
+    "mips",
+    "mips64",
+    "mips64le",
+    "mipsle",
+    "ppc64",
+    "ppc64le",
+    "riscv64",
+    "s390x",
+    "wasm",
+)
+
+# Names other tools use for the same thing (uname -m, Debian, vendors' docs), which
+# letter distance would not find: "x86" is as close to "amd64" as to nothing.
+_GOOS_ALIASES: dict[str, tuple[str, ...]] = {
+    "macos": ("darwin",),
+    "osx": ("darwin",),
+    "mac": ("darwin",),
+    "win": ("windows",),
+    "win32": ("windows",),
+    "win64": ("windows",),
+    "sunos": ("solaris",),
+}
+_GOARCH_ALIASES: dict[str, tuple[str, ...]] = {
+    "x86": ("amd64", "386"),
+    "x86_64": ("amd64",),
+    "x86-64": ("amd64",),
+    "x64": ("amd64",),
+    "amd": ("amd64",),
+    "intel": ("amd64", "386"),
+    "i386": ("386",),
+    "i486": ("386",),
+    "i586": ("386",),
+    "i686": ("386",),
+    "ia32": ("386",),
+    "aarch64": ("arm64",),
+    "armv8": ("arm64",),
+    "armv6": ("arm",),
+    "armv6l": ("arm",),
+    "armv7": ("arm",),
+    "armv7l": ("arm",),
+    "armhf": ("arm",),
+    "armel": ("arm",),
+    "ppc64el": ("ppc64le",),
+    "riscv": ("riscv64",),
+}
+
+
+def goos_hint(value: str) -> str:
+    """``" (did you mean 'darwin'?)"`` for an ``os`` that is not a GOOS value, else ``""``."""
+    return _go_hint(value, GOOS, _GOOS_ALIASES)
+
+
+def goarch_hint(value: str) -> str:
+    """``" (did you mean 'amd64' or '386'?)"`` for an ``arch`` that is not a GOARCH value."""
+    return _go_hint(value, GOARCH, _GOARCH_ALIASES)
+
+
+def _go_hint(value: str, known: tuple[str, ...], aliases: dict[str, tuple[str, ...]]) -> str:
+    folded = value.strip().lower()
+    if folded in known:
+        found: tuple[str, ...] = (folded,)
+    elif folded in aliases:
+        found = aliases[folded]
+    else:
+        match = closest(folded, known)
+        found = (match,) if match else ()
+    if not found:
+        return ""
+    return f" (did you mean {' or '.join(repr(f) for f in found)}?)"
 
 
 def closest(word: str, candidates: Iterable[str]) -> str | None:
