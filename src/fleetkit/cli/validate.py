@@ -138,7 +138,7 @@ def _periods(policy: Policy, at: datetime) -> str:
 def _policy(policy: Policy) -> str:
     text = f"idle_count {policy.idle_count}, idle_time {format_duration(policy.idle_time)}"
     if policy.scale_factor:
-        limit = policy.scale_factor_limit or "no limit"
-        text += f", scale_factor {policy.scale_factor:g} (limit {limit})"
+        limit = f"limit {policy.scale_factor_limit}" if policy.scale_factor_limit else "no limit"
+        text += f", scale_factor {policy.scale_factor:g} ({limit})"
     text += ", preemptive" if policy.preemptive else ", not preemptive"
     return text
