@@ -30,6 +30,7 @@ from fleetkit.errors import (
 from fleetkit.model import ConnectInfo
 from fleetkit.testing.sshd import TestSSHD, ensure_password_user, running_sshd
 from tests.integration.conftest import cmdlines_containing
+from tests.support import require_root
 
 pytestmark = pytest.mark.integration
 
@@ -60,8 +61,7 @@ async def test_key_path_is_used_when_connect_info_has_no_key(sshd: TestSSHD) -> 
 @pytest.mark.anyio
 async def test_password_login(sshd_path: str, tmp_path: Path) -> None:
     """A password logs in when the server allows password authentication."""
-    if os.geteuid() != 0:
-        pytest.skip("setting a login password needs root")
+    require_root("setting a login password")
     password = "pw-" + os.urandom(8).hex()
     user = await anyio.to_thread.run_sync(ensure_password_user, "fleetkit-pw", password)
     async with (
