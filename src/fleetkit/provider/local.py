@@ -35,9 +35,10 @@ that long after the ``increase``.
 
 States only move forward: ``creating -> running -> deleting -> deleted``. An
 instance whose process died is reported ``deleted`` (once, then forgotten) and
-its sandbox removed. :meth:`~LocalInstanceGroup.shutdown` deletes no instance
-(as in every provider); after ``decrease`` of all and ``shutdown`` nothing of
-this group is left on disk or in the process table.
+its sandbox removed. Unlike cloud providers, :meth:`~LocalInstanceGroup.shutdown`
+stops the instances still running: a local instance cannot outlive its manager
+usefully, so after ``shutdown`` nothing of this group is left on disk or in the
+process table, whatever the fleet's settings.
 """
 
 from __future__ import annotations
@@ -443,10 +444,12 @@ class LocalInstanceGroup:
             raise InstanceNotFound(instance_id, f"local instance {instance_id!r}: process died")
 
     async def shutdown(self) -> None:
-        """Release the owner lock and forget the client key. Deletes no instance.
+        """Stop the instances still running, release the owner lock, forget the client key.
 
-        Idempotent. Instances left running keep running (as cloud instances
-        would) and are swept by the next ``init`` with this root and owner.
+        Idempotent. Unlike a cloud's, a local instance cannot outlive its
+        manager usefully (the next ``init`` with this root and owner would only
+        sweep it, warning that a manager did not shut down), so a clean
+        shutdown ends them whatever the fleet's ``delete_instances_on_shutdown``.
         """
         if self._closed:
             return
@@ -459,12 +462,21 @@ class LocalInstanceGroup:
             alive = [i for i in self._instances.values() if i.state is not ProviderState.DELETED]
             if alive:
                 log.info(
-                    "local provider %s: shut down with %d instance(s) left running",
+                    "local provider %s: shutting down; stopping %d instance(s) still running",
                     session.owner_dir,
                     len(alive),
                 )
+            async with anyio.create_task_group() as tg:
+                for instance in alive:
+                    instance.delete_requested = True  # one still starting: its task stops it
+                    if not instance.starting:
+                        tg.start_soon(self._remove, instance)
             await anyio.to_thread.run_sync(
-                _release, session.lock, session.owner_dir, self._settings.root, not alive
+                _release,
+                session.lock,
+                session.owner_dir,
+                self._settings.root,
+                all(i.state is ProviderState.DELETED for i in alive),
             )
 
     # --- internals ------------------------------------------------------
