@@ -16,3 +16,7 @@ settings.register_profile(
     print_blob=True,
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+
+# Policies without a timezone read the local zone (TZ, as GitLab Runner): every
+# test starts in UTC whatever the machine's zone, and those about zones set TZ.
+os.environ["TZ"] = "UTC"

@@ -71,8 +71,10 @@ class Policy:
     ``idle_count`` is idle capacity in *slots*, not instances. ``scale_factor``
     adds idle capacity proportional to the slots in use, capped by
     ``scale_factor_limit`` (0 = no cap). ``preemptive_mode`` left as ``None``
-    means ``idle_count > 0``. ``timezone`` ``None`` evaluates periods in the time
-    zone of the instant given (UTC for naive instants).
+    means ``idle_count > 0``. ``timezone`` ``None`` evaluates periods in the
+    schedule's local zone (GitLab: the system's), or, in :meth:`matches` and a
+    :class:`Schedule` without one, in the zone of the instant given (UTC for
+    naive instants).
     """
 
     idle_count: int = attrs.field(default=0, validator=_nonneg_int)
@@ -197,17 +199,24 @@ def _compile(expr: str) -> _Period:
 
 
 class Schedule:
-    """The configured policies, in file order, and which one is active when."""
+    """The configured policies, in file order, and which one is active when.
 
-    __slots__ = ("_cache", "_compiled", "_zoned", "policies")
+    ``local_zone`` is where policies without ``timezone`` read their periods
+    (GitLab Runner: the system's local zone; see
+    :meth:`fleetkit.config.AutoscalerConfig.schedule`). ``None`` reads them in
+    the zone of each instant asked about.
+    """
 
-    def __init__(self, policies: Iterable[Policy] = ()) -> None:
+    __slots__ = ("_cache", "_compiled", "_zoned", "local_zone", "policies")
+
+    def __init__(self, policies: Iterable[Policy] = (), local_zone: tzinfo | None = None) -> None:
         self.policies: tuple[Policy, ...] = tuple(policies)
+        self.local_zone = local_zone
         # Last in file order first: the first match is the active policy.
-        self._compiled: tuple[tuple[Policy, ZoneInfo | None, tuple[_Period, ...]], ...] = tuple(
+        self._compiled: tuple[tuple[Policy, tzinfo | None, tuple[_Period, ...]], ...] = tuple(
             (
                 policy,
-                _zone(policy.timezone) if policy.timezone else None,
+                _zone(policy.timezone) if policy.timezone else local_zone,
                 tuple(_compile(p) for p in policy.periods),
             )
             for policy in reversed(self.policies)
@@ -219,13 +228,22 @@ class Schedule:
         self._cache: dict[object, Policy] = {}
 
     def __repr__(self) -> str:
-        return f"Schedule({list(self.policies)!r})"
+        zone = "" if self.local_zone is None else f", local_zone={self.local_zone!r}"
+        return f"Schedule({list(self.policies)!r}{zone})"
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Schedule) and other.policies == self.policies
+        return (
+            isinstance(other, Schedule)
+            and other.policies == self.policies
+            and other.local_zone == self.local_zone
+        )
 
     def __hash__(self) -> int:
         return hash(self.policies)
+
+    def zone_of(self, policy: Policy) -> tzinfo | None:
+        """The zone ``policy``'s periods are read in (``None``: the instant's own)."""
+        return _zone(policy.timezone) if policy.timezone else self.local_zone
 
     def active(self, at: datetime) -> Policy:
         """The last policy whose period matches the minute of ``at``, else the default."""

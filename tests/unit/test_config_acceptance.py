@@ -23,6 +23,9 @@ NO_PLUGIN = "is missing: name the fleeting plugin"
 NO_EXECUTOR = "is missing: a runner with [runners.autoscaler] needs executor"
 MISPLACED = "belongs in [runners.autoscaler], not directly under [[runners]]"
 UNBOUNDED = "with scale_factor_limit 0 grows idle capacity without bound"
+# Issue 14: docker-autoscaler ran jobs on the host exactly like instance, with no
+# container; fleetkit does not run containers, so it now refuses the executor by name.
+DOCKER = "'docker-autoscaler' runs each job in a Docker container"
 
 
 class Expected(NamedTuple):
@@ -35,10 +38,10 @@ class Expected(NamedTuple):
 LOADS = Expected()
 
 EXPECTED: dict[str, Expected] = {
-    "01-glr-docs-docker-autoscaler-aws.toml": LOADS,
+    "01-glr-docs-docker-autoscaler-aws.toml": Expected({"runners[0].executor": DOCKER}),
     # plugin_config is the plugin's own: its zone-is-a-region slip is not fleetkit's to see.
-    "02-glr-docs-docker-autoscaler-gcp.toml": LOADS,
-    "03-glr-docs-docker-autoscaler-azure.toml": LOADS,
+    "02-glr-docs-docker-autoscaler-gcp.toml": Expected({"runners[0].executor": DOCKER}),
+    "03-glr-docs-docker-autoscaler-azure.toml": Expected({"runners[0].executor": DOCKER}),
     "04-glr-docs-instance-aws-linux.toml": LOADS,
     "05-glr-docs-instance-aws-windows.toml": LOADS,
     "06-glr-docs-instance-macos-vm-isolation.toml": LOADS,
@@ -47,32 +50,33 @@ EXPECTED: dict[str, Expected] = {
     "09-glr-docs-fleeting-manual-plugin-name.toml": LOADS,
     "10-glr-docs-policy-periods-snippet.toml": Expected({"runners": FRAGMENT}),
     "11-glr-docs-slot-cgroups-autoscaler.toml": Expected(
-        {"runners[0].autoscaler.plugin": NO_PLUGIN}
+        {"runners[0].autoscaler.plugin": NO_PLUGIN, "runners[0].executor": DOCKER}
     ),
     "12-glr-docs-docker-plus-autoscaler-typo.toml": Expected(
         {"runners[0].executor": "'docker+autoscaler' is not a GitLab Runner executor"}
     ),
-    "13-hetzner-dev-config.toml": LOADS,
-    "14-hetzner-quickstart.toml": LOADS,
+    "13-hetzner-dev-config.toml": Expected({"runners[0].executor": DOCKER}),
+    "14-hetzner-quickstart.toml": Expected({"runners[0].executor": DOCKER}),
     "17-proxmox-ne0sight-instance.toml": LOADS,
-    "18-proxmox-ne0sight-docker-autoscaler.toml": LOADS,
+    "18-proxmox-ne0sight-docker-autoscaler.toml": Expected({"runners[0].executor": DOCKER}),
     "19-proxmox-ne0sight-readme-node-policies.toml": LOADS,
-    "20-yandexcloud-lavr-example.toml": LOADS,
+    "20-yandexcloud-lavr-example.toml": Expected({"runners[0].executor": DOCKER}),
     "21-yandexcloud-lavr-readme-fragment.toml": Expected({"runners": FRAGMENT}),
-    "22-azure-huynh-terraform.toml": LOADS,
+    "22-azure-huynh-terraform.toml": Expected({"runners[0].executor": DOCKER}),
     "23-openstack-sardina-readme-2023-key-file.toml": Expected(
         {
             "runners": FRAGMENT,
             "runners.autoscaler.connector_config.key_file": "did you mean 'key_path'?",
         }
     ),
-    "24-openstack-sardina-readme-full.toml": LOADS,
+    "24-openstack-sardina-readme-full.toml": Expected({"runners[0].executor": DOCKER}),
     "25-upcloud-kirbo-register-generated.toml": Expected(
-        warnings={"concurrent": "5 caps jobs below what runners[0] can run"}
+        {"runners[0].executor": DOCKER},
+        warnings={"concurrent": "5 caps jobs below what runners[0] can run"},
     ),
     "26-incus-scalecommerce-fragment.toml": Expected({"runners": FRAGMENT}),
-    "27-cloudscale-config-template.toml": LOADS,
-    "28-scaleway-codecentric-mac.toml": LOADS,
+    "27-cloudscale-config-template.toml": Expected({"runners[0].executor": DOCKER}),
+    "28-scaleway-codecentric-mac.toml": Expected({"runners[0].executor": DOCKER}),
     "29-fleetingd-helmholtz-misplaced-keys.toml": Expected(
         {
             "runners[0].plugin": MISPLACED,
@@ -89,36 +93,47 @@ EXPECTED: dict[str, Expected] = {
         warnings={"runners[0].autoscaler.connector_config.arch": "(did you mean 'amd64' or '386'?)"}
     ),
     # Helm injects executor, url and token; the TOML alone has no executor.
-    "33-kubevirt-gonicus-helm-values.toml": Expected({"runners[0].executor": NO_EXECUTOR}),
+    # Issue 14: request_concurrency = 2 was accepted in silence; fleetkit polls no
+    # GitLab, so it has no effect, and says so.
+    "33-kubevirt-gonicus-helm-values.toml": Expected(
+        {"runners[0].executor": NO_EXECUTOR},
+        warnings={"runners[0].request_concurrency": "2 has no effect"},
+    ),
     # scale_factor 2 with no limit in both policies: a choice, but an unbounded one.
     "34-cattle-ops-docker-autoscaler-rendered.toml": Expected(
+        {"runners[0].executor": DOCKER},
         warnings={
             "runners[0].autoscaler.policy[0].scale_factor": UNBOUNDED,
             "runners[0].autoscaler.policy[1].scale_factor": UNBOUNDED,
-        }
+        },
     ),
     "35-phpboyscout-fleet-rendered.toml": Expected(
+        {"runners[0].executor": DOCKER},
         warnings={
             "concurrent": "20 caps jobs below what runners[0] can run",
             "runners[0].limit": "20 caps this runner's jobs",
-        }
+        },
     ),
     "36-schuberg-mcaf-rendered-from-hcl.toml": Expected(
-        warnings={"concurrent": "4 caps jobs below what runners[0] can run"}
+        {"runners[0].executor": DOCKER},
+        warnings={"concurrent": "4 caps jobs below what runners[0] can run"},
     ),
     # scale_factor fed from a percentage variable (10 meaning 10%).
     "37-grit-aws-ec2-rendered.toml": Expected(
-        warnings={"runners[0].autoscaler.policy[0].scale_factor": "not a percentage"}
+        {"runners[0].executor": DOCKER},
+        warnings={"runners[0].autoscaler.policy[0].scale_factor": "not a percentage"},
     ),
     "38-grit-google-rendered-request-concurency-typo.toml": Expected(
-        warnings={"runners[0].request_concurency": "did you mean 'request_concurrency'?"}
+        {"runners[0].executor": DOCKER},
+        warnings={"runners[0].request_concurency": "did you mean 'request_concurrency'?"},
     ),
     # tags and run_untagged are registration options; config.toml has no such runner keys.
     "39-vsphere-myplixa-full.toml": Expected(
+        {"runners[0].executor": DOCKER},
         warnings={
             "runners[0].tags": "is not a GitLab Runner key",
             "runners[0].run_untagged": "is not a GitLab Runner key",
-        }
+        },
     ),
     "40-vsphere-myplixa-two-runners-fragment.toml": Expected(
         {
@@ -128,7 +143,7 @@ EXPECTED: dict[str, Expected] = {
             "runners[1].autoscaler.plugin": NO_PLUGIN,
         }
     ),
-    "41-yandex-alexeysetevoi-linux.toml": LOADS,
+    "41-yandex-alexeysetevoi-linux.toml": Expected({"runners[0].executor": DOCKER}),
     "42-incus-emmanuelthome-instance.toml": LOADS,
     "invalid/15-hetzner-readme-old-invalid.toml": Expected(
         {"line 12, column 6": "placeholders such as <token> must be quoted"}

@@ -40,8 +40,8 @@ def only_problem(text: str) -> Problem:
 # --- realistic configs --------------------------------------------------------
 
 
-def test_docker_autoscaler_with_throttle_state_storage_and_opaque_sections() -> None:
-    """A full docker-autoscaler config loads every autoscaler key and keeps other sections."""
+def test_hetzner_with_throttle_state_storage_and_opaque_sections() -> None:
+    """A full config loads every autoscaler key and keeps other executors' sections."""
     config = load(CONFIGS / "docker-autoscaler-hetzner.toml")
     assert config.concurrent == 20
     assert config.extra == {"check_interval": 3, "log_level": "info"}
@@ -54,7 +54,8 @@ def test_docker_autoscaler_with_throttle_state_storage_and_opaque_sections() -> 
     }
     assert runner.extra["cache"]["s3"]["BucketName"] == "runner-cache"
     assert runner.extra["environment"] == ["FF_USE_FASTZIP=true"]
-    assert runner.extra["feature_flags"] == {"FF_USE_FLEETING_ACQUIRE_HEARTBEATS": True}
+    assert runner.feature_flags == {"FF_USE_FLEETING_ACQUIRE_HEARTBEATS": True}
+    assert runner.feature_flag("FF_USE_FLEETING_ACQUIRE_HEARTBEATS")
     scaler = runner.autoscaler
     assert scaler is not None
     assert scaler.plugin == "hetznercloud/hetzner:latest"
@@ -87,7 +88,9 @@ def test_docker_autoscaler_with_throttle_state_storage_and_opaque_sections() -> 
             scale_factor_limit=12,
         ),
     )
-    assert config.warnings == ()
+    # Issue 14: request_concurrency was accepted in silence; it means nothing here.
+    assert [w.path for w in config.warnings] == ["runners[0].request_concurrency"]
+    assert "4 has no effect" in config.warnings[0].message
 
 
 def test_periods_with_time_zones_pick_the_active_policy() -> None:
@@ -104,28 +107,31 @@ def test_periods_with_time_zones_pick_the_active_policy() -> None:
     assert schedule.active(datetime(2026, 3, 1, 9, 0, tzinfo=UTC)) is anytime  # Sunday
 
 
-def test_windows_over_winrm() -> None:
-    """A Windows fleet over WinRM+HTTPS keeps its protocol, port and static credentials."""
-    (runner,) = load(CONFIGS / "windows-winrm.toml").runners
-    assert (runner.shell, runner.builds_dir) == ("pwsh", "C:\\builds")
-    scaler = runner.autoscaler
-    assert scaler is not None
-    assert scaler.connector_config == ConnectorConfig(
-        os="windows",
-        arch="amd64",
-        protocol="winrm+https",
-        protocol_port=5986,
-        username="Administrator",
-        password="WinRM-Pa55word!",
-        use_static_credentials=True,
-        timeout=timedelta(minutes=30),
-        keepalive=timedelta(seconds=30),
-        use_external_addr=True,
+def test_windows_shell_is_refused_until_windows_instances_run() -> None:
+    """shell = "pwsh" was accepted and jobs ran in bash; now it is refused by name, and
+    the rest of the Windows config (WinRM) still reads, so nothing else hides."""
+    found = check(CONFIGS / "windows-winrm.toml")
+    (problem,) = found.problems
+    assert problem.path == "runners[0].shell"
+    assert "'pwsh' is a Windows shell" in problem.message
+    assert 'use shell = "bash" or "sh"' in problem.message
+
+
+@pytest.mark.parametrize("shell", ["powershell", "pwsh", "cmd"])
+def test_every_windows_shell_is_refused(shell: str) -> None:
+    """Each Windows shell GitLab knows is refused with the key's path."""
+    text = RUNNER.replace('executor = "instance"', f'executor = "instance"\n  shell = "{shell}"')
+    found = only_problem(text)
+    assert found.path == "runners[0].shell"
+    assert "Windows" in found.message
+
+
+def test_an_unknown_shell_is_refused() -> None:
+    """A shell GitLab has not got (zsh) is refused with what is expected."""
+    text = RUNNER.replace('executor = "instance"', 'executor = "instance"\n  shell = "zsh"')
+    assert only_problem(text) == Problem(
+        "runners[0].shell", "expected 'bash' or 'sh' (GitLab Runner's shells for Linux), got 'zsh'"
     )
-    (policy,) = scaler.policy
-    assert policy.preemptive_mode is False
-    assert policy.preemptive is False
-    assert scaler.limits().capacity_per_instance == 5
 
 
 def test_macos_with_vm_isolation() -> None:
@@ -155,6 +161,8 @@ def test_several_runners_and_a_runner_fleetkit_does_not_drive() -> None:
     config = load(CONFIGS / "several-runners.toml")
     assert [r.name for r in config.runners] == ["linux instances", "gcp docker", "plain docker"]
     assert [i for i, _ in config.autoscaled_runners()] == [0, 1]
+    (left_out,) = config.warnings
+    assert left_out.path == "runners[2].executor"
     plain = config.runners[2]
     assert plain.autoscaler is None
     assert plain.extra == {"docker": {"image": "python:3.12"}}
@@ -168,12 +176,11 @@ def test_several_runners_and_a_runner_fleetkit_does_not_drive() -> None:
     weekday, weekend = gcp.policy
     assert gcp.schedule().active(datetime(2026, 3, 7, 12, 0, tzinfo=UTC)) is weekend  # Saturday
     assert gcp.schedule().active(datetime(2026, 3, 6, 23, 59, tzinfo=UTC)) is weekday
-    assert config.warnings == ()
 
 
 def test_load_reads_text_and_path_alike() -> None:
     """A str of TOML, a str path and a Path give the same config."""
-    path = CONFIGS / "windows-winrm.toml"
+    path = CONFIGS / "macos-vm-isolation.toml"
     assert load(path.read_text()) == load(str(path)) == load(path)
 
 
@@ -311,9 +318,29 @@ def test_autoscaler_section_with_a_non_autoscaler_executor() -> None:
     """A runner with [runners.autoscaler] and executor docker is not an autoscaler executor."""
     assert only_problem(RUNNER.replace('"instance"', '"docker"')) == Problem(
         "runners[0].executor",
-        "'docker' is not an autoscaler executor: fleetkit drives executor "
-        "'instance' or 'docker-autoscaler'",
+        "'docker' is not an autoscaler executor: a runner with [runners.autoscaler] needs "
+        'executor = "instance" for fleetkit',
     )
+
+
+def test_docker_autoscaler_is_refused_by_name() -> None:
+    """docker-autoscaler ran jobs on the host like instance, with no container: now it is
+    refused, saying why and what to use instead."""
+    found = only_problem(RUNNER.replace('"instance"', '"docker-autoscaler"'))
+    assert found.path == "runners[0].executor"
+    assert "runs each job in a Docker container" in found.message
+    assert "fleetkit does not run containers" in found.message
+    assert 'use executor = "instance"' in found.message
+
+
+def test_docker_autoscaler_refusal_keeps_the_runners_other_warnings() -> None:
+    """The refusal does not hide what else the runner has: its warnings come in the same run."""
+    text = RUNNER.replace('"instance"', '"docker-autoscaler"').replace(
+        "concurrent = 10", "concurrent = 2"
+    )
+    found = check(text)
+    assert [p.path for p in found.problems] == ["runners[0].executor"]
+    assert [w.path for w in found.warnings] == ["concurrent"]
 
 
 def test_unregistered_executor_gets_a_suggestion() -> None:
@@ -345,9 +372,11 @@ def test_runners_written_as_a_table_is_a_fragment() -> None:
 
 
 def test_a_config_with_nothing_to_drive_warns() -> None:
-    """A config whose runners use no autoscaler executor loads with a warning."""
+    """A config whose runners use no autoscaler executor loads with warnings: the runner
+    is left out, and there is nothing to drive."""
     config = load('[[runners]]\nexecutor = "shell"\n')
-    assert [w.path for w in config.warnings] == ["runners"]
+    assert [w.path for w in config.warnings] == ["runners[0].executor", "runners"]
+    assert "fleetkit runs only executor" in config.warnings[0].message
 
 
 # --- mistakes: values ---------------------------------------------------------
@@ -462,6 +491,7 @@ concurrent = "ten"
         "runners[0].limit",
         "runners[0].autoscaler.capacity_per_instance",
         "runners[0].autoscaler.policy[0].idle_time",
+        "runners[1].executor",
         "runners[1].autoscaler.plugin",
         "runners[1].autoscaler.max_instances",
     ]
@@ -592,7 +622,7 @@ def test_scale_factor_warning_names_each_policy() -> None:
 def test_secrets_never_appear_in_reprs() -> None:
     """Runner tokens, passwords and secret-named plugin and nesting settings are masked in repr."""
     hetzner = load(CONFIGS / "docker-autoscaler-hetzner.toml")
-    winrm = load(CONFIGS / "windows-winrm.toml")
+    winrm = load((CONFIGS / "windows-winrm.toml").read_text().replace('"pwsh"', '"bash"'))
     macos = load(CONFIGS / "macos-vm-isolation.toml")
     shown = repr(hetzner) + repr(winrm) + repr(macos) + str(macos.runners[0])
     for secret in [

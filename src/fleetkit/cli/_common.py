@@ -12,9 +12,10 @@ import math
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, TypeVar, TypeVarTuple, Unpack
 
+from fleetkit._localzone import local_zone
 from fleetkit.errors import FleetkitError
 
 if TYPE_CHECKING:
@@ -27,6 +28,7 @@ __all__ = [
     "fleetkit_error",
     "instant",
     "interruptible",
+    "now_here",
     "percentile",
     "run_async",
     "runner_choice",
@@ -42,14 +44,21 @@ _Args = TypeVarTuple("_Args")
 
 
 def instant(text: str) -> datetime:
-    """``--at``: an ISO 8601 date and time; a naive one is UTC."""
+    """``--at``: an ISO 8601 date and time; a naive one is in the local zone
+    (``TZ``, else the system's), where GitLab Runner reads policies without
+    ``timezone``."""
     try:
         at = datetime.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not an ISO 8601 date and time (e.g. 2026-03-02T09:00+01:00)"
         ) from None
-    return at if at.tzinfo else at.replace(tzinfo=UTC)
+    return at if at.tzinfo else at.replace(tzinfo=local_zone().zone)
+
+
+def now_here() -> datetime:
+    """Now, in the local zone (the default of ``--at``)."""
+    return datetime.now(local_zone().zone)
 
 
 def fail(command: str, error: object, status: int) -> int:

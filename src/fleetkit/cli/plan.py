@@ -18,12 +18,13 @@ import argparse
 import json
 import math
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
 import attrs
 
+from fleetkit._localzone import LocalZone, local_zone
 from fleetkit.cli._common import instant, runner_choice
 from fleetkit.errors import FleetkitError
 
@@ -47,7 +48,7 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
         "--at",
         metavar="WHEN",
         type=instant,
-        help="the moment (ISO 8601; naive is UTC; default: now): picks the active policy",
+        help="the moment (ISO 8601; naive is in the local zone, TZ or the system's; default: now): picks the active policy",
     )
     count = _count
     parser.add_argument("--instances", metavar="N", type=count, default=0, help="ready instances")
@@ -163,14 +164,15 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     from fleetkit.planner import can_reserve, plan
 
     out = out or sys.stdout
-    at: datetime = args.at or datetime.now(UTC)
+    zone = local_zone()
+    at: datetime = args.at or datetime.now(zone.zone)
     try:
         config = load(args.config)
         index, entry, auto = select_runner(
             config, runner_choice(args.runner), source=str(args.config)
         )
         limits = auto.limits()
-        schedule = auto.schedule()
+        schedule = auto.schedule(zone.zone)
         policy = schedule.active(at)
         snapshot = describe_fleet(
             capacity=limits.capacity_per_instance,
@@ -199,7 +201,11 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
             {
                 "runner": index,
                 "at": at.isoformat(),
-                "policy": {"source": source, **_policy_dict(policy)},
+                "policy": {
+                    "source": source,
+                    **_policy_dict(policy),
+                    "zone": policy.timezone or zone.name,
+                },
                 "figures": attrs.asdict(the_plan.figures),
                 "assignments": [
                     {"key": a.key, "instance_id": a.instance_id, "slot": a.slot}
@@ -222,6 +228,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     name = entry.name or f"runners[{index}]"
     print(f"runner {name!r} at {at.isoformat(timespec='minutes')}", file=out)
     print(f"  policy: {source}: {policy_text}", file=out)
+    print(f"  time zone: {_zone_text(policy, zone)}", file=out)
     print(
         f"  limits: capacity {limits.capacity_per_instance} per instance, max_instances "
         f"{limits.max_instances or 'unlimited'}, max_use_count "
@@ -247,6 +254,12 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     verdict = "granted" if reserve.granted else "refused"
     print(f"one more reservation: {verdict} ({reserve.reason})", file=out)
     return 0
+
+
+def _zone_text(policy: Any, zone: LocalZone) -> str:
+    if policy.timezone:
+        return f"{policy.timezone} (the policy's timezone)"
+    return f"{zone.describe()}: no timezone set"
 
 
 def _policy_dict(policy: Any) -> dict[str, Any]:

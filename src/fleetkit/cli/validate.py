@@ -11,11 +11,12 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from fleetkit.cli._common import instant
+from fleetkit._localzone import LocalZone, local_zone
+from fleetkit.cli._common import instant, now_here
 from fleetkit.config import Config, Runner, check, format_duration
 from fleetkit.errors import Problem
 from fleetkit.model import ConnectorConfig
@@ -37,7 +38,8 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
         "--at",
         metavar="WHEN",
         type=instant,
-        help="show the policy active at this ISO 8601 instant (default: now; naive is UTC)",
+        help="show the policy active at this ISO 8601 instant (default: now; naive is in "
+        "the local zone, TZ or the system's)",
     )
     parser.set_defaults(run=run)
 
@@ -57,19 +59,21 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
         return 1
     assert found.config is not None
     config = found.config
-    at: datetime = args.at or datetime.now(UTC)
+    at: datetime = args.at or now_here()
     print(f"OK {path}", file=out)
     for line in summary(config, at):
         print(line, file=out)
     return 0
 
 
-def summary(config: Config, at: datetime) -> Iterator[str]:
-    """The lines of the one-screen summary, with policies evaluated at ``at``."""
+def summary(config: Config, at: datetime, zone: LocalZone | None = None) -> Iterator[str]:
+    """The lines of the one-screen summary, with policies evaluated at ``at``;
+    policies without ``timezone`` in ``zone`` (default: the local zone)."""
+    zone = zone or local_zone()
     concurrent = "not set" if config.concurrent is None else str(config.concurrent)
     yield f"concurrent: {concurrent}"
     for index, runner in enumerate(config.runners):
-        yield from _runner(index, runner, at)
+        yield from _runner(index, runner, at, zone)
     yield from _warnings(config.warnings)
 
 
@@ -83,7 +87,7 @@ def _warnings(warnings: Sequence[Problem]) -> Iterator[str]:
         yield from (f"  - {w}" for w in warnings)
 
 
-def _runner(index: int, runner: Runner, at: datetime) -> Iterator[str]:
+def _runner(index: int, runner: Runner, at: datetime, zone: LocalZone) -> Iterator[str]:
     name = f" {runner.name!r}" if runner.name else ""
     head = f"runners[{index}]{name}: executor {runner.executor or 'not set'}"
     scaler = runner.autoscaler
@@ -105,7 +109,7 @@ def _runner(index: int, runner: Runner, at: datetime) -> Iterator[str]:
     if scaler.vm_isolation.enabled:
         vm = scaler.vm_isolation
         yield f"  vm isolation: nesting at {vm.nesting_host or 'not set'}, image {vm.image or 'per job'}"
-    schedule = scaler.schedule()
+    schedule = scaler.schedule(zone.zone)
     active = schedule.active(at)
     when = at.isoformat(timespec="minutes")
     if not schedule.policies:
@@ -114,7 +118,7 @@ def _runner(index: int, runner: Runner, at: datetime) -> Iterator[str]:
     yield f"  policies ({len(schedule.policies)}, the last matching one wins):"
     for number, policy in enumerate(schedule.policies):
         mark = f"  <- active at {when}" if policy is active else ""
-        yield f"    [{number}] {_periods(policy, at)}: {_policy(policy)}{mark}"
+        yield f"    [{number}] {_periods(policy, zone)}: {_policy(policy)}{mark}"
     if not any(p is active for p in schedule.policies):
         yield f"    none matches at {when}; the default applies: {_policy(active)}"
 
@@ -129,10 +133,10 @@ def _connector(connector: ConnectorConfig) -> str:
     return ", ".join(parts)
 
 
-def _periods(policy: Policy, at: datetime) -> str:
-    # Without a timezone the policy reads its periods in the instant's own zone.
-    zone = policy.timezone or f"{at.tzname()}, no timezone set"
-    return f"{' | '.join(policy.periods)} ({zone})"
+def _periods(policy: Policy, zone: LocalZone) -> str:
+    # Without a timezone GitLab reads the periods in the system's local zone.
+    where = policy.timezone or f"no timezone set: {zone.describe()}"
+    return f"{' | '.join(policy.periods)} ({where})"
 
 
 def _policy(policy: Policy) -> str:

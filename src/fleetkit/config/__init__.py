@@ -16,6 +16,8 @@ from fleetkit.config._load import Findings as Findings
 from fleetkit.config._load import check as check
 from fleetkit.config._load import load as load
 from fleetkit.config._schema import AUTOSCALER_EXECUTORS as AUTOSCALER_EXECUTORS
+from fleetkit.config._schema import FEATURE_FLAGS as FEATURE_FLAGS
+from fleetkit.config._schema import RUNNER_SHELLS as RUNNER_SHELLS
 from fleetkit.config._schema import AutoscalerConfig as AutoscalerConfig
 from fleetkit.config._schema import Config as Config
 from fleetkit.config._schema import InstanceConfig as InstanceConfig
@@ -26,6 +28,8 @@ from fleetkit.config._schema import VMIsolation as VMIsolation
 
 __all__ = [
     "AUTOSCALER_EXECUTORS",
+    "FEATURE_FLAGS",
+    "RUNNER_SHELLS",
     "AutoscalerConfig",
     "Config",
     "Findings",

@@ -39,6 +39,8 @@ import cattrs
 from fleetkit.config._duration import parse_duration
 from fleetkit.config._schema import (
     AUTOSCALER_EXECUTORS,
+    CONNECTOR_PROTOCOLS,
+    FEATURE_FLAGS,
     AutoscalerConfig,
     Config,
     InstanceConfig,
@@ -438,27 +440,53 @@ class _Shape:
     def executor(self, path: tuple[PathPart, ...], runner: dict[str, Any]) -> None:
         executor = runner.get("executor")
         autoscaled = "autoscaler" in runner
-        wanted = "'instance' or 'docker-autoscaler'"
+        where = (*path, "executor")
         if executor is None:
             if autoscaled:
                 self.errors.append(
                     _Issue(
-                        (*path, "executor"),
-                        f"is missing: a runner with [runners.autoscaler] needs executor {wanted}",
+                        where,
+                        "is missing: a runner with [runners.autoscaler] needs "
+                        'executor = "instance"',
                     )
                 )
-        elif isinstance(executor, str) and executor not in AUTOSCALER_EXECUTORS:
-            known = executor in EXECUTORS
-            if autoscaled or not known:
-                what = "an autoscaler executor" if known else "a GitLab Runner executor"
-                hint = "" if known else did_you_mean(executor, EXECUTORS)
+        elif not isinstance(executor, str):
+            return  # the value pass reports the type
+        elif executor == "docker-autoscaler":
+            self.errors.append(
+                _Issue(
+                    where,
+                    "'docker-autoscaler' runs each job in a Docker container on the instance, "
+                    'and fleetkit does not run containers: use executor = "instance" (jobs '
+                    "run in the instance's shell; with vm_isolation, in a VM per job)",
+                )
+            )
+        elif executor not in EXECUTORS:
+            self.errors.append(
+                _Issue(
+                    where,
+                    f"{executor!r} is not a GitLab Runner executor{did_you_mean(executor, EXECUTORS)}"
+                    ': fleetkit runs executor = "instance"',
+                )
+            )
+        elif executor not in AUTOSCALER_EXECUTORS:
+            if autoscaled:
                 self.errors.append(
                     _Issue(
-                        (*path, "executor"),
-                        f"{executor!r} is not {what}: fleetkit drives executor {wanted}{hint}",
+                        where,
+                        f"{executor!r} is not an autoscaler executor: a runner with "
+                        '[runners.autoscaler] needs executor = "instance" for fleetkit',
                     )
                 )
-        elif isinstance(executor, str) and not autoscaled:
+            else:
+                self.warnings.append(
+                    _Issue(
+                        where,
+                        f'{executor!r}: fleetkit runs only executor "instance", so it leaves '
+                        "this runner out (no job of the jobs file can run on it)",
+                    )
+                )
+        elif not autoscaled:
             self.errors.append(
                 _Issue(
                     (*path, "autoscaler"),
@@ -492,24 +520,55 @@ class _Shape:
                 if cls is AutoscalerConfig and not closest(key, names):
                     message += "; plugin settings go in [runners.autoscaler.plugin_config]"
             self.errors.append(_Issue((*path, key), message))
+        if cls is ConnectorConfig:
+            # Here rather than only in the class's validator, which runs once the
+            # whole table is valid: a bad timeout must not hide a bad protocol.
+            self.errors += _connector_shape(path, value)
+
+
+def _connector_shape(path: tuple[PathPart, ...], table: dict[str, Any]) -> list[_Issue]:
+    found: list[_Issue] = []
+    protocol = table.get("protocol")
+    if isinstance(protocol, str) and protocol not in CONNECTOR_PROTOCOLS:
+        found.append(
+            _Issue(
+                (*path, "protocol"),
+                f"{protocol!r} is not a connector protocol (expected 'ssh', 'winrm' or "
+                "'winrm+https')" + did_you_mean(protocol, CONNECTOR_PROTOCOLS),
+            )
+        )
+    port = table.get("protocol_port")
+    if isinstance(port, int) and not isinstance(port, bool) and not 0 <= port < 65536:
+        found.append(
+            _Issue(
+                (*path, "protocol_port"),
+                f"must be a TCP port 0-65535 (0: the protocol's default), got {port}",
+            )
+        )
+    return found
 
 
 # --- pass 3: warnings on the finished tree ----------------------------------
 
 
-def _warnings(config: Config) -> list[_Issue]:
+def _warnings(config: Config, *, loads: bool = True) -> list[_Issue]:
+    """The findings on a structured tree; ``loads`` is false when there are
+    problems, and then "nothing to drive" would only repeat them."""
     found: list[_Issue] = []
     autoscaled = config.autoscaled_runners()
-    if not autoscaled:
+    if not autoscaled and loads:
         found.append(
             _Issue(
                 ("runners",),
-                "no runner has executor 'instance' or 'docker-autoscaler' with a "
-                "[runners.autoscaler] section: fleetkit has nothing to drive",
+                "no runner has executor 'instance' with a [runners.autoscaler] section: "
+                "fleetkit has nothing to drive",
             )
         )
     total = 0
-    for index, runner in autoscaled:
+    # Every runner with an autoscaler section, also one whose executor is
+    # refused: its other findings are still worth knowing in the same run.
+    scaled = [(i, r) for i, r in enumerate(config.runners) if r.autoscaler is not None]
+    for index, runner in scaled:
         assert runner.autoscaler is not None
         scaler = runner.autoscaler
         path: tuple[PathPart, ...] = ("runners", index)
@@ -543,6 +602,7 @@ def _warnings(config: Config) -> list[_Issue]:
                     )
                 )
             found += _scale_factor_warnings((*path, "autoscaler", "policy", number), policy)
+        found += _no_effect_warnings(path, runner)
         found += _connector_warnings(
             (*path, "autoscaler", "connector_config"), scaler.connector_config
         )
@@ -570,14 +630,57 @@ def _warnings(config: Config) -> list[_Issue]:
                     "(GitLab Runner ignores it too)",
                 )
             )
-    if len(autoscaled) > 1 and config.concurrent is not None and config.concurrent < total:
+    if len(scaled) > 1 and config.concurrent is not None and config.concurrent < total:
         found.append(
             _Issue(
                 ("concurrent",),
                 f"{config.concurrent} caps jobs below the {total} slots the "
-                f"{len(autoscaled)} autoscaled runners can run together",
+                f"{len(scaled)} autoscaled runners can run together",
             )
         )
+    return found
+
+
+# Runner keys GitLab acts on that mean nothing to fleetkit, and why.
+_NO_EFFECT = {
+    "pre_get_sources_script": "fleetkit does not fetch sources (a job's script does), so there "
+    "is no get_sources stage to run it before; put it in pre_build_script",
+    "post_get_sources_script": "fleetkit does not fetch sources (a job's script does), so there "
+    "is no get_sources stage to run it after; put it in pre_build_script",
+}
+
+
+def _no_effect_warnings(path: tuple[PathPart, ...], runner: Runner) -> list[_Issue]:
+    """Keys that are accepted (running anyway is harmless) but change nothing in fleetkit."""
+    found = [
+        _Issue((*path, key), f"has no effect: {why}")
+        for key, why in _NO_EFFECT.items()
+        if runner.extra.get(key)
+    ]
+    if runner.cache_dir:
+        found.append(
+            _Issue(
+                (*path, "cache_dir"),
+                "has no effect: fleetkit keeps no job cache between jobs",
+            )
+        )
+    if runner.request_concurrency > 1:
+        found.append(
+            _Issue(
+                (*path, "request_concurrency"),
+                f"{runner.request_concurrency} has no effect: fleetkit does not poll GitLab "
+                "for jobs, so no job request holds a reservation; jobs reserve a slot one "
+                "by one as they are submitted",
+            )
+        )
+    for flag in runner.feature_flags:
+        if flag not in FEATURE_FLAGS:
+            found.append(
+                _Issue(
+                    (*path, "feature_flags", flag),
+                    "has no effect: fleetkit acts on " + ", ".join(FEATURE_FLAGS) + " only",
+                )
+            )
     return found
 
 
@@ -727,8 +830,8 @@ def check(path_or_text: str | os.PathLike[str]) -> Findings:
         issues += exc.issues
     problems = _unique(_to_problem(i) for i in sorted(issues, key=_runner_index))
     found = list(shape.warnings)
-    if config is not None and not problems:
-        found += _warnings(config)
+    if config is not None:
+        found += _warnings(config, loads=not problems)
     warnings = _unique(_to_problem(i) for i in found)
     if problems:
         return Findings(None, problems, warnings, source)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from datetime import timedelta
+from datetime import timedelta, tzinfo
 from typing import Any
 
 import attrs
@@ -23,6 +23,8 @@ from fleetkit.policy import Policy, Schedule
 
 __all__ = [
     "AUTOSCALER_EXECUTORS",
+    "FEATURE_FLAGS",
+    "RUNNER_SHELLS",
     "AutoscalerConfig",
     "Config",
     "InstanceConfig",
@@ -34,8 +36,10 @@ __all__ = [
     "masked",
 ]
 
-#: The executors whose jobs run on autoscaled instances.
-AUTOSCALER_EXECUTORS = ("instance", "docker-autoscaler")
+#: The executors fleetkit runs: ``instance`` (jobs in the instance's shell).
+#: GitLab's ``docker-autoscaler`` runs each job in a container on the instance,
+#: which fleetkit does not do, so the loader refuses it by name.
+AUTOSCALER_EXECUTORS = ("instance",)
 
 _SECRET_WORDS = ("token", "secret", "password", "passwd", "key", "credential")
 
@@ -114,8 +118,12 @@ def _bucket_field() -> Any:
     return attrs.field(default=None, converter=_optional_tuple, validator=_buckets)
 
 
+#: GitLab's connector protocols (fleetkit's connectors speak ``ssh``).
+CONNECTOR_PROTOCOLS = ("ssh", "winrm", "winrm+https")
+
+
 def _protocol(_inst: object, attribute: attrs.Attribute[Any], value: ConnectorConfig) -> None:
-    if value.protocol is not None and value.protocol not in ("ssh", "winrm", "winrm+https"):
+    if value.protocol is not None and value.protocol not in CONNECTOR_PROTOCOLS:
         raise ValueError(
             f"protocol: {value.protocol!r} is not a connector protocol "
             "(expected 'ssh', 'winrm' or 'winrm+https')"
@@ -252,9 +260,18 @@ class AutoscalerConfig:
             ready_timeout=(dial + READY_GRACE).total_seconds(),
         )
 
-    def schedule(self) -> Schedule:
-        """The idle policies, in file order, as a :class:`~fleetkit.policy.Schedule`."""
-        return Schedule(self.policy)
+    def schedule(self, local_zone: tzinfo | None = None) -> Schedule:
+        """The idle policies, in file order, as a :class:`~fleetkit.policy.Schedule`.
+
+        Policies without ``timezone`` read their periods in ``local_zone``,
+        by default the system's local zone (``TZ`` when set, else
+        ``/etc/localtime``), as GitLab Runner does.
+        """
+        if local_zone is None:
+            from fleetkit._localzone import local_zone as system_zone
+
+            local_zone = system_zone().zone
+        return Schedule(self.policy, local_zone)
 
 
 #: How long past the dial timeout an instance may take to become ready.
@@ -281,6 +298,36 @@ def _extra_field() -> Any:
     return attrs.field(factory=dict, repr=_masked_repr, hash=False, validator=_not_modelled)
 
 
+#: The shells a runner's jobs may run in, as GitLab's ``shell`` key names them.
+RUNNER_SHELLS = ("bash", "sh")
+_WINDOWS_SHELLS = ("pwsh", "powershell", "cmd")
+
+
+def _shell(_inst: object, attribute: attrs.Attribute[str | None], value: str | None) -> None:
+    if value is None or value in RUNNER_SHELLS:
+        return
+    if value in _WINDOWS_SHELLS:
+        raise ValueError(
+            f"{value!r} is a Windows shell, and fleetkit does not run Windows instances yet: "
+            'use shell = "bash" or "sh"'
+        )
+    raise ValueError(f"expected 'bash' or 'sh' (GitLab Runner's shells for Linux), got {value!r}")
+
+
+def _flags(value: Mapping[str, Any]) -> Mapping[str, Any]:
+    return dict(value)
+
+
+def _bool_flags(_inst: object, attribute: attrs.Attribute[Any], value: Mapping[str, Any]) -> None:
+    bad = sorted(str(k) for k, v in value.items() if not isinstance(v, bool))
+    if bad:
+        raise ValueError(f"feature flags are true or false; not so: {', '.join(bad)}")
+
+
+#: The feature flags fleetkit acts on (GitLab's names); others have no effect here.
+FEATURE_FLAGS = ("FF_USE_FLEETING_ACQUIRE_HEARTBEATS",)
+
+
 @attrs.frozen(kw_only=True)
 class Runner:
     """One ``[[runners]]`` entry.
@@ -288,6 +335,10 @@ class Runner:
     ``autoscaler`` is ``None`` for a runner fleetkit does not drive. ``extra``
     holds every other key of the entry (``[runners.docker]``, ``cache``,
     ``environment``, ...) unjudged. ``token`` is masked in the repr.
+    ``shell`` (``bash`` when not set, as GitLab's instance executor) runs the
+    job script, ``pre_build_script`` before it and ``post_build_script`` after
+    it. ``feature_flags`` are GitLab's ``FF_*`` switches; fleetkit acts on
+    :data:`FEATURE_FLAGS`.
     """
 
     name: str | None = None
@@ -295,19 +346,33 @@ class Runner:
     id: int | None = None
     token: str | None = attrs.field(default=None, repr=mask_secret)
     executor: str | None = None
-    shell: str | None = None
+    shell: str | None = attrs.field(default=None, validator=_shell)
     limit: int = attrs.field(default=0, validator=_nonneg)
     request_concurrency: int = attrs.field(default=1, validator=_nonneg)
     builds_dir: str | None = None
     cache_dir: str | None = None
+    pre_build_script: str | None = None
+    post_build_script: str | None = None
+    feature_flags: Mapping[str, bool] = attrs.field(
+        factory=dict, converter=_flags, validator=_bool_flags, hash=False
+    )
     instance: InstanceConfig | None = None
     autoscaler: AutoscalerConfig | None = None
     extra: Mapping[str, Any] = _extra_field()
 
     @property
     def autoscaled(self) -> bool:
-        """Whether fleetkit drives this runner (it has an autoscaler executor)."""
+        """Whether fleetkit drives this runner (executor ``instance`` with an autoscaler)."""
         return self.executor in AUTOSCALER_EXECUTORS and self.autoscaler is not None
+
+    @property
+    def job_shell(self) -> str:
+        """The shell jobs run in: ``shell``, or GitLab's default ``bash``."""
+        return self.shell or "bash"
+
+    def feature_flag(self, name: str) -> bool:
+        """Whether feature flag ``name`` is on (GitLab's defaults: off)."""
+        return bool(self.feature_flags.get(name, False))
 
 
 @attrs.frozen(kw_only=True)

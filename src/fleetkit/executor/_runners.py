@@ -54,8 +54,8 @@ def select_runner(
             [
                 Problem(
                     f"runners[{index}]",
-                    "fleetkit drives runners with executor 'instance' (or "
-                    f"'docker-autoscaler') and a [runners.autoscaler] section; this one has "
+                    "fleetkit drives runners with executor 'instance' and a "
+                    "[runners.autoscaler] section; this one has "
                     f"executor {entry.executor!r}"
                     + ("" if entry.autoscaler else " and no autoscaler section"),
                 )
