@@ -1,4 +1,4 @@
-"""Developer sessions: tests (default), lint, typecheck and bench."""
+"""Developer sessions: tests (default), lint, typecheck, proto and bench."""
 
 from __future__ import annotations
 
@@ -33,8 +33,28 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typecheck(session: nox.Session) -> None:
     """mypy --strict over src, tests, bench and examples."""
-    session.install("-e", ".[test]", "mypy>=1.10", "types-croniter", "nox")
+    session.install(
+        "-e", ".[test]", "mypy>=1.10", "types-croniter", "types-grpcio", "types-protobuf", "nox"
+    )
     session.run("mypy")
+
+
+@nox.session
+def proto(session: nox.Session) -> None:
+    """Regenerate the nesting API's Python code from src/fleetkit/_nesting_proto/nesting.proto."""
+    session.install("grpcio-tools==1.85.1")
+    session.chdir(HERE / "src")
+    session.run(
+        "python",
+        "-m",
+        "grpc_tools.protoc",
+        "-I",
+        ".",
+        "--python_out=.",
+        "--pyi_out=.",
+        "--grpc_python_out=.",
+        "fleetkit/_nesting_proto/nesting.proto",
+    )
 
 
 @nox.session

@@ -8,7 +8,12 @@ One root, :class:`FleetkitError`, with branches grouped by what the caller shoul
   (and its child :class:`Throttled`) mean try again later, :class:`QuotaExceeded`
   means capacity is not to be had, :class:`InstanceNotFound` means treat it as gone.
 * :class:`ConnectorError`: reaching an instance failed.
-* :class:`IsolationError`: a nested VM could not be created or reached.
+* :class:`IsolationError`: a nested VM could not be created or reached;
+  :class:`NestingUnavailable` means the nesting daemon did not answer (a health
+  failure of its instance), :class:`NestingError` that it answered with an error
+  (:class:`NotInitialized`, :class:`AlreadyInitialized`, :class:`VMNotFound`,
+  :class:`ImageNotFound`), :class:`HypervisorNotFound` that no hypervisor
+  answers to a name.
 * :class:`FleetError`: the runtime could not grant or keep a slot.
 
 Foreign exceptions (botocore, asyncssh, OSError from subprocesses) are translated
@@ -25,6 +30,7 @@ import attrs
 
 __all__ = [
     "AcquireTimeout",
+    "AlreadyInitialized",
     "AuthenticationFailed",
     "CommandTimeout",
     "ConfigError",
@@ -35,16 +41,22 @@ __all__ = [
     "FleetError",
     "FleetkitError",
     "HostKeyMismatch",
+    "HypervisorNotFound",
+    "ImageNotFound",
     "InstanceLost",
     "InstanceNotFound",
     "IsolationError",
+    "NestingError",
+    "NestingUnavailable",
     "NoCapacity",
+    "NotInitialized",
     "PluginNotFound",
     "Problem",
     "ProviderError",
     "QuotaExceeded",
     "RetryLater",
     "Throttled",
+    "VMNotFound",
 ]
 
 
@@ -152,7 +164,52 @@ class CommandTimeout(ConnectorError, TimeoutError):
 
 class IsolationError(FleetkitError):
     """A nested VM could not be created, reached or deleted. Raised by
-    :mod:`fleetkit.isolation`."""
+    :mod:`fleetkit.isolation` and :mod:`fleetkit.nesting`."""
+
+
+class NestingUnavailable(IsolationError, ConnectionError):
+    """The nesting daemon did not answer: no socket, connection refused or
+    dropped, or no reply within the deadline. A health failure of the instance
+    the daemon runs on."""
+
+
+class NestingError(IsolationError):
+    """The nesting daemon answered a call with an error.
+
+    ``rpc`` is the call (``"Create"``), ``code`` the gRPC status name
+    (``"FAILED_PRECONDITION"``) and ``detail`` the daemon's message.
+    """
+
+    def __init__(self, rpc: str, code: str, detail: str, *, target: str = "") -> None:
+        self.rpc = rpc
+        self.code = code
+        self.detail = detail
+        self.target = target
+        where = f"nesting daemon at {target}" if target else "nesting daemon"
+        super().__init__(f"{where}: {rpc} failed: {code}: {detail}")
+
+
+class NotInitialized(NestingError):
+    """The daemon refused a call because no ``Init`` has succeeded yet
+    (``FAILED_PRECONDITION``, ``not initialized``)."""
+
+
+class AlreadyInitialized(NestingError):
+    """A second ``Init`` (``FAILED_PRECONDITION``, ``already initialized``).
+    Callers that only need the daemon initialized treat it as success."""
+
+
+class VMNotFound(NestingError, LookupError):
+    """No VM has the id given to ``Delete`` (``NOT_FOUND``): treat it as gone."""
+
+
+class ImageNotFound(NestingError, LookupError):
+    """The daemon has no image of the name given to ``Create`` (``NOT_FOUND``)."""
+
+
+class HypervisorNotFound(IsolationError, LookupError):
+    """No hypervisor answers to the name given to the nesting daemon. Raised by
+    :func:`fleetkit.nesting.load_hypervisor`; the message lists the installed ones."""
 
 
 # --- fleet runtime --------------------------------------------------------

@@ -1,0 +1,30 @@
+"""GitLab's nesting API as protobuf messages, generated from ``nesting.proto``.
+
+``nesting.proto`` beside this file is the wire protocol (package ``nesting``,
+service ``Nesting``; the field names and numbers of ``shared/spec/nesting.md``).
+``nesting_pb2.py``, ``nesting_pb2.pyi`` and ``nesting_pb2_grpc.py`` are generated
+from it by grpcio-tools and never edited by hand; a test regenerates them and
+fails when they drift. Regenerate with ``nox -s proto`` (or, from ``src/``:
+``python -m grpc_tools.protoc -I . --python_out=. --pyi_out=. --grpc_python_out=.
+fleetkit/_nesting_proto/nesting.proto``).
+
+Private: :mod:`fleetkit.isolation` (the client) and :mod:`fleetkit.nesting` (the
+daemon) are the public faces of this protocol. :data:`METHODS` maps each RPC name
+to its gRPC method path, read from the generated descriptor so that no path is
+spelled twice.
+"""
+
+from __future__ import annotations
+
+from fleetkit._nesting_proto import nesting_pb2
+
+__all__ = ["METHODS", "SERVICE", "nesting_pb2"]
+
+#: The service's full name on the wire: ``nesting.Nesting``.
+SERVICE: str = nesting_pb2.DESCRIPTOR.services_by_name["Nesting"].full_name
+
+#: RPC name -> gRPC method path, e.g. ``"Create" -> "/nesting.Nesting/Create"``.
+METHODS: dict[str, str] = {
+    method.name: f"/{SERVICE}/{method.name}"
+    for method in nesting_pb2.DESCRIPTOR.services_by_name["Nesting"].methods
+}

@@ -1,0 +1,19 @@
+"""VM isolation on the manager's side: a VM per job slot on an instance.
+
+:class:`NestingClient` speaks GitLab's nesting API (``shared/spec/nesting.md``)
+to a nesting daemon, GitLab's or :mod:`fleetkit.nesting`; results are
+:class:`VirtualMachine` and :class:`CreateResult`; errors are the
+:class:`~fleetkit.errors.IsolationError` branch. Needs the ``isolation`` extra
+(``pip install 'fleetkit[isolation]'``).
+"""
+
+from __future__ import annotations
+
+from fleetkit.isolation._nesting_client import (
+    HOST_KEY_METADATA,
+    CreateResult,
+    NestingClient,
+    VirtualMachine,
+)
+
+__all__ = ["HOST_KEY_METADATA", "CreateResult", "NestingClient", "VirtualMachine"]
