@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import anyio
+import anyio.abc
 import pytest
 import trio.testing
 
@@ -95,3 +96,48 @@ async def test_stream_gives_output_and_status(tmp_path: Path) -> None:
         await conn.download("/remote/a", tmp_path / "b")
     assert (len(out), status.exit_code) == (100_000, 3)
     assert (tmp_path / "b").read_bytes() == b"payload"
+
+
+@pytest.mark.anyio
+async def test_forward_carries_each_connection_over_its_own_tunnel(tmp_path: Path) -> None:
+    """A connection's forward (the generic one, over open_tunnel) gives a socket in
+    a 0700 directory; each dial opens one tunnel; the directory is gone afterwards."""
+    far = tmp_path / "far.sock"
+    fake = FakeConnector()
+    opened: list[str] = []
+
+    async def dial_far() -> anyio.abc.ByteStream:
+        opened.append("far")
+        return await anyio.connect_unix(far)
+
+    fake.on_tunnel("/run/far.sock", dial_far)
+
+    async def shout(client: anyio.abc.SocketStream) -> None:
+        async with client:
+            async for chunk in client:
+                await client.send(chunk.upper())
+
+    async with (
+        await anyio.create_unix_listener(far) as listener,
+        anyio.create_task_group() as tg,
+    ):
+        tg.start_soon(listener.serve, shout)
+        async with fake.connect(INFO) as conn, conn.forward("/run/far.sock") as local:
+            assert isinstance(local, str)
+            assert (await anyio.Path(local).parent.stat()).st_mode & 0o777 == 0o700
+            for word in (b"one", b"two"):
+                async with await anyio.connect_unix(local) as client:
+                    await client.send(word)
+                    assert await client.receive() == word.upper()
+        assert not await anyio.Path(local).parent.exists()
+        assert opened == ["far", "far"]
+        tg.cancel_scope.cancel()
+
+
+@pytest.mark.anyio
+async def test_connect_records_the_connection_dialled_through() -> None:
+    """connect(via=...) is recorded per instance id."""
+    fake = FakeConnector()
+    async with fake.connect(INFO) as outer, fake.connect(ConnectInfo(id="vm-1"), via=outer):
+        pass
+    assert fake.vias == {"vm-1": outer}

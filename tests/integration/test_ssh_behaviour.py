@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import posixpath
 import socket
 import tracemalloc
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
@@ -267,33 +269,39 @@ async def test_transfer_and_tunnel_failures_are_connector_errors(
 @pytest.mark.anyio
 async def test_tcp_tunnel_reaches_a_far_side_port(conn: Connection) -> None:
     """A tunnel to a TCP address on the far side carries bytes both ways."""
-    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
-    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+    async with _tcp_shout() as port:
+        stream = await conn.open_tunnel(("127.0.0.1", port))
+        async with stream:
+            await stream.send(b"hello tunnel")
+            assert await stream.receive() == b"HELLO TUNNEL"
 
-    async def echo(client: anyio.abc.SocketStream) -> None:
+
+@asynccontextmanager
+async def _tcp_shout() -> AsyncIterator[int]:
+    """A TCP server on 127.0.0.1 answering each message upper-cased; yields its port."""
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+
+    async def shout(client: anyio.abc.SocketStream) -> None:
         async with client:
             async for chunk in client:
                 await client.send(chunk.upper())
 
     async with listener, anyio.create_task_group() as tg:
-        tg.start_soon(listener.serve, echo)
-        stream = await conn.open_tunnel(("127.0.0.1", port))
-        async with stream:
-            await stream.send(b"hello tunnel")
-            assert await stream.receive() == b"HELLO TUNNEL"
+        tg.start_soon(listener.serve, shout)
+        yield listener.extra(anyio.abc.SocketAttribute.local_port)
         tg.cancel_scope.cancel()
 
 
-@pytest.mark.anyio
-async def test_unix_socket_tunnel(conn: Connection, tmp_path: Path) -> None:
-    """A tunnel to a unix socket on the far side carries bytes both ways."""
+@asynccontextmanager
+async def _unix_echo() -> AsyncIterator[anyio.Path]:
+    """A unix socket server (reachable by the test login user) that answers each
+    message reversed; yields the socket's path."""
     sockdir = anyio.Path(f"/tmp/fleetkit-sock-{uuid.uuid4().hex[:8]}")
     await sockdir.mkdir(mode=0o755)
     path = sockdir / "s.sock"
     try:
         listener = await anyio.create_unix_listener(str(path))
         await path.chmod(0o777)
-
         served = anyio.Event()
 
         async def echo(client: anyio.abc.SocketStream) -> None:
@@ -304,10 +312,7 @@ async def test_unix_socket_tunnel(conn: Connection, tmp_path: Path) -> None:
 
         async with listener, anyio.create_task_group() as tg:
             tg.start_soon(listener.serve, echo)
-            stream = await conn.open_tunnel(str(path))
-            async with stream:
-                await stream.send(b"abc")
-                assert await stream.receive() == b"cba"
+            yield path
             # Let the handler see EOF and close before stopping the server:
             # cancelling a unix stream's receive and closing it races on
             # asyncio (agronholm/anyio#1267).
@@ -317,3 +322,58 @@ async def test_unix_socket_tunnel(conn: Connection, tmp_path: Path) -> None:
     finally:
         await path.unlink(missing_ok=True)
         await sockdir.rmdir()
+
+
+@pytest.mark.anyio
+async def test_unix_socket_tunnel(conn: Connection) -> None:
+    """A tunnel to a unix socket on the far side carries bytes both ways."""
+    async with _unix_echo() as path:
+        stream = await conn.open_tunnel(str(path))
+        async with stream:
+            await stream.send(b"abc")
+            assert await stream.receive() == b"cba"
+
+
+@pytest.mark.anyio
+async def test_relative_unix_socket_is_taken_from_the_command_directory(
+    conn: Connection,
+) -> None:
+    """A relative socket path means the same as for a command: relative to the
+    directory commands start in (sshd alone would use its own directory)."""
+    start = (await conn.run('printf %s "$PWD"')).stdout_text
+    async with _unix_echo() as path:
+        stream = await conn.open_tunnel(posixpath.relpath(path, start))
+        async with stream:
+            await stream.send(b"rel")
+            assert await stream.receive() == b"ler"
+
+
+@pytest.mark.anyio
+async def test_forward_makes_a_far_unix_socket_dialable_here(conn: Connection) -> None:
+    """forward() yields a local address that reaches the far side's socket, for
+    clients that dial themselves; a forwarding socket sits in a directory only
+    this user can enter and is gone after the block."""
+    async with _unix_echo() as path:
+        async with conn.forward(str(path)) as local:
+            assert isinstance(local, str)
+            if local != str(path):
+                mode = (await anyio.Path(local).parent.stat()).st_mode
+                assert mode & 0o777 == 0o700
+            for message in (b"one", b"two"):  # each dial is its own tunnel
+                async with await anyio.connect_unix(local) as client:
+                    await client.send(message)
+                    assert await client.receive() == message[::-1]
+        assert not await anyio.Path(local).exists() or local == str(path)
+
+
+@pytest.mark.anyio
+async def test_forward_reaches_a_far_tcp_port(conn: Connection) -> None:
+    """forward() of a TCP target carries a connection to that port on the far side."""
+    async with _tcp_shout() as port, conn.forward(("127.0.0.1", port)) as local:
+        if isinstance(local, str):
+            client: anyio.abc.SocketStream = await anyio.connect_unix(local)
+        else:
+            client = await anyio.connect_tcp(*local)
+        async with client:
+            await client.send(b"tcp")
+            assert await client.receive() == b"TCP"

@@ -10,6 +10,16 @@ A :class:`Connector` turns a :class:`~fleetkit.model.ConnectInfo` into a
                 ...
             status = await proc.wait()
 
+A connection also reaches what only its instance can reach: ``open_tunnel``
+gives a byte stream to a TCP address or unix socket on the far side,
+``forward`` makes such a target dialable on this machine (for clients like
+gRPC that dial an address themselves), and ``connect(info, via=conn)`` dials
+another instance *through* an open connection (SSH inside SSH, for a nested VM
+whose address only its host can reach)::
+
+    async with ssh.connect(host) as outer, ssh.connect(vm, via=outer) as inner:
+        await inner.run("uname -a")
+
 Implementations: :class:`fleetkit.connector.ssh.SSHConnector` (asyncssh against
 any OpenSSH server; asyncio only) and :class:`fleetkit.connector.local.LocalConnector`
 (subprocesses on this machine). :class:`fleetkit.testing.connector.FakeConnector`
@@ -188,7 +198,26 @@ class Connection(Protocol):
 
     async def open_tunnel(self, target: TunnelTarget) -> anyio.abc.ByteStream:
         """A byte stream to ``target`` as seen from the instance: ``(host, port)``
-        for TCP or a unix socket path. The caller closes it."""
+        for TCP or a unix socket path. The caller closes it.
+
+        A relative socket path is taken from the directory commands start in
+        (the login directory over SSH, the working directory locally). Raises
+        :class:`~fleetkit.errors.ConnectorError` when the far side cannot
+        reach ``target`` (the connection stays usable), or
+        :class:`~fleetkit.errors.ConnectionLost` when the connection broke."""
+        ...
+
+    def forward(self, target: TunnelTarget) -> AbstractAsyncContextManager[TunnelTarget]:
+        """Make ``target`` (as the instance sees it) dialable from this machine
+        while the block lasts, for clients that dial an address themselves.
+
+        Yields a local address: a unix socket path in a fresh directory only
+        this user can enter (no port is opened anywhere), each connection to
+        which is carried by its own :meth:`open_tunnel`; or, where this
+        machine already reaches ``target`` itself (the local connector), the
+        target with a relative path made absolute. Leaving the block closes
+        the forwarded connections and removes the socket and its directory.
+        """
         ...
 
     async def aclose(self) -> None:
@@ -201,12 +230,22 @@ class Connection(Protocol):
 class Connector(Protocol):
     """**Protocol:** opens connections to instances."""
 
-    def connect(self, info: ConnectInfo) -> AbstractAsyncContextManager[Connection]:
+    def connect(
+        self, info: ConnectInfo, *, via: Connection | None = None
+    ) -> AbstractAsyncContextManager[Connection]:
         """A connection to the instance ``info`` describes, as an async context
         manager. Raises the :class:`~fleetkit.errors.ConnectorError` branch:
         :class:`~fleetkit.errors.ConnectTimeout`,
         :class:`~fleetkit.errors.AuthenticationFailed`,
-        :class:`~fleetkit.errors.HostKeyMismatch`."""
+        :class:`~fleetkit.errors.HostKeyMismatch`.
+
+        With ``via``, the instance is dialled *through* that open connection:
+        ``info``'s address is the one ``via``'s instance reaches (GitLab's
+        dialer for nested VMs). Such a connection is never shared with direct
+        ones; it closes when its block ends, and breaks when ``via`` does, so
+        ``via`` must stay open meanwhile. A connector that cannot carry its
+        protocol over ``via`` raises :class:`~fleetkit.errors.ConnectorError`
+        saying so."""
         ...
 
 

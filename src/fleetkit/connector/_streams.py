@@ -12,14 +12,25 @@ import anyio
 import anyio.abc
 
 from fleetkit._resource import AsyncResource
-from fleetkit.connector import Command, CommandResult, RunningCommand
+from fleetkit.connector import Command, CommandResult, RunningCommand, TunnelTarget
+from fleetkit.connector._forward import forward_through
 from fleetkit.errors import ConnectorError
 
 __all__ = ["ConnectionBase", "communicate"]
 
 
 class ConnectionBase(AsyncResource):
-    """``run`` and ``async with`` on top of a subclass's ``stream`` and ``aclose``."""
+    """``run``, ``forward`` and ``async with`` on top of a subclass's ``stream``,
+    ``open_tunnel`` and ``aclose``."""
+
+    @abstractmethod
+    async def open_tunnel(self, target: TunnelTarget) -> anyio.abc.ByteStream:
+        """A stream to ``target``; see :meth:`fleetkit.connector.Connection.open_tunnel`."""
+
+    def forward(self, target: TunnelTarget) -> AbstractAsyncContextManager[TunnelTarget]:
+        """A private local unix socket leading to ``target``; see
+        :meth:`fleetkit.connector.Connection.forward`."""
+        return forward_through(self.open_tunnel, target, where=repr(self))
 
     @abstractmethod
     def stream(

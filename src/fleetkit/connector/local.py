@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import posixpath
 import shutil
 import signal
 import subprocess
@@ -172,12 +173,21 @@ class LocalConnection(ConnectionBase):
         """A stream to ``(host, port)`` or to a unix socket path."""
         try:
             if isinstance(target, str):
-                return await anyio.connect_unix(self._path(target))
+                # Normalised: a socket path has a length limit (108 bytes).
+                return await anyio.connect_unix(posixpath.normpath(self._path(target)))
             return await anyio.connect_tcp(*target)
         except OSError as exc:
             raise ConnectorError(
-                f"instance {self._info.id}: tunnel to {target!r} refused: {exc.strerror}"
+                f"instance {self._info.id}: tunnel to {target!r} refused: {exc.strerror or exc}"
             ) from exc
+
+    @asynccontextmanager
+    async def forward(self, target: TunnelTarget) -> AsyncIterator[TunnelTarget]:
+        """``target`` itself (a relative socket path made absolute from the
+        working directory): this machine reaches it without a forward."""
+        if self._closed:
+            raise anyio.ClosedResourceError
+        yield posixpath.normpath(self._path(target)) if isinstance(target, str) else target
 
     async def aclose(self) -> None:
         """Refuse new commands; there is nothing else to close."""
@@ -204,11 +214,20 @@ class LocalConnector:
         return self.workdir if self.workdir is not None else Path.cwd()
 
     @asynccontextmanager
-    async def connect(self, info: ConnectInfo) -> AsyncIterator[LocalConnection]:
+    async def connect(
+        self, info: ConnectInfo, *, via: Connection | None = None
+    ) -> AsyncIterator[LocalConnection]:
         """A connection running commands in ``info``'s working directory.
 
         Raises :class:`~fleetkit.errors.ConnectionLost` when that directory
-        does not exist (the instance is gone)."""
+        does not exist (the instance is gone). ``via`` may only be another
+        local connection (everything runs on this machine either way); through
+        any other connection a subprocess here would not reach the far side,
+        so :class:`~fleetkit.errors.ConnectorError` says so."""
+        if via is not None and not isinstance(via, LocalConnection):
+            raise ConnectorError(
+                f"instance {info.id}: the local connector cannot run commands through {via!r}"
+            )
         workdir = self._workdir_for(info)
         if not await anyio.Path(workdir).is_dir():
             raise ConnectionLost(f"instance {info.id}: working directory {workdir} is missing")

@@ -42,6 +42,11 @@ import asyncio
 import contextlib
 import getpass
 import logging
+import os
+import posixpath
+import shutil
+import socket
+import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -183,6 +188,30 @@ class _Tunnel(anyio.abc.ByteStream):
             await self._on_close.aclose()
 
 
+@attrs.frozen
+class _Route:
+    """How a dial reaches its server: directly, inside an SSH connection's
+    channel (``tunnel``), or through a local forward (``local``: a unix
+    socket path, or the ``(host, port)`` this machine reaches itself)."""
+
+    tunnel: _Conn | None = None
+    local: TunnelTarget | None = None
+
+    def socket(self) -> socket.socket | None:
+        """A fresh connected socket for one dial through a unix-socket forward."""
+        if not isinstance(self.local, str):
+            return None
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            # A local unix socket whose listener is up accepts at once.
+            sock.connect(self.local)
+        except OSError:
+            sock.close()
+            raise
+        sock.setblocking(False)
+        return sock
+
+
 @attrs.define(eq=False)
 class _SSHRunning:
     """A command running over SSH (see :class:`fleetkit.connector.RunningCommand`)."""
@@ -257,12 +286,21 @@ class SSHConnection(ConnectionBase):
         self._pool = pool
         self._hold: Link[_Conn] | None = None
         self._closed = False
+        self._login: str | None = None
 
     def __repr__(self) -> str:
         return f"<SSHConnection instance={self._info.id!r} closed={self._closed}>"
 
     async def _open(self) -> None:
         self._hold = await self._pool.acquire_hold()
+
+    async def _tunnel_conn(self) -> _Conn:
+        """The live SSH connection this one holds, to tunnel another through."""
+        if self._closed or self._hold is None:
+            raise anyio.ClosedResourceError
+        if self._hold.conn.is_closed():
+            raise ConnectionLost(f"instance {self._info.id}: connection lost")
+        return self._hold.conn
 
     async def aclose(self) -> None:
         """Let go of the pooled connection (it stays pooled for reuse)."""
@@ -400,9 +438,25 @@ class SSHConnection(ConnectionBase):
                     await sftp.wait_closed()
                 self._pool.release_session(link)
 
+    async def _login_dir(self) -> str:
+        if self._login is None:
+            result = await self.run('printf %s "$PWD"', timeout=_TERM_GRACE * 6)
+            if not result.ok or not result.stdout_text.startswith("/"):
+                raise ConnectorError(
+                    f"instance {self._info.id}: could not read the login directory"
+                )
+            self._login = result.stdout_text
+        return self._login
+
     async def open_tunnel(self, target: TunnelTarget) -> anyio.abc.ByteStream:
         """A stream to ``target`` as the instance sees it (direct-tcpip or
-        direct-streamlocal channel); closing it frees the pooled connection."""
+        direct-streamlocal channel); closing it frees the pooled connection.
+
+        sshd would resolve a relative socket path against its own working
+        directory, which no client knows; the login directory is used instead,
+        as for the local connector's working directory."""
+        if isinstance(target, str) and not target.startswith("/"):
+            target = posixpath.normpath(posixpath.join(await self._login_dir(), target))
         link = await self._pool.acquire_hold()
         stack = contextlib.AsyncExitStack()
         stack.callback(self._pool.release_hold, link)
@@ -425,6 +479,42 @@ class SSHConnection(ConnectionBase):
             await stack.aclose()
             raise
         return _Tunnel(reader, writer, self._info.id, stack)
+
+    @asynccontextmanager
+    async def forward(self, target: TunnelTarget) -> AsyncIterator[TunnelTarget]:
+        """A private local unix socket leading to ``target``; see
+        :meth:`fleetkit.connector.Connection.forward`.
+
+        asyncssh's own local forwarding carries the connections (on asyncio
+        transports, one channel each) over the held pooled connection."""
+        if isinstance(target, str) and not target.startswith("/"):
+            target = posixpath.normpath(posixpath.join(await self._login_dir(), target))
+        link = await self._pool.acquire_hold()
+        try:
+            with _private_socket_path() as path:
+                with _translate(self._info.id):
+                    if isinstance(target, str):
+                        listener = await link.conn.forward_local_path(path, target)
+                    else:
+                        listener = await link.conn.forward_local_path_to_port(path, *target)
+                try:
+                    yield path
+                finally:
+                    with anyio.CancelScope(shield=True):
+                        listener.close()
+                        with anyio.move_on_after(_TERM_GRACE):
+                            await listener.wait_closed()
+        finally:
+            self._pool.release_hold(link)
+
+
+@contextlib.contextmanager
+def _private_socket_path() -> Iterator[str]:
+    directory = tempfile.mkdtemp(prefix="fleetkit-fwd-")
+    try:
+        yield os.path.join(directory, "socket")
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 class SSHConnector:
@@ -470,23 +560,71 @@ class SSHConnector:
         return f"<SSHConnector pools={len(self._pools)} max_sessions={self.max_sessions}>"
 
     @asynccontextmanager
-    async def connect(self, info: ConnectInfo) -> AsyncIterator[SSHConnection]:
+    async def connect(
+        self, info: ConnectInfo, *, via: Connection | None = None
+    ) -> AsyncIterator[SSHConnection]:
         """A connection to ``info``'s instance; dials (or reuses a pooled
-        connection) on entry. See :class:`fleetkit.connector.Connector`."""
-        _require_asyncio()
-        connection = SSHConnection(info, self._pool_for(info), self._running)
-        await connection._open()
-        try:
-            yield connection
-        finally:
-            await connection.aclose()
+        connection) on entry. See :class:`fleetkit.connector.Connector`.
 
-    def _pool_for(self, info: ConnectInfo) -> Pool[_Conn]:
+        With ``via``: over an :class:`SSHConnection`, SSH runs inside one of its
+        direct-tcpip channels (asyncssh's ``tunnel``); over any other
+        connection, through its :meth:`~fleetkit.connector.Connection.forward`.
+        The connections dialled through ``via`` are this block's own and are
+        closed when it ends."""
+        _require_asyncio()
+        if via is None:
+            connection = SSHConnection(info, self._pool_for(info), self._running)
+            await connection._open()
+            try:
+                yield connection
+            finally:
+                await connection.aclose()
+            return
+        address, username = self._target(info)
+        async with contextlib.AsyncExitStack() as stack:
+            route = await self._route(via, address, info.port, stack)
+
+            async def dial() -> _Conn:
+                return await self._dial(info, address, username, route=route)
+
+            pool = self._new_pool(dial)
+            stack.push_async_callback(pool.aclose)
+            connection = SSHConnection(info, pool, self._running)
+            await connection._open()
+            try:
+                yield connection
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await connection.aclose()
+                    await self._terminate_running({link.conn for link in pool.links})
+
+    async def _route(
+        self, via: Connection, address: str, port: int, stack: contextlib.AsyncExitStack
+    ) -> _Route:
+        """How each dial through ``via`` reaches ``address:port``."""
+        if isinstance(via, SSHConnection):
+            return _Route(tunnel=await via._tunnel_conn())
+        local = await stack.enter_async_context(via.forward((address, port)))
+        return _Route(local=local)
+
+    def _target(self, info: ConnectInfo) -> tuple[str, str]:
         try:
             address = info.address(use_external=self.use_external_addr)
         except ValueError as exc:
             raise ConfigError([Problem(f"instance {info.id}", "has no address to dial")]) from exc
-        username = info.username or self.username or getpass.getuser()
+        return address, info.username or self.username or getpass.getuser()
+
+    def _new_pool(self, dial: Callable[[], Awaitable[_Conn]]) -> Pool[_Conn]:
+        return Pool(
+            dial=dial,
+            is_closed=lambda conn: conn.is_closed(),
+            close=_close_conn,
+            limit=self.max_sessions,
+            idle_timeout=self.idle_timeout,
+        )
+
+    def _pool_for(self, info: ConnectInfo) -> Pool[_Conn]:
+        address, username = self._target(info)
         key = (info.id, address, info.port, username)
         pool = self._pools.get(key)
         if pool is None:
@@ -494,14 +632,7 @@ class SSHConnector:
             async def dial() -> _Conn:
                 return await self._dial(info, address, username)
 
-            pool = Pool(
-                dial=dial,
-                is_closed=lambda conn: conn.is_closed(),
-                close=_close_conn,
-                limit=self.max_sessions,
-                idle_timeout=self.idle_timeout,
-            )
-            self._pools[key] = pool
+            pool = self._pools[key] = self._new_pool(dial)
         return pool
 
     def _credentials(self, info: ConnectInfo) -> dict[str, object]:
@@ -530,8 +661,13 @@ class SSHConnector:
         log.debug("instance %s: checking host key %s", info.id, source)
         return ([asyncssh.import_public_key(expected)], [], [])
 
-    async def _dial(self, info: ConnectInfo, address: str, username: str) -> _Conn:
+    async def _dial(
+        self, info: ConnectInfo, address: str, username: str, *, route: _Route | None = None
+    ) -> _Conn:
         where = f"instance {info.id}"
+        route = route or _Route()
+        # Through a local connection's forward, the target is dialled as is.
+        host, port = route.local if isinstance(route.local, tuple) else (address, info.port)
         timeout = _seconds(info.timeout, self.dial_timeout)
         keepalive = _seconds(info.keepalive, self.keepalive)
         credentials = self._credentials(info)
@@ -547,10 +683,14 @@ class SSHConnector:
                     f"{where}: no SSH connection to {address}:{info.port} within {timeout:g} s "
                     f"({attempt - 1} attempts; last: {_describe(last)})"
                 ) from last
+            if route.tunnel is not None and route.tunnel.is_closed():
+                raise ConnectionLost(f"{where}: the connection to dial through was lost")
             try:
                 conn = await asyncssh.connect(
-                    address,
-                    info.port,
+                    host,
+                    port,
+                    tunnel=route.tunnel or (),
+                    sock=route.socket(),
                     username=username,
                     known_hosts=known_hosts,
                     config=None,
@@ -568,9 +708,10 @@ class SSHConnector:
                     f"{where}: the server at {address}:{info.port} presented a host key "
                     "other than the expected one"
                 ) from exc
-            except (OSError, asyncssh.Error) as exc:
+            except (OSError, asyncssh.Error, ConnectorError) as exc:
                 # Refused, reset, dropped before the banner (MaxStartups), or
                 # the attempt timed out: the instance may still be booting.
+                # (Through a tunnel, a refused channel says the same.)
                 last = exc
                 log.debug("%s: dial attempt %d failed: %s", where, attempt, _describe(exc))
                 await anyio.sleep(

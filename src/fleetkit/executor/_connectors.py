@@ -52,9 +52,12 @@ class ProtocolConnector:
             connector = self._built[protocol] = factory()
         return connector
 
-    def connect(self, info: ConnectInfo) -> AbstractAsyncContextManager[Connection]:
-        """A connection to ``info``'s instance through its protocol's connector."""
-        return self.for_protocol(info.protocol).connect(info)
+    def connect(
+        self, info: ConnectInfo, *, via: Connection | None = None
+    ) -> AbstractAsyncContextManager[Connection]:
+        """A connection to ``info``'s instance through its protocol's connector
+        (dialled through ``via`` when given)."""
+        return self.for_protocol(info.protocol).connect(info, via=via)
 
     async def forget(self, instance_id: str) -> None:
         """Drop what the connectors keep for a deleted instance (pooled connections,

@@ -32,6 +32,7 @@ import attrs
 from fleetkit.connector import (
     Command,
     CommandResult,
+    Connection,
     ExitStatus,
     RunningCommand,
     TunnelTarget,
@@ -193,6 +194,7 @@ class FakeConnector:
         self.default = default if default is not None else CommandResult(0, b"", b"")
         self.calls: list[FakeCall] = []
         self.connects: list[str] = []
+        self.vias: dict[str, Connection] = {}
         self.files: dict[tuple[str, str], bytes] = {}
         self.tunnels: dict[TunnelTarget, Callable[[], Awaitable[anyio.abc.ByteStream]]] = {}
         self._rules: list[_Rule] = []
@@ -229,14 +231,22 @@ class FakeConnector:
         """The command lines run so far, optionally for one instance only."""
         return [c.command for c in self.calls if instance_id in (None, c.instance_id)]
 
-    def connect(self, info: ConnectInfo) -> AbstractAsyncContextManager[FakeConnection]:
-        """A fake connection to ``info``'s instance (or a scripted connect error)."""
-        return self._connect(info)
+    def connect(
+        self, info: ConnectInfo, *, via: Connection | None = None
+    ) -> AbstractAsyncContextManager[FakeConnection]:
+        """A fake connection to ``info``'s instance (or a scripted connect error).
+        ``via`` is recorded in :attr:`vias` (instance id -> the connection it
+        was dialled through) and otherwise not used."""
+        return self._connect(info, via)
 
     @asynccontextmanager
-    async def _connect(self, info: ConnectInfo) -> AsyncIterator[FakeConnection]:
+    async def _connect(
+        self, info: ConnectInfo, via: Connection | None
+    ) -> AsyncIterator[FakeConnection]:
         await anyio.lowlevel.checkpoint()
         self.connects.append(info.id)
+        if via is not None:
+            self.vias[info.id] = via
         errors = self._connect_errors.get(info.id)
         if errors:
             raise errors.pop(0)
