@@ -3,20 +3,31 @@ fleet snapshot the planner reads, and the limits it plans within.
 
 Times in these types are seconds on the runtime's monotonic clock (anyio's
 ``current_time()``), passed in by the caller: nothing here reads a clock.
+Durations are :class:`Duration` values (seconds as a ``float``); every field
+that holds one accepts seconds or a :class:`datetime.timedelta`.
 """
 
 from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from datetime import datetime, timedelta
-from typing import Any
+from datetime import datetime
 
 import attrs
+
+from fleetkit._checks import int_at_least
+from fleetkit._duration import (
+    Duration,
+    DurationLike,
+    duration_check,
+    to_optional_duration,
+)
 
 __all__ = [
     "ConnectInfo",
     "ConnectorConfig",
+    "Duration",
+    "DurationLike",
     "Instance",
     "InstanceState",
     "Limits",
@@ -79,8 +90,12 @@ class ConnectorConfig:
     password: str | None = attrs.field(default=None, repr=mask_secret)
     key_path: str | None = None
     use_static_credentials: bool = False
-    keepalive: timedelta | None = None
-    timeout: timedelta | None = None
+    keepalive: Duration | None = attrs.field(
+        default=None, converter=to_optional_duration, validator=duration_check()
+    )
+    timeout: Duration | None = attrs.field(
+        default=None, converter=to_optional_duration, validator=duration_check()
+    )
     use_external_addr: bool = False
 
 
@@ -104,8 +119,12 @@ class ConnectInfo:
     password: str | None = attrs.field(default=None, repr=mask_secret)
     key: bytes | None = attrs.field(default=None, repr=mask_secret)
     use_static_credentials: bool = False
-    keepalive: timedelta | None = None
-    timeout: timedelta | None = None
+    keepalive: Duration | None = attrs.field(
+        default=None, converter=to_optional_duration, validator=duration_check()
+    )
+    timeout: Duration | None = attrs.field(
+        default=None, converter=to_optional_duration, validator=duration_check()
+    )
     expires_at: datetime | None = None
     host_key: str | None = None
 
@@ -129,16 +148,6 @@ class ConnectInfo:
         return addr
 
 
-def _nonneg(_inst: Any, attribute: attrs.Attribute[Any], value: int) -> None:
-    if value < 0:
-        raise ValueError(f"{attribute.name} must be >= 0, got {value}")
-
-
-def _positive(_inst: Any, attribute: attrs.Attribute[Any], value: int) -> None:
-    if value < 1:
-        raise ValueError(f"{attribute.name} must be >= 1, got {value}")
-
-
 @attrs.frozen(kw_only=True)
 class Limits:
     """The fixed limits a fleet plans within (from ``[runners.autoscaler]``).
@@ -148,11 +157,13 @@ class Limits:
     (``None``: no bound).
     """
 
-    capacity_per_instance: int = attrs.field(default=1, validator=_positive)
-    max_use_count: int = attrs.field(default=0, validator=_nonneg)
-    max_instances: int = attrs.field(default=0, validator=_nonneg)
-    failure_threshold: int = attrs.field(default=3, validator=_nonneg)
-    ready_timeout: float | None = None
+    capacity_per_instance: int = attrs.field(default=1, validator=int_at_least(1))
+    max_use_count: int = attrs.field(default=0, validator=int_at_least(0))
+    max_instances: int = attrs.field(default=0, validator=int_at_least(0))
+    failure_threshold: int = attrs.field(default=3, validator=int_at_least(0))
+    ready_timeout: Duration | None = attrs.field(
+        default=None, converter=to_optional_duration, validator=duration_check(positive=True)
+    )
 
 
 @attrs.frozen(kw_only=True)

@@ -20,24 +20,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import attrs
 from croniter import croniter
 
+from fleetkit._checks import boolean, int_at_least, nonneg_number
+from fleetkit._duration import Duration, duration_check, to_duration
+
 __all__ = ["DEFAULT_POLICY", "Policy", "Schedule", "idle_target"]
-
-
-def _nonneg_int(_inst: object, attribute: attrs.Attribute[int], value: int) -> None:
-    if value < 0:
-        raise ValueError(f"{attribute.name} must be >= 0, got {value}")
-
-
-def _nonneg_float(_inst: object, attribute: attrs.Attribute[float], value: float) -> None:
-    if not value >= 0 or math.isinf(value):  # also rejects NaN
-        raise ValueError(f"{attribute.name} must be a finite number >= 0, got {value}")
-
-
-def _nonneg_duration(
-    _inst: object, attribute: attrs.Attribute[timedelta], value: timedelta
-) -> None:
-    if value < timedelta(0):
-        raise ValueError(f"{attribute.name} must be >= 0s, got {value}")
 
 
 def _periods(
@@ -77,11 +63,13 @@ class Policy:
     naive instants).
     """
 
-    idle_count: int = attrs.field(default=0, validator=_nonneg_int)
-    idle_time: timedelta = attrs.field(default=timedelta(0), validator=_nonneg_duration)
-    scale_factor: float = attrs.field(default=0.0, validator=_nonneg_float)
-    scale_factor_limit: int = attrs.field(default=0, validator=_nonneg_int)
-    preemptive_mode: bool | None = None
+    idle_count: int = attrs.field(default=0, validator=int_at_least(0))
+    idle_time: Duration = attrs.field(
+        default=Duration(0), converter=to_duration, validator=duration_check()
+    )
+    scale_factor: float = attrs.field(default=0.0, validator=nonneg_number)
+    scale_factor_limit: int = attrs.field(default=0, validator=int_at_least(0))
+    preemptive_mode: bool | None = attrs.field(default=None, validator=boolean)
     periods: tuple[str, ...] = attrs.field(
         default=("* * * * *",), converter=_to_periods, validator=_periods
     )

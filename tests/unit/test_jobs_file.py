@@ -35,7 +35,8 @@ def test_jobs_are_numbered_in_order_and_take_defaults() -> None:
     )
     first, second = jobs
     assert (first.id, first.name, first.script) == (1, "first", "echo one\necho two")
-    assert (first.shell, first.timeout) == ("sh", timedelta(seconds=90))
+    assert (first.shell, float(first.timeout)) == ("sh", 90.0)
+    assert first.timeout == timedelta(seconds=90)
     assert first.environment() == {"A": "default", "B": "b"}
     assert (second.id, second.shell, second.allow_failure) == (2, "bash", True)
     assert second.timeout == timedelta(seconds=5)

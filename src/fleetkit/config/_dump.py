@@ -17,6 +17,7 @@ import attrs
 
 from fleetkit.config._duration import format_duration
 from fleetkit.config._schema import Config
+from fleetkit.model import Duration
 
 __all__ = ["dump", "toml_text"]
 
@@ -57,7 +58,7 @@ def _default(a: attrs.Attribute[Any]) -> Any:
 
 
 def _plain(value: Any) -> Any:
-    if isinstance(value, timedelta):
+    if isinstance(value, timedelta | Duration):
         return format_duration(value)
     if attrs.has(type(value)):
         return _as_table(value)

@@ -71,8 +71,13 @@ def parse_duration(text: str) -> timedelta:
     return timedelta(microseconds=round(nanoseconds / 1000))
 
 
-def format_duration(value: timedelta) -> str:
-    """Format like Go's ``Duration.String()``: ``"20m0s"``, ``"1h30m0s"``, ``"300ms"``, ``"0s"``."""
+def format_duration(value: timedelta | float) -> str:
+    """Format like Go's ``Duration.String()``: ``"20m0s"``, ``"1h30m0s"``, ``"300ms"``, ``"0s"``.
+
+    Takes a timedelta, or seconds (a :class:`~fleetkit.model.Duration` is both).
+    """
+    if not isinstance(value, timedelta):
+        value = timedelta(seconds=value)
     nanoseconds = (value // timedelta(microseconds=1)) * 1000
     sign = "-" if nanoseconds < 0 else ""
     ns = abs(nanoseconds)

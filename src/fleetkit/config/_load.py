@@ -62,7 +62,7 @@ from fleetkit.config._suggest import (
     goos_hint,
 )
 from fleetkit.errors import ConfigError, Problem
-from fleetkit.model import ConnectorConfig
+from fleetkit.model import ConnectorConfig, Duration
 from fleetkit.policy import Policy
 
 __all__ = ["Findings", "check", "load"]
@@ -310,6 +310,7 @@ def _make_converter() -> cattrs.Converter:
     converter.register_structure_hook(bool, _strict(bool, "true or false"))
     converter.register_structure_hook(float, _number)
     converter.register_structure_hook(timedelta, _duration)
+    converter.register_structure_hook(Duration, lambda v, t: Duration(_duration(v, t)))
     converter.register_structure_hook_func(_is_mapping, _mapping)
     converter.register_structure_hook_factory(
         _is_homogeneous_tuple, lambda tp: _tuple_hook(converter, tp)

@@ -251,13 +251,13 @@ class AutoscalerConfig:
         and an instance that cannot be reached within its dial timeout plus the
         time to boot and ready up will not be.
         """
-        dial = self.connector_config.timeout or timedelta(0)
+        dial = self.connector_config.timeout or 0.0
         return Limits(
             capacity_per_instance=self.capacity_per_instance,
             max_use_count=self.max_use_count,
             max_instances=self.max_instances,
             failure_threshold=self.failure_threshold,
-            ready_timeout=(dial + READY_GRACE).total_seconds(),
+            ready_timeout=dial + READY_GRACE.total_seconds(),
         )
 
     def schedule(self, local_zone: tzinfo | None = None) -> Schedule:

@@ -49,7 +49,6 @@ import socket
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager
-from datetime import timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Self, TypeVar
@@ -100,8 +99,8 @@ _T = TypeVar("_T")
 _PoolKey = tuple[str, str, int, str]
 
 
-def _seconds(value: timedelta | None, default: float) -> float:
-    return value.total_seconds() if value is not None else default
+def _seconds(value: float | None, default: float) -> float:
+    return float(value) if value is not None else default
 
 
 @contextlib.contextmanager

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Iterable, Mapping
-from datetime import timedelta
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import attrs
 
+from fleetkit._duration import Duration, duration_problem, to_duration
 from fleetkit.errors import ConfigError, Problem
 
 __all__ = ["SHELLS", "Job", "JobResult", "JobStatus", "Variable", "is_variable_name"]
@@ -23,7 +23,7 @@ __all__ = ["SHELLS", "Job", "JobResult", "JobStatus", "Variable", "is_variable_n
 SHELLS = frozenset({"bash", "sh", "pwsh"})
 
 #: GitLab's default job timeout.
-DEFAULT_TIMEOUT = timedelta(hours=1)
+DEFAULT_TIMEOUT = Duration(3600)
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _NAME_RULE = "a variable name is letters, digits and _, not starting with a digit"
@@ -53,24 +53,87 @@ def _to_variables(value: Mapping[str, str | Variable] | Iterable[Variable]) -> t
         return tuple(
             v if isinstance(v, Variable) else Variable(str(k), str(v)) for k, v in value.items()
         )
-    return tuple(value)
+    items: object = value
+    if isinstance(items, str | bytes) or not isinstance(items, Iterable):
+        return items  # type: ignore[return-value]  # _check_job names the field
+    return tuple(items)
+
+
+def _to_script(value: str | Sequence[str]) -> str:
+    # A list of lines, as the jobs file and .gitlab-ci.yml take it.
+    if isinstance(value, list | tuple) and all(isinstance(line, str) for line in value):
+        return "\n".join(value)
+    return value  # type: ignore[return-value]  # anything else: _check_job names the field
+
+
+def _kind(value: object) -> str:
+    return type(value).__name__
+
+
+def _check_types(job: Job, where: str) -> list[Problem]:
+    # Read as plain objects: a caller without a type checker may pass anything.
+    fields: dict[str, object] = attrs.asdict(job, recurse=False)
+    problems = []
+    job_id = fields["id"]
+    if not isinstance(job_id, int) or isinstance(job_id, bool) or job_id < 0:
+        problems.append(Problem(where + ".id", f"expected an integer >= 0, got {job_id!r}"))
+    for name in ("name", "shell"):
+        if not isinstance(fields[name], str):
+            problems.append(
+                Problem(f"{where}.{name}", f"expected a string, got {_kind(fields[name])}")
+            )
+    if not isinstance(fields["script"], str):
+        problems.append(
+            Problem(
+                where + ".script",
+                f"expected shell text or a list of lines (strings), got {_kind(fields['script'])}",
+            )
+        )
+    if not isinstance(fields["allow_failure"], bool):
+        problems.append(Problem(where + ".allow_failure", "expected True or False"))
+    image = fields["image"]
+    if image is not None and not isinstance(image, str):
+        problems.append(Problem(where + ".image", f"expected a string, got {_kind(image)}"))
+    variables = fields["variables"]
+    if not isinstance(variables, tuple) or not all(isinstance(v, Variable) for v in variables):
+        problems.append(
+            Problem(
+                where + ".variables",
+                "expected a mapping of name to value, or a list of Variable",
+            )
+        )
+    return problems
 
 
 def _check_job(job: Job) -> None:
-    where = f"job {job.name!r}" if job.name else f"job {job.id}"
-    problems = []
+    named = isinstance(job.name, str) and job.name
+    where = f"job {job.name!r}" if named else f"job {job.id!r}"
+    problems = _check_types(job, where)
+    if problems:
+        raise ConfigError(problems)
     if not job.name.strip():
         problems.append(Problem(where + ".name", "must not be empty"))
+    if not job.script.strip():
+        problems.append(Problem(where + ".script", "must not be empty"))
     if job.shell not in SHELLS:
         problems.append(
             Problem(where + ".shell", f"expected one of {sorted(SHELLS)}, got {job.shell!r}")
         )
-    if job.timeout <= timedelta(0):
-        problems.append(Problem(where + ".timeout", f"must be > 0s, got {job.timeout}"))
+    message = duration_problem(job.timeout, positive=True, infinite=False)
+    if message is not None:
+        problems.append(Problem(where + ".timeout", message))
     if "\0" in job.script:
         problems.append(Problem(where + ".script", "contains a NUL character"))
     seen: set[str] = set()
     for var in job.variables:
+        key: object = var.key
+        value: object = var.value
+        if not isinstance(key, str) or not isinstance(value, str):
+            # Named by key only: the value may be a secret.
+            problems.append(
+                Problem(f"{where}.variables.{var.key}", "name and value must be strings")
+            )
+            continue
         if "\0" in var.value:
             # Named only: the value may be a secret.
             problems.append(
@@ -89,22 +152,26 @@ def _check_job(job: Job) -> None:
 class Job:
     """A unit of work: ``script`` run by ``shell`` on an acquired slot.
 
+    ``script`` is shell text, or a list of lines (joined with newlines, as
+    GitLab runs a ``script:`` list). ``timeout`` is seconds or a timedelta.
+
     ``variables`` (a mapping of name to value, or :class:`Variable` values for
     masked ones) are exported to the script after fleetkit's own ``CI_*``
     variables, so a job may override those. ``timeout`` ends the job (and every
     process it started) when exceeded. ``image`` selects the nested VM image
     when VM isolation is on; it is not used otherwise.
 
-    Raises :class:`~fleetkit.errors.ConfigError` naming the job for a bad shell,
-    timeout or variable name.
+    Every argument is checked when the job is made: a bad one raises
+    :class:`~fleetkit.errors.ConfigError` naming the job and the field
+    (``job 'tests'.script: expected shell text or a list of lines ...``).
     """
 
     id: int
     name: str
-    script: str
+    script: str = attrs.field(converter=_to_script)
     shell: str = "bash"
     variables: tuple[Variable, ...] = attrs.field(default=(), converter=_to_variables)
-    timeout: timedelta = DEFAULT_TIMEOUT
+    timeout: Duration = attrs.field(default=DEFAULT_TIMEOUT, converter=to_duration)
     allow_failure: bool = False
     image: str | None = None
 

@@ -189,7 +189,7 @@ def _jobs_of(
     return jobs
 
 
-def _timeout(value: Any, path: str, problems: list[Problem]) -> timedelta:
+def _timeout(value: Any, path: str, problems: list[Problem]) -> timedelta | float:
     if value is None:
         return DEFAULT_TIMEOUT
     if isinstance(value, str):
