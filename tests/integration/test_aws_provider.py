@@ -122,6 +122,39 @@ async def test_init_reports_an_unreadable_key_path(moto: MotoServer, tmp_path: P
     assert [p.path for p in exc.value.problems] == ["connector_config.key_path"]
 
 
+async def test_dynamic_credentials_fail_init_on_an_unreadable_key_path(
+    moto: MotoServer, tmp_path: Path
+) -> None:
+    """key_path was ignored under dynamic credentials; GitLab fails init when it cannot
+    read it, and so does fleetkit, naming the file."""
+    moto.create_group("ci")
+    missing = tmp_path / "id_missing"
+    group = build(moto, "ci", connector=ConnectorConfig(username="ec2-user", key_path=str(missing)))
+    with pytest.raises(ConfigError) as exc:
+        await group.init()
+    (problem,) = exc.value.problems
+    assert problem.path == "connector_config.key_path"
+    assert str(missing) in problem.message
+
+
+async def test_dynamic_credentials_push_the_configured_key(
+    moto: MotoServer, tmp_path: Path
+) -> None:
+    """With key_path under dynamic credentials, that key is the one pushed and handed out."""
+    from fleetkit.provider._aws_keys import generate_key_pair
+
+    mine = generate_key_pair("mine")
+    key_file = tmp_path / "id_ed25519"
+    key_file.write_bytes(mine.private)
+    connector = ConnectorConfig(username="ec2-user", key_path=str(key_file))
+    async with running(moto, connector=connector) as group:
+        await group.increase(1)
+        (instance_id,) = await _running_ids(group)
+        info = await group.connect_info(instance_id)
+        assert info.key == mine.private
+        assert not info.use_static_credentials
+
+
 async def test_unreachable_endpoint_is_retry_later(moto: MotoServer) -> None:
     """A refused connection is retried with backoff, then raised as RetryLater."""
     listener = await anyio.create_tcp_listener(local_host="127.0.0.1")

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from fleetkit.config import load
-from fleetkit.errors import ConfigError, PluginNotFound
+from fleetkit.errors import ConfigError
 from fleetkit.executor import InstanceExecutor, owner_id, select_runner
 
 pytestmark = pytest.mark.integration
@@ -107,10 +107,13 @@ def test_owner_id_is_stable_and_hides_the_token(tmp_path: Path) -> None:
 
 
 def test_unknown_plugin_is_reported(tmp_path: Path) -> None:
-    """A plugin no provider answers to raises PluginNotFound naming it."""
+    """A plugin no provider answers to is a ConfigError at its TOML path, naming it."""
     text = TWO_RUNNERS.replace('plugin = "local"\n    max_instances = 2', 'plugin = "nimbus"')
-    with pytest.raises(PluginNotFound, match="nimbus"):
+    with pytest.raises(ConfigError) as caught:
         InstanceExecutor.from_config(_config(tmp_path, text), runner="big")
+    (problem,) = caught.value.problems
+    assert problem.path.endswith("].autoscaler.plugin")
+    assert "no provider answers to plugin 'nimbus'" in problem.message
 
 
 @pytest.mark.parametrize(("max_use_count", "honoured"), [(1, True), (0, False)])

@@ -14,7 +14,7 @@ import pytest
 
 from fleetkit._procs import wait_until
 from fleetkit._sshd import generate_keypair
-from fleetkit.errors import InstanceNotFound, ProviderError
+from fleetkit.errors import ConfigError, InstanceNotFound, ProviderError
 from fleetkit.model import ConnectInfo, ConnectorConfig, ProviderState
 from fleetkit.provider.local import LocalInstanceGroup
 from tests.integration.local_provider_support import (
@@ -180,6 +180,35 @@ async def test_static_credentials_are_authorized(tmp_path: Path) -> None:
         assert info.key == private
         assert info.use_static_credentials
         assert await ssh_run(info, "echo ok") == "ok\n"
+
+
+@pytest.mark.anyio
+async def test_dynamic_credentials_with_key_path_install_that_key(tmp_path: Path) -> None:
+    """Under dynamic credentials a key_path was ignored: now it is the key installed."""
+    key_path = tmp_path / "my_key"
+    private, _public = generate_keypair(key_path)
+    config = ConnectorConfig(key_path=str(key_path))
+    async with local_group(tmp_path / "root", connector_config=config) as group:
+        await group.increase(1)
+        (instance_id,) = await running_ids(group, 1)
+        info = await group.connect_info(instance_id)
+        assert info.key == private
+        assert await ssh_run(info, "echo ok") == "ok\n"
+
+
+@pytest.mark.anyio
+async def test_an_unreadable_key_path_fails_init_with_its_path(tmp_path: Path) -> None:
+    """A key_path that cannot be read fails init, dynamic credentials or not."""
+    missing = tmp_path / "missing_key"
+    group = LocalInstanceGroup.from_config(
+        {"root": str(tmp_path / "root")}, ConnectorConfig(key_path=str(missing)), owner="fleet-test"
+    )
+    with pytest.raises(ConfigError) as exc:
+        await group.init()
+    await group.shutdown()
+    (problem,) = exc.value.problems
+    assert problem.path == "connector_config.key_path"
+    assert str(missing) in problem.message
 
 
 @pytest.mark.anyio

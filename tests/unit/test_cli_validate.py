@@ -49,8 +49,10 @@ def test_ok_prints_summary_with_active_policy(capsys: pytest.CaptureFixture[str]
 def test_active_policy_follows_the_instant(capsys: pytest.CaptureFixture[str]) -> None:
     """--at picks the policy active then: the weekend policy on a Saturday."""
     config = str(CONFIGS / "several-runners.toml")
-    _, saturday, _ = run_cli(capsys, "validate", config, "--at", "2026-03-07T12:00Z")
-    _, monday, _ = run_cli(capsys, "validate", config, "--at", "2026-03-02T12:00Z")
+    _, saturday, _ = run_cli(
+        capsys, "validate", config, "--at", "2026-03-07T12:00Z", "--config-only"
+    )
+    _, monday, _ = run_cli(capsys, "validate", config, "--at", "2026-03-02T12:00Z", "--config-only")
     weekend = "    [1] * * * * sat,sun (Europe/London): idle_count 0, idle_time 5m0s"
     assert f"{weekend}, not preemptive  <- active at 2026-03-07T12:00+00:00" in saturday
     assert f"{weekend}, not preemptive\n" in monday
@@ -60,7 +62,7 @@ def test_active_policy_follows_the_instant(capsys: pytest.CaptureFixture[str]) -
 def test_no_policy_matching_shows_the_default(capsys: pytest.CaptureFixture[str]) -> None:
     """When no period matches, the summary says the default policy applies."""
     config = str(CONFIGS / "macos-vm-isolation.toml")
-    _, out, _ = run_cli(capsys, "validate", config, "--at", "2026-03-02T09:00Z")
+    _, out, _ = run_cli(capsys, "validate", config, "--at", "2026-03-02T09:00Z", "--config-only")
     assert (
         "    none matches at 2026-03-02T09:00+00:00; the default applies: "
         "idle_count 0, idle_time 5m0s, not preemptive"

@@ -25,6 +25,8 @@ concurrent = 4
     max_instances = 4
     [runners.autoscaler.plugin_config]
       name = "asg"
+    [runners.autoscaler.connector_config]
+      username = "ec2-user"
     [[runners.autoscaler.policy]]
       periods = ["* 9-16 * * mon-fri"]
       idle_count = 2

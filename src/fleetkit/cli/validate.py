@@ -1,8 +1,12 @@
 """``fleetkit validate CONFIG``: check a config.toml and summarise it on one screen.
 
 Prints ``OK`` and a summary (runners, plugin, capacity, limits, policies and the
-one active now) with any warnings, exit status 0; or every problem on stderr,
-exit status 1. A missing or unreadable file is a problem too (1); bad arguments
+one active now, and the zone policies without ``timezone`` are read in) with
+any warnings, exit status 0; or every problem on stderr, exit status 1. Besides
+the config itself, it builds the provider and connectors each runner would run
+(contacting nothing), so that a plugin that is not installed, a typo in
+``plugin_config``, an unreadable ``key_path`` or a protocol fleetkit cannot
+speak is reported here with its full TOML path. A missing or unreadable file is a problem too (1); bad arguments
 are argparse's usage errors (2).
 """
 
@@ -41,6 +45,12 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
         help="show the policy active at this ISO 8601 instant (default: now; naive is in "
         "the local zone, TZ or the system's)",
     )
+    parser.add_argument(
+        "--config-only",
+        action="store_true",
+        help="check the config.toml alone: do not build the providers and connectors a run "
+        "would use (for a config meant for GitLab Runner's own plugins)",
+    )
     parser.set_defaults(run=run)
 
 
@@ -50,9 +60,20 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
     err = err or sys.stderr
     path: Path = args.config
     found = check(path)
-    if found.problems:
-        print(f"{path}: {_count(found.problems, 'problem')}", file=err)
-        for problem in found.problems:
+    parts: list[Problem] = []
+    if not getattr(args, "config_only", False):
+        from fleetkit.executor import check_runners
+
+        # The providers and connectors a run would use, built (nothing is
+        # contacted), so that their own checks report here too.
+        parts = check_runners([(i, r) for i, r in found.runners if r.autoscaled])
+    problems = [
+        *found.problems,
+        *(p for p in parts if p.path not in {q.path for q in found.problems}),
+    ]
+    if problems:
+        print(f"{path}: {_count(problems, 'problem')}", file=err)
+        for problem in problems:
             print(f"  - {problem}", file=err)
         for line in _warnings(found.warnings):
             print(line, file=err)

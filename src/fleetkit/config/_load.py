@@ -799,6 +799,10 @@ class Findings:
     problems: tuple[Problem, ...]
     warnings: tuple[Problem, ...]
     source: str | None = None
+    #: The ``[[runners]]`` entries that read cleanly on their own, with their
+    #: index: all of them when the config loads, else those without a problem,
+    #: so that checks of their parts can still run in the same report.
+    runners: tuple[tuple[int, Runner], ...] = ()
 
     def raise_problems(self) -> Config:
         """The config, or :class:`~fleetkit.errors.ConfigError` with every problem."""
@@ -835,9 +839,30 @@ def check(path_or_text: str | os.PathLike[str]) -> Findings:
         found += _warnings(config, loads=not problems)
     warnings = _unique(_to_problem(i) for i in found)
     if problems:
-        return Findings(None, problems, warnings, source)
+        return Findings(None, problems, warnings, source, _clean_runners(doc, problems))
     assert config is not None
-    return Findings(attrs.evolve(config, warnings=warnings), (), warnings, source)
+    runners = tuple(enumerate(config.runners))
+    return Findings(attrs.evolve(config, warnings=warnings), (), warnings, source, runners)
+
+
+def _clean_runners(
+    doc: dict[str, Any], problems: tuple[Problem, ...]
+) -> tuple[tuple[int, Runner], ...]:
+    raw = doc.get("runners")
+    if not isinstance(raw, list):
+        return ()
+    clean = []
+    for index, table in enumerate(raw):
+        prefix = f"runners[{index}]"
+        if any(
+            p.path == prefix or p.path.startswith((prefix + ".", prefix + "[")) for p in problems
+        ):
+            continue
+        try:
+            clean.append((index, _CONVERTER.structure(table, Runner)))
+        except _Invalid:
+            continue
+    return tuple(clean)
 
 
 def load(path_or_text: str | os.PathLike[str]) -> Config:

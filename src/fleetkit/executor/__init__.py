@@ -13,9 +13,9 @@ import importlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from fleetkit.executor._check import check_runners as check_runners
     from fleetkit.executor._compose import build as build
     from fleetkit.executor._compose import fleet_settings as fleet_settings
-    from fleetkit.executor._compose import owner_id as owner_id
     from fleetkit.executor._connectors import ProtocolConnector as ProtocolConnector
     from fleetkit.executor._connectors import connector_factories as connector_factories
     from fleetkit.executor._executor import InstanceExecutor as InstanceExecutor
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from fleetkit.executor._executor import LogFactory as LogFactory
     from fleetkit.executor._ledger import InstanceLedger as InstanceLedger
     from fleetkit.executor._ledger import LedgerFigures as LedgerFigures
+    from fleetkit.executor._runners import owner_id as owner_id
     from fleetkit.executor._runners import select_runner as select_runner
 
 # Each public name and the module that holds it, imported on first use
@@ -32,7 +33,8 @@ if TYPE_CHECKING:
 _WHERE = {
     "build": "_compose",
     "fleet_settings": "_compose",
-    "owner_id": "_compose",
+    "owner_id": "_runners",
+    "check_runners": "_check",
     "ProtocolConnector": "_connectors",
     "connector_factories": "_connectors",
     "InstanceExecutor": "_executor",
@@ -67,6 +69,7 @@ __all__ = [
     "LogFactory",
     "ProtocolConnector",
     "build",
+    "check_runners",
     "connector_factories",
     "fleet_settings",
     "owner_id",

@@ -7,19 +7,18 @@ instance's protocol, and the fleet's settings from ``[runners.autoscaler]``.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import attrs
 
-from fleetkit import provider
 from fleetkit.config import AutoscalerConfig, Config, Runner, load
 from fleetkit.errors import ConfigError, Problem
+from fleetkit.executor._check import build_group, check_runners
 from fleetkit.executor._connectors import ProtocolConnector, connector_factories
 from fleetkit.executor._executor import InstanceExecutor, LogFactory, _memory_logs
-from fleetkit.executor._runners import select_runner
+from fleetkit.executor._runners import owner_id, select_runner
 from fleetkit.fleet import Fleet, FleetSettings
 from fleetkit.policy import Schedule
 
@@ -50,8 +49,18 @@ def build(
     config = load(source)
     index, entry, auto = select_runner(config, runner, source=str(source))
     owner = owner_id(entry, index)
-    group = provider.load(auto.plugin, auto.plugin_config, auto.connector_config, owner=owner)
-    fleet_config = fleet_settings(auto, owner=owner, config_dir=source.resolve().parent)
+    # The same checks as `fleetkit validate`, so a run names every problem by its
+    # TOML path before anything starts.
+    problems = check_runners([(index, entry)])
+    if problems:
+        raise ConfigError(problems, source=str(source))
+    group = build_group(index, entry, auto)
+    fleet_config = fleet_settings(
+        auto,
+        owner=owner,
+        config_dir=source.resolve().parent,
+        feature_flags=entry.feature_flags,
+    )
     overrides = dict(settings or {})
     if delete_instances_on_shutdown is not None:
         overrides["delete_instances_on_shutdown"] = delete_instances_on_shutdown
@@ -88,20 +97,24 @@ def build(
     )
 
 
-def owner_id(entry: Runner, index: int) -> str:
-    """A stable id for the fleet of ``entry``, stamped on the instances it creates.
-
-    GitLab keys a runner's taskscaler by ``URL|runner-ID`` (the token when the
-    ID is 0); fleetkit hashes the same, so a restart proves the instances its
-    predecessor made are its own, and the token never leaves the process.
-    """
-    ident = str(entry.id) if entry.id else (entry.token or entry.name or f"runners[{index}]")
-    digest = hashlib.sha256(f"{entry.url or ''}|{ident}".encode()).hexdigest()
-    return f"fleetkit-{digest[:12]}"
+#: GitLab's period for FF_USE_FLEETING_ACQUIRE_HEARTBEATS checks (taskscaler !59).
+ACQUIRE_HEARTBEAT_INTERVAL = 300.0
 
 
-def fleet_settings(auto: AutoscalerConfig, *, owner: str, config_dir: Path) -> FleetSettings:
-    """:class:`~fleetkit.fleet.FleetSettings` from ``[runners.autoscaler]``."""
+def fleet_settings(
+    auto: AutoscalerConfig,
+    *,
+    owner: str,
+    config_dir: Path,
+    feature_flags: Mapping[str, bool] | None = None,
+) -> FleetSettings:
+    """:class:`~fleetkit.fleet.FleetSettings` from ``[runners.autoscaler]`` and the
+    runner's ``[runners.feature_flags]`` (``FF_USE_FLEETING_ACQUIRE_HEARTBEATS``
+    turns on heartbeats every 5 minutes, as GitLab's)."""
+    flags = feature_flags or {}
+    heartbeats = (
+        ACQUIRE_HEARTBEAT_INTERVAL if flags.get("FF_USE_FLEETING_ACQUIRE_HEARTBEATS") else None
+    )
     storage = auto.state_storage
     storage_dir: Path | None = None
     if storage.enabled:
@@ -125,6 +138,7 @@ def fleet_settings(auto: AutoscalerConfig, *, owner: str, config_dir: Path) -> F
         state_storage_dir=storage_dir,
         keep_instance_with_acquisitions=storage.keep_instance_with_acquisitions,
         owner_id=owner,
+        heartbeat_interval=heartbeats,
     )
 
 

@@ -16,10 +16,10 @@ from typing import Any
 import anyio
 
 from fleetkit.connector import Connection, Connector
-from fleetkit.errors import ConnectorError
+from fleetkit.errors import ConnectorError, Problem
 from fleetkit.model import ConnectInfo, ConnectorConfig
 
-__all__ = ["ProtocolConnector", "connector_factories"]
+__all__ = ["ProtocolConnector", "connector_factories", "connector_problems"]
 
 
 class ProtocolConnector:
@@ -75,6 +75,30 @@ class ProtocolConnector:
                 close: Any = getattr(connector, "aclose", None)
                 if close is not None:
                     await close()
+
+
+def connector_problems(config: ConnectorConfig) -> list[Problem]:
+    """What in ``connector_config`` fleetkit's connectors cannot do, with paths
+    relative to it: WinRM (fleetkit speaks SSH) and Windows instances (the job
+    wrapper is POSIX sh)."""
+    found: list[Problem] = []
+    if config.protocol in ("winrm", "winrm+https"):
+        found.append(
+            Problem(
+                "protocol",
+                f"{config.protocol!r}: fleetkit has no WinRM connector (Windows instances are "
+                'not supported yet); use protocol = "ssh", or leave it out',
+            )
+        )
+    if config.os == "windows":
+        found.append(
+            Problem(
+                "os",
+                "'windows': fleetkit does not run Windows instances yet (jobs run under a "
+                "POSIX shell); use Linux or macOS instances",
+            )
+        )
+    return found
 
 
 def connector_factories(config: ConnectorConfig) -> dict[str, Callable[[], Connector]]:

@@ -195,8 +195,8 @@ class InstanceExecutor:
         :func:`fleetkit.executor.build` (``retries``, ``log_factory``,
         ``delete_instances_on_shutdown``, ...). Raises
         :class:`~fleetkit.errors.ConfigError` naming the TOML path of every
-        problem, and :class:`~fleetkit.errors.PluginNotFound` for an unknown
-        plugin.
+        problem, those the provider and connectors find included (a plugin
+        that is not installed is one at ``runners[i].autoscaler.plugin``).
         """
         from fleetkit.executor._compose import build
 

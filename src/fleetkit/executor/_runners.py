@@ -6,10 +6,12 @@ loading an event loop, a provider or a connector.
 
 from __future__ import annotations
 
+import hashlib
+
 from fleetkit.config import AutoscalerConfig, Config, Runner
 from fleetkit.errors import ConfigError, Problem
 
-__all__ = ["select_runner"]
+__all__ = ["owner_id", "select_runner"]
 
 
 def select_runner(
@@ -63,3 +65,15 @@ def select_runner(
             source=source,
         )
     return index, entry, entry.autoscaler
+
+
+def owner_id(entry: Runner, index: int) -> str:
+    """A stable id for the fleet of ``entry``, stamped on the instances it creates.
+
+    GitLab keys a runner's taskscaler by ``URL|runner-ID`` (the token when the
+    ID is 0); fleetkit hashes the same, so a restart proves the instances its
+    predecessor made are its own, and the token never leaves the process.
+    """
+    ident = str(entry.id) if entry.id else (entry.token or entry.name or f"runners[{index}]")
+    digest = hashlib.sha256(f"{entry.url or ''}|{ident}".encode()).hexdigest()
+    return f"fleetkit-{digest[:12]}"

@@ -51,7 +51,7 @@ from fleetkit.provider._aws_calls import (
     translate_error,
 )
 from fleetkit.provider._aws_config import AWSConfig, parse_aws_config
-from fleetkit.provider._aws_keys import KeyPair, generate_key_pair
+from fleetkit.provider._aws_keys import KeyPair, generate_key_pair, key_pair_from
 from fleetkit.provider._aws_states import forward, map_lifecycle
 from fleetkit.provider._protocol import InstanceStatus, ProviderInfo
 
@@ -613,23 +613,30 @@ class AWSInstanceGroup:
 
     async def _prepare_credentials(self) -> None:
         cc = self.connector_config
+        key: bytes | None = None
+        if cc.key_path is not None:
+            # GitLab reads key_path at init with static and dynamic credentials
+            # alike, and fails init when it cannot.
+            try:
+                key = await (await anyio.Path(cc.key_path).expanduser()).read_bytes()
+            except OSError as exc:
+                raise ConfigError(
+                    [
+                        Problem(
+                            "connector_config.key_path",
+                            f"cannot read the key file {cc.key_path}: {exc.strerror}",
+                        )
+                    ]
+                ) from exc
         if cc.use_static_credentials:
-            if cc.key_path is not None:
-                try:
-                    self._static_key = await (
-                        await anyio.Path(cc.key_path).expanduser()
-                    ).read_bytes()
-                except OSError as exc:
-                    raise ConfigError(
-                        [
-                            Problem(
-                                "connector_config.key_path",
-                                f"cannot read the private key {cc.key_path}: {exc.strerror}",
-                            )
-                        ]
-                    ) from exc
+            self._static_key = key
             return
-        self._key_pair = generate_key_pair(f"fleetkit-{self.owner or 'aws'}")
+        comment = f"fleetkit-{self.owner or 'aws'}"
+        # Dynamic credentials push the configured key when there is one, as
+        # GitLab's AWS plugin does, else a key made for this run.
+        self._key_pair = (
+            key_pair_from(key, comment) if key is not None else generate_key_pair(comment)
+        )
 
     async def _push_key(self, instance_id: str, username: str) -> tuple[KeyPair, datetime]:
         key_pair = self._key_pair

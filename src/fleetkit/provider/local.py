@@ -497,15 +497,22 @@ class LocalInstanceGroup:
     async def _credentials(self, owner_dir: Path) -> tuple[str, bytes | None, str | None]:
         """The login user and client key pair (generated unless static ones are given)."""
         cc = self._connector
+        if cc.key_path is not None:
+            # GitLab reads key_path at init whatever the credentials, and fails
+            # init when it cannot: so does this group, naming the file.
+            await anyio.to_thread.run_sync(_readable_key, Path(cc.key_path))
         if not self._settings.use_sshd:
             return cc.username or getpass.getuser(), None, None
         login_user = cc.username
         if login_user is None:
             login_user = await anyio.to_thread.run_sync(ensure_login_user)
+        if cc.key_path is not None:
+            # Static: the key to log in with. Dynamic: the key to provision, as a
+            # cloud plugin installs the configured key instead of a generated one.
+            path = Path(cc.key_path)
+            return (login_user, *await anyio.to_thread.run_sync(_static_key, path))
         if cc.use_static_credentials:
-            if cc.key_path is None:
-                return login_user, None, None
-            return (login_user, *await anyio.to_thread.run_sync(_static_key, Path(cc.key_path)))
+            return login_user, None, None
         key_path = owner_dir / "client_ed25519"
         private, public = await anyio.to_thread.run_sync(_ephemeral_keypair, key_path)
         return login_user, private, public
@@ -679,8 +686,24 @@ def _ephemeral_keypair(path: Path) -> tuple[bytes, str]:
         path.with_name(path.name + ".pub").unlink(missing_ok=True)
 
 
+def _readable_key(key_path: Path) -> None:
+    try:
+        with key_path.expanduser().open("rb") as handle:
+            handle.read(1)
+    except OSError as exc:
+        raise ConfigError(
+            [
+                Problem(
+                    "connector_config.key_path",
+                    f"cannot read the key file {key_path}: {exc.strerror}",
+                )
+            ]
+        ) from None
+
+
 def _static_key(key_path: Path) -> tuple[bytes, str]:
     """The configured private key and its public line (``ssh-keygen -y``)."""
+    key_path = key_path.expanduser()
     private = key_path.read_bytes()
     done = subprocess.run(
         ["ssh-keygen", "-y", "-f", str(key_path)], capture_output=True, check=False
