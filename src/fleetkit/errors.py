@@ -55,6 +55,7 @@ __all__ = [
     "ProviderError",
     "QuotaExceeded",
     "RetryLater",
+    "StateStoreError",
     "Throttled",
     "VMNotFound",
 ]
@@ -238,3 +239,11 @@ class InstanceLost(FleetError):
 
 class FleetClosed(FleetError):
     """The fleet is shutting down or closed and grants no new slots."""
+
+
+class StateStoreError(FleetError):
+    """The state storage (``state_storage`` in config.toml) cannot be used: its
+    ``state.json`` is unreadable or not a fleetkit state file, its directory is
+    not private, or another live fleet holds it. Raised when a fleet starts
+    (:class:`fleetkit.fleet.Fleet`) and when it saves its table; the message
+    names the file."""

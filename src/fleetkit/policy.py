@@ -15,10 +15,10 @@ import functools
 import math
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta, tzinfo
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 import attrs
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 
 from fleetkit._checks import boolean, int_at_least, nonneg_number
 from fleetkit._duration import Duration, duration_check, to_duration
@@ -30,8 +30,77 @@ def _periods(
     _inst: object, attribute: attrs.Attribute[tuple[str, ...]], value: tuple[str, ...]
 ) -> None:
     for period in value:
-        if len(period.split()) != 5 or not croniter.is_valid(period):
-            raise ValueError(f"{attribute.name}: {period!r} is not a 5-field cron expression")
+        if not isinstance(period, str):
+            raise TypeError(f"{attribute.name}: expected cron strings, got {type(period).__name__}")
+        shown = _shown(period)
+        if len(period) > _MAX_PERIOD or len(period.split()) != 5 or not croniter.is_valid(period):
+            raise ValueError(f"{attribute.name}: {shown} is not a 5-field cron expression")
+        backwards = _backward_range(period)
+        if backwards:
+            raise ValueError(
+                f"{attribute.name}: {shown} has the range {backwards!r}, which runs backwards: "
+                "write ranges low to high (e.g. '22-23,0-5' for a night)"
+            )
+        if not _can_fire(period):
+            raise ValueError(
+                f"{attribute.name}: {shown} never matches (no month it names has such a day), "
+                "so the policy would never apply"
+            )
+
+
+# Longer than any real cron line; keeps a pasted blob out of messages and croniter.
+_MAX_PERIOD = 200
+_NAMES = {
+    name: number
+    for names in (
+        ("sun", "mon", "tue", "wed", "thu", "fri", "sat"),
+        ("", "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"),
+    )
+    for number, name in enumerate(names)
+    if name
+}
+
+
+def _shown(text: str) -> str:
+    return repr(text if len(text) <= 60 else text[:57] + "...")
+
+
+def _backward_range(period: str) -> str | None:
+    """The first ``a-b`` of ``period`` with ``a > b`` (croniter wraps those around;
+    GitLab's cron parser refuses them)."""
+    for field in period.split():
+        for item in field.split(","):
+            low, dash, high = item.partition("/")[0].partition("-")
+            if not dash:
+                continue
+            values = [_NAMES.get(x.lower(), x) for x in (low, high)]
+            if all(isinstance(v, int) or v.isdigit() for v in values) and int(values[0]) > int(
+                values[1]
+            ):
+                return item
+    return None
+
+
+_DAYS_IN_MONTH = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)  # February of a leap year
+
+
+def _can_fire(period: str) -> bool:
+    """Whether ``period`` matches some minute of some year (``"0 0 31 2 *"`` does not)."""
+    compiled = _compile(period)
+    if compiled.exotic:
+        # L, nth weekday and the like: let croniter search (a rare, slower path).
+        try:
+            croniter(period, datetime(2000, 1, 1), max_years_between_matches=30).get_next(datetime)
+        except (CroniterBadDateError, ValueError):
+            return False
+        return True
+    if not (compiled.minutes and compiled.hours and compiled.months and compiled.weekdays):
+        return False
+    if compiled.day_or or (len(compiled.weekdays) < 7 and len(compiled.days) == 31):
+        return True  # some weekday of some month always matches
+    return any(
+        day <= _DAYS_IN_MONTH[month - 1] for month in compiled.months for day in compiled.days
+    )
 
 
 def _to_periods(value: Iterable[str]) -> tuple[str, ...]:
@@ -44,10 +113,19 @@ def _to_periods(value: Iterable[str]) -> tuple[str, ...]:
 def _timezone(_inst: object, attribute: attrs.Attribute[str | None], value: str | None) -> None:
     if value is None:
         return
+    problem = f"{attribute.name}: {_shown(value)} is not an IANA time zone name"
+    # The name becomes a path under the tz database: bound it before the file
+    # system sees it (a name over 255 bytes, a NUL, a directory).
+    if not value or len(value) > 64 or not value.isprintable():
+        raise ValueError(problem + " (such as 'Europe/Berlin' or 'UTC')")
     try:
         ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise ValueError(f"{attribute.name}: {value!r} is not an IANA time zone name") from exc
+    except IsADirectoryError:
+        inside = sorted(z for z in available_timezones() if z.startswith(value + "/"))[:2]
+        example = f", e.g. {' or '.join(map(repr, inside))}" if inside else ""
+        raise ValueError(f"{problem}: it is a region; name a zone in it{example}") from None
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise ValueError(problem + " (such as 'Europe/Berlin' or 'UTC')") from None
 
 
 @attrs.frozen(kw_only=True)
@@ -84,10 +162,6 @@ class Policy:
         """Whether any period matches the minute of ``at`` in this policy's zone."""
         local = _localize(at, self.timezone)
         return any(_compile(p).matches(local) for p in self.periods)
-
-
-#: The policy in force when no configured policy's period matches.
-DEFAULT_POLICY = Policy(idle_count=0, idle_time=timedelta(minutes=5))
 
 
 def idle_target(policy: Policy, in_use: int) -> int:
@@ -184,6 +258,11 @@ def _compile(expr: str) -> _Period:
     day_or = cron.expanded[2] != ["*"] and cron.expanded[4] != ["*"]
     minutes, hours, days, months, weekdays = fields
     return _Period(expr, minutes, hours, days, months, weekdays, day_or, exotic)
+
+
+# Built here, after _compile, which validating its periods needs.
+#: The policy in force when no configured policy's period matches.
+DEFAULT_POLICY = Policy(idle_count=0, idle_time=timedelta(minutes=5))
 
 
 class Schedule:

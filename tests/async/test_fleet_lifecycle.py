@@ -62,7 +62,7 @@ def test_state_store_is_atomic_and_private(tmp_path: Path) -> None:
     entry = StoredInstance(id="i-1", owner="me", use_count=3, acquisitions={0: "job-7"})
     store.save({"i-1": entry})
     assert stat.S_IMODE(store.path.stat().st_mode) == 0o600
-    assert [p.name for p in store.path.parent.iterdir()] == ["state.json"]
+    assert sorted(p.name for p in store.path.parent.iterdir()) == ["state.json", "state.lock"]
     assert store.load() == {"i-1": entry}
     store.path.write_text("{not json")
     with pytest.raises(FleetError, match=r"state\.json: not a fleetkit state file"):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import signal
 import sys
 from functools import partial
@@ -145,6 +146,9 @@ async def _main(
                 display.note("policies reloaded")
             except FleetkitError as exc:
                 display.note(f"reload failed, policies unchanged: {exc}")
+            except Exception as exc:  # a reload must never end the run
+                logging.getLogger("fleetkit").debug("reload failed", exc_info=True)
+                display.note(f"reload failed, policies unchanged: {type(exc).__name__}: {exc}")
         elif not interrupted:
             interrupted = True
             display.note("interrupted: ending running jobs, deleting instances")

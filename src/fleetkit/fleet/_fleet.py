@@ -129,6 +129,8 @@ class Fleet:
         if rt.wall_clock is None:
             rt.wall_clock = anchored_wall_clock()
         try:
+            if rt.store is not None:
+                rt.store.open()  # first: a second fleet on this table stops here
             info = await rt.calls.init()
             rt.info = info
             if info.max_size and (
@@ -147,6 +149,8 @@ class Fleet:
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await rt.calls.shutdown()
+            if rt.store is not None:
+                rt.store.close()
             raise
         rt.open = True
         _health.start_held_back_ready_ups(rt)

@@ -61,6 +61,8 @@ async def teardown(rt: Runtime) -> None:
         rt.persist(force=True)
     finally:
         rt.open = False
+        if rt.store is not None:
+            rt.store.close()
         await rt.calls.shutdown()
         rt.hub.close()
 

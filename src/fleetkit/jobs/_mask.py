@@ -4,6 +4,12 @@ A job's output arrives in chunks cut wherever the transport cut them, so a
 secret may be split across two chunks. :class:`Masker` holds back just enough
 text (one byte less than the longest secret) to decide every match, and so
 replaces each occurrence however the stream was cut.
+
+A stream can also end in the middle of a secret: a job killed at its timeout
+or cancelled while printing one. What is held back then ends with the first
+characters of a secret, and showing them would give away most of it (19 of 21
+characters in the case that found this). At the end, a tail that is the start
+of a secret is masked too, however short.
 """
 
 from __future__ import annotations
@@ -26,12 +32,13 @@ class Masker:
     U+FFFD), also correct across chunk boundaries.
     """
 
-    __slots__ = ("_decoder", "_hold", "_pattern", "_pending")
+    __slots__ = ("_decoder", "_hold", "_pattern", "_pending", "_secrets")
 
     def __init__(self, secrets: Iterable[str]) -> None:
         # Longest first, so that where one secret contains another the whole of
         # the longer one is hidden rather than leaving its tail in the log.
         unique = sorted({s for s in secrets if s}, key=len, reverse=True)
+        self._secrets = tuple(unique)
         self._pattern = re.compile("|".join(map(re.escape, unique))) if unique else None
         self._hold = max(map(len, unique), default=1) - 1
         self._pending = ""
@@ -65,9 +72,33 @@ class Masker:
         return "".join(out)
 
     def flush(self) -> str:
-        """Mask and return whatever is held back; the stream has ended."""
+        """Mask and return whatever is held back; the stream has ended.
+
+        A tail that is the beginning of a secret (the stream was cut inside
+        it) is masked as well.
+        """
         tail = self._pending + self._decoder.decode(b"", final=True)
         self._pending = ""
         if self._pattern is None:
             return tail
-        return self._pattern.sub(MASK, tail)
+        out: list[str] = []
+        pos = 0
+        for match in self._pattern.finditer(tail):
+            out += (tail[pos : match.start()], MASK)
+            pos = match.end()
+        rest = tail[pos:]
+        cut = self._cut_secret(rest)
+        if cut:
+            rest = rest[:-cut] + MASK
+        out.append(rest)
+        return "".join(out)
+
+    def _cut_secret(self, text: str) -> int:
+        """The length of the longest end of ``text`` that begins some secret."""
+        longest = 0
+        for secret in self._secrets:
+            for size in range(min(len(secret) - 1, len(text)), longest, -1):
+                if text.endswith(secret[:size]):
+                    longest = size
+                    break
+        return longest
