@@ -43,6 +43,7 @@ __all__ = [
     "HostKeyMismatch",
     "HypervisorNotFound",
     "ImageNotFound",
+    "ImageRejected",
     "InstanceLost",
     "InstanceNotFound",
     "IsolationError",
@@ -166,6 +167,13 @@ class CommandTimeout(ConnectorError, TimeoutError):
 class IsolationError(FleetkitError):
     """A nested VM could not be created, reached or deleted. Raised by
     :mod:`fleetkit.isolation` and :mod:`fleetkit.nesting`."""
+
+
+class ImageRejected(IsolationError):
+    """A job's VM image is missing, or its expanded name is outside
+    ``[runners.instance] allowed_images``. Raised by
+    :func:`fleetkit.isolation.choose_image` before any VM exists: the job fails,
+    and the instance is not at fault (no health failure, no retry)."""
 
 
 class NestingUnavailable(IsolationError, ConnectionError):

@@ -3,12 +3,20 @@
 :class:`NestingClient` speaks GitLab's nesting API (``shared/spec/nesting.md``)
 to a nesting daemon, GitLab's or :mod:`fleetkit.nesting`; results are
 :class:`VirtualMachine` and :class:`CreateResult`; errors are the
-:class:`~fleetkit.errors.IsolationError` branch. Needs the ``isolation`` extra
+:class:`~fleetkit.errors.IsolationError` branch. :func:`choose_image` picks
+and checks a job's image (``allowed_images``, doublestar globs, variables
+expanded first). Needs the ``isolation`` extra
 (``pip install 'fleetkit[isolation]'``).
 """
 
 from __future__ import annotations
 
+from fleetkit.isolation._images import (
+    ImageChoice,
+    choose_image,
+    expand_variables,
+    image_allowed,
+)
 from fleetkit.isolation._nesting_client import (
     HOST_KEY_METADATA,
     CreateResult,
@@ -16,4 +24,13 @@ from fleetkit.isolation._nesting_client import (
     VirtualMachine,
 )
 
-__all__ = ["HOST_KEY_METADATA", "CreateResult", "NestingClient", "VirtualMachine"]
+__all__ = [
+    "HOST_KEY_METADATA",
+    "CreateResult",
+    "ImageChoice",
+    "NestingClient",
+    "VirtualMachine",
+    "choose_image",
+    "expand_variables",
+    "image_allowed",
+]
