@@ -13,7 +13,8 @@ One root, :class:`FleetkitError`, with branches grouped by what the caller shoul
   failure of its instance), :class:`NestingError` that it answered with an error
   (:class:`NotInitialized`, :class:`AlreadyInitialized`, :class:`VMNotFound`,
   :class:`ImageNotFound`), :class:`HypervisorNotFound` that no hypervisor
-  answers to a name.
+  answers to a name, :class:`HypervisorError` (:class:`UnknownImage`,
+  :class:`HypervisorFull`) that a nesting daemon's hypervisor failed.
 * :class:`FleetError`: the runtime could not grant or keep a slot.
 
 Foreign exceptions (botocore, asyncssh, OSError from subprocesses) are translated
@@ -41,6 +42,8 @@ __all__ = [
     "FleetError",
     "FleetkitError",
     "HostKeyMismatch",
+    "HypervisorError",
+    "HypervisorFull",
     "HypervisorNotFound",
     "ImageNotFound",
     "ImageRejected",
@@ -58,6 +61,7 @@ __all__ = [
     "RetryLater",
     "StateStoreError",
     "Throttled",
+    "UnknownImage",
     "VMNotFound",
 ]
 
@@ -219,6 +223,25 @@ class ImageNotFound(NestingError, LookupError):
 class HypervisorNotFound(IsolationError, LookupError):
     """No hypervisor answers to the name given to the nesting daemon. Raised by
     :func:`fleetkit.nesting.load_hypervisor`; the message lists the installed ones."""
+
+
+class HypervisorError(IsolationError):
+    """A hypervisor of the nesting daemon could not do what it was asked.
+
+    Raised by :class:`fleetkit.nesting.Hypervisor` implementations; the daemon
+    answers the call with gRPC ``INTERNAL`` and this message, so the message
+    must be fit for the manager to read (no secrets, no tracebacks).
+    """
+
+
+class UnknownImage(HypervisorError, LookupError):
+    """The hypervisor has no image of that name; the daemon answers ``NOT_FOUND``
+    (the client raises :class:`ImageNotFound`)."""
+
+
+class HypervisorFull(HypervisorError):
+    """The hypervisor holds as many VMs as it may; the daemon answers
+    ``RESOURCE_EXHAUSTED``."""
 
 
 # --- fleet runtime --------------------------------------------------------

@@ -12,13 +12,17 @@ Private: :mod:`fleetkit.isolation` (the client) and :mod:`fleetkit.nesting` (the
 daemon) are the public faces of this protocol. :data:`METHODS` maps each RPC name
 to its gRPC method path, read from the generated descriptor so that no path is
 spelled twice.
+
+fleetkit's extension, invisible to GitLab's clients: the daemon reports each
+VM's SSH host key in the trailing metadata of ``Create`` and ``List``, key
+:data:`HOST_KEY_METADATA`, one value per VM: ``"<vm id> <key type> <base64>"``.
 """
 
 from __future__ import annotations
 
 from fleetkit._nesting_proto import nesting_pb2
 
-__all__ = ["METHODS", "SERVICE", "nesting_pb2"]
+__all__ = ["HOST_KEY_METADATA", "METHODS", "SERVICE", "nesting_pb2"]
 
 #: The service's full name on the wire: ``nesting.Nesting``.
 SERVICE: str = nesting_pb2.DESCRIPTOR.services_by_name["Nesting"].full_name
@@ -28,3 +32,6 @@ METHODS: dict[str, str] = {
     method.name: f"/{SERVICE}/{method.name}"
     for method in nesting_pb2.DESCRIPTOR.services_by_name["Nesting"].methods
 }
+
+#: Trailing metadata key under which fleetkit's daemon reports VM host keys.
+HOST_KEY_METADATA = "fleetkit-vm-host-key"

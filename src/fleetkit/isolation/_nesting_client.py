@@ -25,7 +25,7 @@ import grpc
 import grpc.aio
 from google.protobuf.message import Message
 
-from fleetkit._nesting_proto import METHODS, nesting_pb2
+from fleetkit._nesting_proto import HOST_KEY_METADATA, METHODS, nesting_pb2
 from fleetkit._resource import AsyncResource
 from fleetkit.errors import (
     AlreadyInitialized,
@@ -39,9 +39,6 @@ from fleetkit.errors import (
 __all__ = ["HOST_KEY_METADATA", "CreateResult", "NestingClient", "VirtualMachine"]
 
 log = logging.getLogger(__name__)
-
-#: Trailing metadata key under which fleetkit's daemon reports VM host keys.
-HOST_KEY_METADATA = "fleetkit-vm-host-key"
 
 _DEFAULT_TIMEOUT = 120.0
 _NOT_INITIALIZED = "not initialized"

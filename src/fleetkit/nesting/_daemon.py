@@ -1,0 +1,210 @@
+"""The nesting daemon: GitLab's nesting API on a unix socket, over a hypervisor.
+
+Start-up, in this order: take the state dir's lock (one daemon per state),
+let the hypervisor remove what a killed daemon left (:meth:`Hypervisor.recover`),
+apply the ``--config`` JSON when given (as an ``Init``), check and bind the
+socket (0600, see :mod:`fleetkit.nesting._paths`), serve. Stop: refuse new
+calls, let running ones finish briefly, delete every VM (each delete bounded,
+all of it bounded by ``stop_timeout``), shut the hypervisor down, remove the
+socket and the lock. A daemon killed with ``SIGKILL`` does none of that; the
+next one on the same socket recovers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import stat
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import anyio
+import grpc
+import grpc.aio
+
+from fleetkit.errors import IsolationError
+from fleetkit.nesting._grpc import add_service
+from fleetkit.nesting._paths import (
+    StateLock,
+    check_socket_path,
+    default_socket_path,
+    default_state_dir,
+    private_dir,
+    restrict_socket,
+    socket_umask,
+)
+from fleetkit.nesting._protocol import HypervisorFactory
+from fleetkit.nesting._registry import load_hypervisor
+from fleetkit.nesting._service import DEFAULT_DELETE_TIMEOUT, NestingService
+
+__all__ = ["NestingDaemon"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_STOP_TIMEOUT = 300.0  # GitLab's daemon allows its VMs five minutes at stop
+_RPC_GRACE = 2.0
+
+
+class NestingDaemon:
+    """A nesting daemon serving ``hypervisor`` (a name from the
+    ``fleetkit.hypervisors`` entry points, or a factory) on ``socket_path``.
+
+    ``socket_path`` defaults to GitLab's rule
+    (:func:`~fleetkit.nesting.default_socket_path`); ``state_dir`` to
+    ``<socket>.state``. ``config`` initializes the daemon at start (as an
+    ``Init`` with that JSON object would; a manager's later ``Init`` is then
+    answered ``already initialized``, which GitLab's client takes as success).
+
+    ``async with NestingDaemon(...) as daemon:`` serves until the block ends,
+    then stops as described in the module docstring; :meth:`serve` serves
+    until SIGTERM or SIGINT. Raises :class:`~fleetkit.errors.IsolationError`
+    subclasses at start for an unknown hypervisor, a busy state dir or an
+    unsafe socket path, and :class:`~fleetkit.errors.ConfigError` for a bad
+    ``config``. grpc.aio needs anyio's asyncio backend.
+    """
+
+    def __init__(
+        self,
+        hypervisor: str | HypervisorFactory,
+        *,
+        socket_path: str | os.PathLike[str] | None = None,
+        state_dir: str | os.PathLike[str] | None = None,
+        config: Mapping[str, Any] | None = None,
+        delete_timeout: float = DEFAULT_DELETE_TIMEOUT,
+        stop_timeout: float = DEFAULT_STOP_TIMEOUT,
+    ) -> None:
+        self._hypervisor_name = hypervisor if isinstance(hypervisor, str) else None
+        self._factory = load_hypervisor(hypervisor) if isinstance(hypervisor, str) else hypervisor
+        path = Path(socket_path) if socket_path is not None else default_socket_path()
+        self.socket_path = path.expanduser().absolute()
+        self.state_dir = (
+            Path(state_dir).expanduser().absolute()
+            if state_dir is not None
+            else default_state_dir(self.socket_path)
+        )
+        self._config = None if config is None else dict(config)
+        self._delete_timeout = delete_timeout
+        self._stop_timeout = stop_timeout
+        self._lock: StateLock | None = None
+        self._server: grpc.aio.Server | None = None
+        self._service: NestingService | None = None
+        self._stopped = False
+        self.recovered: list[str] = []
+
+    def __repr__(self) -> str:
+        name = self._hypervisor_name or getattr(self._factory, "__name__", "custom")
+        return f"<NestingDaemon hypervisor={name} socket={str(self.socket_path)!r}>"
+
+    @property
+    def target(self) -> str:
+        """The gRPC target of the socket: ``unix:/path``."""
+        return f"unix:{self.socket_path}"
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        """Lock, recover, initialize (with ``config``), bind and serve."""
+        if self._lock is not None or self._stopped:
+            raise IsolationError(f"{self!r}: start() may be called once")
+        lock = StateLock(self.state_dir)
+        await anyio.to_thread.run_sync(lock.acquire)
+        self._lock = lock
+        try:
+            await self._start_locked()
+        except BaseException:
+            # Only empty directories are removed: what a failed recovery left
+            # stays for the next start.
+            with anyio.CancelScope(shield=True):
+                await self._teardown(remove_state=True)
+            raise
+
+    async def _start_locked(self) -> None:
+        hv_dir = private_dir(
+            self.state_dir / (self._hypervisor_name or "hypervisor"), "state directory"
+        )
+        hypervisor = self._factory(hv_dir)
+        self.recovered = list(await hypervisor.recover())
+        service = NestingService(hypervisor, delete_timeout=self._delete_timeout)
+        self._service = service
+        if self._config is not None:
+            await service.init(json.dumps(self._config).encode())
+        await anyio.to_thread.run_sync(check_socket_path, self.socket_path)
+        server = grpc.aio.server()
+        add_service(server, service)
+        with socket_umask():
+            bound = server.add_insecure_port(self.target)
+        if not bound:
+            raise IsolationError(f"cannot listen on {self.socket_path}")
+        self._server = server
+        restrict_socket(self.socket_path)
+        await server.start()
+        log.info("nesting daemon serving on %s (state %s)", self.socket_path, self.state_dir)
+
+    async def serve(self) -> None:
+        """Start if needed and serve until SIGTERM or SIGINT, then stop."""
+        if self._lock is None:
+            await self.start()
+        try:
+            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                async for signum in signals:
+                    log.info("received %s: stopping", signal.Signals(signum).name)
+                    break
+        finally:
+            await self.stop()
+
+    async def stop(self) -> None:
+        """Refuse new calls, delete every VM (bounded), remove the socket and
+        the lock. Idempotent; shielded from cancellation."""
+        if self._stopped:
+            return
+        self._stopped = True
+        with anyio.CancelScope(shield=True):
+            await self._teardown(remove_state=True)
+
+    async def _teardown(self, *, remove_state: bool) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            await server.stop(_RPC_GRACE)
+        service, self._service = self._service, None
+        if service is not None:
+            with anyio.move_on_after(self._stop_timeout) as bound:
+                await service.close()
+            if bound.cancelled_caught:
+                log.error(
+                    "stopping: VMs not deleted within %gs; the next start removes them",
+                    self._stop_timeout,
+                )
+                remove_state = False
+        if server is not None:
+            await anyio.to_thread.run_sync(_remove_socket, self.socket_path)
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            hv_dir = self.state_dir / (self._hypervisor_name or "hypervisor")
+            if remove_state:
+                with contextlib.suppress(OSError):
+                    hv_dir.rmdir()
+            await anyio.to_thread.run_sync(lambda: lock.release(remove=remove_state))
+
+
+def _remove_socket(path: Path) -> None:
+    try:
+        info = path.lstat()
+    except OSError:
+        return
+    if stat.S_ISSOCK(info.st_mode) and info.st_uid == os.geteuid():
+        path.unlink(missing_ok=True)

@@ -1,0 +1,388 @@
+"""The ``sandbox`` hypervisor: each "VM" is a directory and an OpenSSH sshd of its own.
+
+**It isolates nothing.** A job in a sandbox VM runs as an ordinary user of the
+host, sees the host's file system, processes and network, and can reach the
+other VMs. It exists for development, tests and demos of the nesting flow
+(create, connect, run, delete, stomp) on any Linux machine with OpenSSH; for
+isolation use a hypervisor that runs real VMs (``qemu``).
+
+A VM ``vm-...`` made from image ``NAME`` is:
+
+* ``WORKDIR/vm-.../home/``: a copy of the image directory
+  ``IMAGE_DIRECTORY/NAME`` (the image ``default`` is an empty directory unless
+  the image directory has one), owned by the login user; sessions get it as
+  ``HOME`` and ``TMPDIR`` when the login user can reach it;
+* an sshd (:class:`fleetkit._sshd.SSHDaemon`) on ``ADDRESS`` and a free port,
+  with a host key generated for this VM (reported as :attr:`VM.host_key`, so
+  the manager pins it) and the keys of ``authorized_keys`` (config) plus the
+  image's own ``authorized_keys`` file, for the login user.
+
+Config (the JSON of ``Init``; every key optional): ``image_directory`` (where
+images are), ``working_directory`` (where VM directories go; default: the
+hypervisor's state dir), ``authorized_keys`` (list of public key lines),
+``username`` (the login user; default: :func:`fleetkit._sshd.ensure_login_user`,
+a dedicated ``fleetkit`` user as root), ``address`` (a loopback address,
+default ``127.0.0.1``), ``max_vms`` (default 16).
+
+Each VM is recorded in ``STATE_DIR/vms/ID.json`` (its directory and sshd pid)
+before its sshd starts, so :meth:`SandboxHypervisor.recover` finds what a
+killed daemon left: it ends each recorded sshd with its whole tree (after
+checking from ``/proc`` that the pid still runs that VM's config) and removes
+the directories.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import logging
+import os
+import pwd
+import re
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import anyio
+import attrs
+
+from fleetkit._procs import end_tree, exists
+from fleetkit._sshd import (
+    SSHDaemon,
+    SSHDaemonError,
+    ensure_login_user,
+    reachable_by_others,
+    sshd_available,
+)
+from fleetkit.errors import (
+    ConfigError,
+    HypervisorError,
+    HypervisorFull,
+    Problem,
+    UnknownImage,
+)
+from fleetkit.nesting._protocol import VM
+
+__all__ = ["SandboxHypervisor"]
+
+log = logging.getLogger(__name__)
+
+SSHD_PATH = "/usr/sbin/sshd"
+DEFAULT_IMAGE = "default"
+_DEFAULT_MAX_VMS = 16
+_SWEEP_GRACE = 2.0
+_KEYS = frozenset(
+    {"image_directory", "working_directory", "authorized_keys", "username", "address", "max_vms"}
+)
+# An image name is one or more path segments of these characters; no segment
+# starts with a dot, so no "..", no hidden files, nothing outside the directory.
+_SEGMENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:@+-]*")
+_KEY_LINE = re.compile(r"(ssh|ecdsa|sk)-[A-Za-z0-9@.-]+ [A-Za-z0-9+/=]+( .*)?")
+
+
+@attrs.frozen(kw_only=True)
+class _Settings:
+    image_directory: Path | None
+    working_directory: Path | None
+    authorized_keys: tuple[str, ...]
+    username: str | None
+    address: str
+    max_vms: int
+
+
+@attrs.define(eq=False)
+class _SandboxVM:
+    vm: VM
+    directory: Path
+    sshd: SSHDaemon
+
+
+def _settings(config: Mapping[str, Any]) -> _Settings:
+    problems: list[Problem] = []
+
+    def bad(key: str, message: str) -> None:
+        problems.append(Problem(f"config.{key}", message))
+
+    for key in sorted(set(config) - _KEYS):
+        bad(key, f"unknown key; the sandbox hypervisor takes {', '.join(sorted(_KEYS))}")
+    paths: dict[str, Path | None] = {}
+    for key in ("image_directory", "working_directory"):
+        value = config.get(key)
+        if value is not None and (not isinstance(value, str) or not value.startswith("/")):
+            bad(key, f"expected an absolute directory path, got {value!r}")
+            value = None
+        paths[key] = Path(value) if value else None
+    keys = config.get("authorized_keys", [])
+    if not isinstance(keys, list) or not all(
+        isinstance(k, str) and _KEY_LINE.fullmatch(k.strip()) for k in keys
+    ):
+        bad(
+            "authorized_keys", "expected a list of OpenSSH public key lines ('ssh-ed25519 AAAA...')"
+        )
+        keys = []
+    username = config.get("username")
+    if username is not None and (not isinstance(username, str) or not username):
+        bad("username", f"expected a user name, got {username!r}")
+        username = None
+    address = config.get("address", "127.0.0.1")
+    try:
+        if not ipaddress.ip_address(address).is_loopback:
+            bad(
+                "address",
+                f"expected a loopback address (the sandbox listens on no network), got {address!r}",
+            )
+    except (TypeError, ValueError):
+        bad("address", f"expected an IP address, got {address!r}")
+    max_vms = config.get("max_vms", _DEFAULT_MAX_VMS)
+    if not isinstance(max_vms, int) or isinstance(max_vms, bool) or max_vms < 1:
+        bad("max_vms", f"expected a positive integer, got {max_vms!r}")
+        max_vms = _DEFAULT_MAX_VMS
+    if problems:
+        raise ConfigError(problems)
+    return _Settings(
+        image_directory=paths["image_directory"],
+        working_directory=paths["working_directory"],
+        authorized_keys=tuple(k.strip() for k in keys),
+        username=username,
+        address=str(address),
+        max_vms=max_vms,
+    )
+
+
+class SandboxHypervisor:
+    """VMs that are directories with an sshd each, for development and tests.
+    **No isolation at all**; see the module docstring for layout and config."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self._state_dir = Path(state_dir)
+        self._records = self._state_dir / "vms"
+        self._settings: _Settings | None = None
+        self._login_user = ""
+        self._vms: dict[str, _SandboxVM] = {}
+
+    def __repr__(self) -> str:
+        return f"<SandboxHypervisor state_dir={str(self._state_dir)!r} vms={len(self._vms)}>"
+
+    async def recover(self) -> list[str]:
+        """End the sshds a killed daemon left and remove their directories."""
+        records = await anyio.to_thread.run_sync(_read_records, self._records)
+        for vm_id, record in records.items():
+            directory = Path(record.get("directory", ""))
+            pid = record.get("pid")
+            if isinstance(pid, int) and await anyio.to_thread.run_sync(_runs_vm, pid, directory):
+                await end_tree([pid], grace=_SWEEP_GRACE)
+            await anyio.to_thread.run_sync(_remove_vm_files, self._records, vm_id, directory)
+        if records:
+            log.warning(
+                "sandbox: removed %d VM(s) a previous daemon left: %s",
+                len(records),
+                ", ".join(records),
+            )
+        return list(records)
+
+    async def init(self, config: Mapping[str, Any]) -> None:
+        """Check the config; find the login user (see the module docstring)."""
+        settings = _settings(config)
+        if not sshd_available(SSHD_PATH):
+            raise HypervisorError(
+                f"the sandbox hypervisor needs OpenSSH: {SSHD_PATH} or ssh-keygen is missing"
+            )
+        if settings.image_directory is not None and not settings.image_directory.is_dir():
+            raise ConfigError(
+                [
+                    Problem(
+                        "config.image_directory", f"{settings.image_directory} is not a directory"
+                    )
+                ]
+            )
+        try:
+            login_user = settings.username
+            if login_user is None:
+                login_user = await anyio.to_thread.run_sync(ensure_login_user)
+            pwd.getpwnam(login_user)
+            self._login_user = login_user
+        except (KeyError, SSHDaemonError) as exc:
+            raise ConfigError(
+                [Problem("config.username", f"no usable login user: {exc}")]
+            ) from None
+        await anyio.to_thread.run_sync(_make_dir, self._records)
+        self._settings = settings
+
+    def _image(self, settings: _Settings, name: str) -> Path | None:
+        segments = name.split("/")
+        if not all(_SEGMENT.fullmatch(s) for s in segments):
+            raise UnknownImage(f"image name {name!r} is not a valid sandbox image name")
+        if settings.image_directory is not None:
+            candidate = settings.image_directory.joinpath(*segments)
+            if candidate.is_dir() and not candidate.is_symlink():
+                return candidate
+        if name == DEFAULT_IMAGE:
+            return None
+        where = settings.image_directory or "(no image_directory configured)"
+        raise UnknownImage(f"no sandbox image {name!r} in {where}")
+
+    async def create(self, vm_id: str, image: str) -> VM:
+        """Copy the image into a new VM directory and start its sshd."""
+        settings = self._ready()
+        source = self._image(settings, image)
+        if len(self._vms) >= settings.max_vms:
+            raise HypervisorFull(f"the sandbox holds its maximum of {settings.max_vms} VMs")
+        base = settings.working_directory or self._state_dir / "work"
+        directory = base / vm_id
+        keys = list(settings.authorized_keys)
+        try:
+            home = await anyio.to_thread.run_sync(_make_home, directory, source, self._login_user)
+            keys += await anyio.to_thread.run_sync(_image_keys, source)
+            await anyio.to_thread.run_sync(_write_record, self._records, vm_id, directory, None)
+            env = {"SetEnv": f'"HOME={home}" "TMPDIR={home}"'} if home is not None else {}
+            sshd = await SSHDaemon.start(
+                directory / "sshd",
+                address=settings.address,
+                login_user=self._login_user,
+                authorized_keys=keys,
+                extra_config=env,
+                sshd_path=SSHD_PATH,
+            )
+        except (OSError, SSHDaemonError) as exc:
+            await anyio.to_thread.run_sync(_remove_vm_files, self._records, vm_id, directory)
+            raise HypervisorError(
+                f"sandbox VM {vm_id} from {image!r} failed to start: {exc}"
+            ) from exc
+        await anyio.to_thread.run_sync(_write_record, self._records, vm_id, directory, sshd.pid)
+        vm = VM(
+            id=vm_id,
+            image=image,
+            addr=f"{_host(sshd.address)}:{sshd.port}",
+            host_key=sshd.host_public_key,
+        )
+        self._vms[vm_id] = _SandboxVM(vm=vm, directory=directory, sshd=sshd)
+        return vm
+
+    async def delete(self, vm_id: str) -> None:
+        """Stop the VM's sshd with every session under it; remove its directory."""
+        sandbox = self._vms.pop(vm_id, None)
+        if sandbox is None:
+            return
+        with anyio.CancelScope(shield=True):
+            await sandbox.sshd.stop()
+            await anyio.to_thread.run_sync(
+                _remove_vm_files, self._records, vm_id, sandbox.directory
+            )
+
+    async def list(self) -> list[VM]:
+        """The VMs whose sshd is running."""
+        return [s.vm for s in self._vms.values() if s.sshd.alive() and exists(s.sshd.pid)]
+
+    async def shutdown(self) -> None:
+        """Delete any VM still held (the daemon normally has)."""
+        with anyio.CancelScope(shield=True):
+            for vm_id in list(self._vms):
+                await self.delete(vm_id)
+            work = self._state_dir / "work"
+            with contextlib.suppress(OSError):
+                work.rmdir()
+            with contextlib.suppress(OSError):
+                self._records.rmdir()
+
+    def _ready(self) -> _Settings:
+        if self._settings is None:
+            raise HypervisorError("the sandbox hypervisor was not initialized")
+        return self._settings
+
+
+def _host(address: str) -> str:
+    return f"[{address}]" if ":" in address else address
+
+
+# --- disk and /proc (blocking; called through anyio.to_thread) ------------------
+
+
+def _make_dir(path: Path) -> None:
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+
+def _make_home(directory: Path, source: Path | None, login_user: str) -> Path | None:
+    """Make the VM directory and its ``home`` (a copy of the image, owned by the
+    login user); return ``home`` when that user can reach it."""
+    directory.parent.mkdir(mode=0o711, parents=True, exist_ok=True)
+    directory.mkdir(mode=0o711)
+    home = directory / "home"
+    if source is None:
+        home.mkdir(mode=0o700)
+    else:
+        shutil.copytree(source, home, symlinks=True)
+        home.chmod(0o700)
+    entry = pwd.getpwnam(login_user)
+    if os.geteuid() == 0 and entry.pw_uid != 0:
+        for path in [home, *home.rglob("*")]:
+            os.chown(path, entry.pw_uid, entry.pw_gid, follow_symlinks=False)
+    # The login user must traverse down to home; only directories made here
+    # (0711: enter, not list) are opened up, and only when the rest allows it.
+    return home.absolute() if reachable_by_others(directory.absolute()) else None
+
+
+def _image_keys(source: Path | None) -> list[str]:
+    if source is None:
+        return []
+    keys = source / "authorized_keys"
+    if not keys.is_file():
+        return []
+    return [
+        line.strip() for line in keys.read_text().splitlines() if _KEY_LINE.fullmatch(line.strip())
+    ]
+
+
+def _write_record(records: Path, vm_id: str, directory: Path, pid: int | None) -> None:
+    path = records / f"{vm_id}.json"
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps({"id": vm_id, "directory": str(directory), "pid": pid}) + "\n")
+    temporary.replace(path)
+
+
+def _read_records(records: Path) -> dict[str, dict[str, Any]]:
+    found: dict[str, dict[str, Any]] = {}
+    if not records.is_dir():
+        return found
+    for path in sorted(records.glob("*.json")):
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            record = {}
+        found[path.stem] = record if isinstance(record, dict) else {}
+    return found
+
+
+def _runs_vm(pid: int, directory: Path) -> bool:
+    """Whether ``pid`` is still the sshd of the VM in ``directory`` (a pid may
+    have been reused since the record was written)."""
+    if not directory.is_absolute():
+        return False
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return os.fsencode(directory / "sshd" / "sshd_config") in cmdline
+
+
+def _remove_vm_files(records: Path, vm_id: str, directory: Path) -> None:
+    # Only a directory named after the VM is removed: a corrupt record must
+    # not turn into an rmtree of something else.
+    if directory.is_absolute() and directory.name == vm_id:
+        _remove_side_dir(directory)
+        shutil.rmtree(directory, ignore_errors=True)
+    (records / f"{vm_id}.json").unlink(missing_ok=True)
+    (records / f"{vm_id}.tmp").unlink(missing_ok=True)
+
+
+def _remove_side_dir(directory: Path) -> None:
+    """The authorized_keys side dir :class:`SSHDaemon` made outside an unreachable
+    workdir (its ``stop`` removes it, a killed daemon does not)."""
+    config = directory / "sshd" / "sshd_config"
+    with contextlib.suppress(OSError):
+        for line in config.read_text().splitlines():
+            key, _, value = line.partition(" ")
+            side = Path(value.strip()).parent
+            if key == "AuthorizedKeysFile" and side.name.startswith("fleetkit-sshd-"):
+                shutil.rmtree(side, ignore_errors=True)

@@ -1,0 +1,169 @@
+"""The nesting daemon's semantics over real gRPC on a real unix socket, sandbox hypervisor."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import anyio
+import grpc
+import grpc.aio
+import pytest
+from google.protobuf.message import Message
+
+from fleetkit._nesting_proto import METHODS, nesting_pb2
+from fleetkit.errors import (
+    AlreadyInitialized,
+    NestingError,
+    NotInitialized,
+    VMNotFound,
+)
+from fleetkit.isolation import NestingClient
+from tests.integration.nesting_support import serving, short_dir, sshds_of
+
+pytestmark = [pytest.mark.integration, pytest.mark.anyio]
+__all__ = ["short_dir"]
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"  # grpc.aio runs on asyncio only
+
+
+async def _raw(
+    target: str, rpc: str, request: Message, response: type[Message]
+) -> grpc.aio.AioRpcError:
+    """Call ``rpc`` with plain grpc (no fleetkit client) and return its error."""
+    async with grpc.aio.insecure_channel(target) as channel:
+        call: grpc.aio.UnaryUnaryMultiCallable[Message, Message] = channel.unary_unary(
+            METHODS[rpc],
+            request_serializer=lambda m: m.SerializeToString(),
+            response_deserializer=response.FromString,
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await call(request, timeout=10)
+    return caught.value
+
+
+async def test_every_verb_but_init_is_refused_until_init(short_dir: Path) -> None:
+    """FAILED_PRECONDITION 'not initialized' on the wire, byte for byte GitLab's."""
+    async with serving(short_dir) as (daemon, _):
+        for rpc, request, response in [
+            ("Create", nesting_pb2.CreateRequest(name="default"), nesting_pb2.CreateResponse),
+            ("Delete", nesting_pb2.DeleteRequest(id="vm-x"), nesting_pb2.DeleteResponse),
+            ("List", nesting_pb2.ListRequest(), nesting_pb2.ListResponse),
+            ("Shutdown", nesting_pb2.ShutdownRequest(), nesting_pb2.ShutdownResponse),
+        ]:
+            error = await _raw(daemon.target, rpc, request, response)
+            assert (error.code(), error.details()) == (
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "not initialized",
+            ), rpc
+        async with NestingClient(daemon.target) as plain:
+            with pytest.raises(NotInitialized):
+                await plain.list()
+            await plain.init({})
+            assert await plain.list() == []
+        error = await _raw(
+            daemon.target, "Init", nesting_pb2.InitRequest(config=b"{}"), nesting_pb2.InitResponse
+        )
+        assert (error.code(), error.details()) == (
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "already initialized",
+        )
+        assert sshds_of(daemon.state_dir) == []
+
+
+async def test_bad_init_config_leaves_the_daemon_uninitialized(short_dir: Path) -> None:
+    async with serving(short_dir) as (daemon, _), NestingClient(daemon.target) as plain:
+        for config, message in [
+            (b"not json", "not JSON"),
+            (b"[1]", "must be a JSON object"),
+            (b'{"max_vms": 0}', "config.max_vms: expected a positive integer"),
+            (b'{"colour": "red"}', "config.colour: unknown key"),
+        ]:
+            with pytest.raises(NestingError, match=message) as caught:
+                await plain.init(config)
+            assert caught.value.code == "INVALID_ARGUMENT"
+        with pytest.raises(NotInitialized):
+            await plain.list()
+        await plain.init({"max_vms": 1})
+        with pytest.raises(AlreadyInitialized):
+            await plain.init({})
+
+
+async def test_slot_stomping_and_delete_frees_the_slot(short_dir: Path) -> None:
+    async with serving(short_dir) as (_daemon, client):
+        first = await client.create("default", slot=1)
+        assert first.stomped_vm_id is None
+        other_slot = await client.create("default", slot=2)
+        no_slot = await client.create("default")
+        second = await client.create("default", slot=1)
+        assert second.stomped_vm_id == first.vm.id
+        listed = {vm.id for vm in await client.list()}
+        assert listed == {second.vm.id, other_slot.vm.id, no_slot.vm.id}
+        assert not await _accepts(first.vm.addr), "the stomped VM's sshd still listens"
+
+        await client.delete(second.vm.id)
+        third = await client.create("default", slot=1)
+        assert third.stomped_vm_id is None, "Delete did not free the slot"
+        # A VM made without a slot is never stomped.
+        again = await client.create("default")
+        assert again.stomped_vm_id is None
+        assert no_slot.vm.id in {vm.id for vm in await client.list()}
+        with pytest.raises(VMNotFound):
+            await client.delete(second.vm.id)
+
+
+async def test_concurrent_creates_in_one_slot_leave_one_vm(short_dir: Path) -> None:
+    async with serving(short_dir) as (_, client):
+        results = []
+
+        async def create() -> None:
+            results.append(await client.create("default", slot=7))
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(3):
+                tg.start_soon(create)
+        assert len(await client.list()) == 1
+        assert sorted(r.stomped_vm_id is None for r in results) == [False, False, True]
+
+
+async def test_shutdown_deletes_every_vm_and_the_daemon_serves_on(short_dir: Path) -> None:
+    async with serving(short_dir) as (daemon, client):
+        made = [await client.create("default", slot=n) for n in range(3)]
+        assert len(sshds_of(daemon.state_dir)) >= 3
+        await client.shutdown()
+        assert await client.list() == []
+        assert sshds_of(daemon.state_dir) == []
+        for result in made:
+            assert not await _accepts(result.vm.addr)
+        after = await client.create("default", slot=0)
+        assert after.stomped_vm_id is None
+
+
+async def test_stopping_deletes_every_vm_and_removes_socket_and_state(short_dir: Path) -> None:
+    async with serving(short_dir) as (daemon, client):
+        for n in range(2):
+            await client.create("default", slot=n)
+        socket = daemon.socket_path
+        info = socket.lstat()
+        assert stat.S_ISSOCK(info.st_mode)
+        assert stat.S_IMODE(info.st_mode) == 0o600
+        state = daemon.state_dir
+        assert stat.S_IMODE(state.stat().st_mode) == 0o700
+    assert sshds_of(state) == []
+    assert not socket.exists()
+    assert not state.exists()
+    assert os.listdir(short_dir) == []
+
+
+async def _accepts(addr: str) -> bool:
+    host, _, port = addr.rpartition(":")
+    try:
+        stream = await anyio.connect_tcp(host, int(port))
+    except OSError:
+        return False
+    await stream.aclose()
+    return True

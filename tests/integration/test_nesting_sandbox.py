@@ -1,0 +1,106 @@
+"""The sandbox hypervisor: a VM is a directory and an sshd; log in with a pinned host key."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from fleetkit.connector.ssh import SSHConnector
+from fleetkit.errors import HostKeyMismatch, ImageNotFound, NestingError
+from fleetkit.isolation import VirtualMachine
+from fleetkit.model import ConnectInfo
+from fleetkit.testing.sshd import ClientKey, new_client_key
+from tests.integration.nesting_support import serving, short_dir, sshds_of
+
+pytestmark = [pytest.mark.integration, pytest.mark.anyio]
+__all__ = ["short_dir"]
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"  # grpc.aio and asyncssh run on asyncio only
+
+
+def _info(vm: VirtualMachine, key: ClientKey, user: str, host_key: str | None) -> ConnectInfo:
+    host, _, port = vm.addr.rpartition(":")
+    return ConnectInfo(
+        id=vm.id,
+        internal_addr=host,
+        protocol_port=int(port),
+        username=user,
+        key=key.private_key,
+        host_key=host_key,
+    )
+
+
+def _image_directory(base: Path) -> Path:
+    base.chmod(0o755)  # the login user must reach the VM's home
+    images = base / "images"
+    (images / "team" / "tools").mkdir(parents=True)
+    (images / "team" / "tools" / "hello.txt").write_text("from the image\n")
+    return images
+
+
+async def test_a_vm_is_an_image_copy_behind_its_own_pinned_sshd(short_dir: Path) -> None:
+    """Log in with a key from the Init config, checked against the host key the
+    daemon reported; the session's HOME is the VM's copy of the image."""
+    images = _image_directory(short_dir)
+    key = await new_client_key(short_dir / "client")
+    config = {
+        "image_directory": str(images),
+        "working_directory": str(short_dir / "vms"),
+        "authorized_keys": [key.public_key],
+    }
+    async with serving(short_dir, config=config) as (_, client):
+        made = await client.create("team/tools", slot=0)
+        other = await client.create("default", slot=1)
+        vm = made.vm
+        assert vm.name == "team/tools"
+        assert vm.addr.startswith("127.0.0.1:")
+        assert vm.host_key is not None
+        assert vm.host_key.startswith("ssh-ed25519 ")
+        assert vm.host_key != other.vm.host_key, "each VM has a host key of its own"
+        assert [v.host_key for v in await client.list() if v.id == vm.id] == [vm.host_key]
+        user = "fleetkit" if os.geteuid() == 0 else os.environ.get("USER", "")
+        async with SSHConnector(dial_timeout=10, retry_interval=0.05) as ssh:
+            async with ssh.connect(_info(vm, key, user, vm.host_key)) as conn:
+                result = await conn.run('cat "$HOME/hello.txt"; echo "$HOME"; touch "$HOME/new"')
+            assert result.exit_code == 0, result.stderr
+            text, home = result.stdout_text.splitlines()
+            assert text == "from the image"
+            assert home == str(short_dir / "vms" / vm.id / "home")
+            assert (short_dir / "vms" / vm.id / "home" / "new").exists()
+        # A connector of its own: the pool would reuse the checked connection.
+        async with SSHConnector(dial_timeout=10, retry_interval=0.05) as fresh:
+            with pytest.raises(HostKeyMismatch):
+                async with fresh.connect(_info(vm, key, user, other.vm.host_key)):
+                    pass
+        await client.delete(vm.id)
+        assert not (short_dir / "vms" / vm.id).exists()
+        assert (images / "team" / "tools" / "hello.txt").exists(), "the image is untouched"
+    assert sshds_of(short_dir) == []
+
+
+async def test_images_that_do_not_exist_or_escape_are_not_found(short_dir: Path) -> None:
+    images = short_dir / "images"
+    images.mkdir()
+    (short_dir / "secret").mkdir()
+    (images / "link").symlink_to(short_dir / "secret")
+    async with serving(short_dir, config={"image_directory": str(images)}) as (_, client):
+        for name in ["nope", "../secret", "link", "a//b", ".hidden", "/etc", "team/../../secret"]:
+            with pytest.raises(ImageNotFound, match="image"):
+                await client.create(name)
+        assert await client.list() == []
+
+
+async def test_max_vms_is_resource_exhausted(short_dir: Path) -> None:
+    async with serving(short_dir, config={"max_vms": 1}) as (_, client):
+        first = await client.create("default", slot=3)
+        with pytest.raises(NestingError, match="maximum of 1 VMs") as caught:
+            await client.create("default")
+        assert caught.value.code == "RESOURCE_EXHAUSTED"
+        # Stomping a slot stays possible at the limit: the old VM goes first.
+        second = await client.create("default", slot=3)
+        assert second.stomped_vm_id == first.vm.id
