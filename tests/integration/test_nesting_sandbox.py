@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,7 +14,8 @@ from fleetkit.errors import HostKeyMismatch, ImageNotFound, NestingError
 from fleetkit.isolation import VirtualMachine
 from fleetkit.model import ConnectInfo
 from fleetkit.testing.sshd import ClientKey, new_client_key
-from tests.integration.nesting_support import serving, short_dir, sshds_of
+from tests.integration.conftest import cmdlines_containing
+from tests.integration.nesting_support import require_sshd, serving, short_dir, sshds_of
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 __all__ = ["short_dir"]
@@ -86,10 +89,20 @@ async def test_a_vm_is_an_image_copy_behind_its_own_pinned_sshd(short_dir: Path)
 async def test_images_that_do_not_exist_or_escape_are_not_found(short_dir: Path) -> None:
     images = short_dir / "images"
     images.mkdir()
-    (short_dir / "secret").mkdir()
+    (short_dir / "secret" / "inner").mkdir(parents=True)
     (images / "link").symlink_to(short_dir / "secret")
     async with serving(short_dir, config={"image_directory": str(images)}) as (_, client):
-        for name in ["nope", "../secret", "link", "a//b", ".hidden", "/etc", "team/../../secret"]:
+        names = [
+            "nope",
+            "../secret",
+            "link",
+            "link/inner",
+            "a//b",
+            ".hidden",
+            "/etc",
+            "t/../../secret",
+        ]
+        for name in names:
             with pytest.raises(ImageNotFound, match="image"):
                 await client.create(name)
         assert await client.list() == []
@@ -104,3 +117,20 @@ async def test_max_vms_is_resource_exhausted(short_dir: Path) -> None:
         # Stomping a slot stays possible at the limit: the old VM goes first.
         second = await client.create("default", slot=3)
         assert second.stomped_vm_id == first.vm.id
+
+
+def test_the_example_runs_and_leaves_nothing() -> None:
+    """examples/nesting_sandbox.py: create, log in, stomp, delete, stop."""
+    require_sshd()
+    example = Path(__file__).resolve().parents[2] / "examples" / "nesting_sandbox.py"
+    done = subprocess.run(
+        [sys.executable, str(example)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[1].startswith("in the VM: hello from ")
+    assert lines[1].endswith("in a sandbox VM (exit code 0)")
+    first = lines[0].split()[1]
+    assert lines[2].endswith(f"stomped {first}")
+    assert lines[3] == "VMs left: []"
+    assert cmdlines_containing(b"fk-nesting-") == []

@@ -216,7 +216,13 @@ class SandboxHypervisor:
             raise UnknownImage(f"image name {name!r} is not a valid sandbox image name")
         if settings.image_directory is not None:
             candidate = settings.image_directory.joinpath(*segments)
-            if candidate.is_dir() and not candidate.is_symlink():
+            # No part may be a symlink: a link inside the image directory
+            # would make any directory of the host an image.
+            parts = [
+                settings.image_directory.joinpath(*segments[:n])
+                for n in range(1, len(segments) + 1)
+            ]
+            if candidate.is_dir() and not any(p.is_symlink() for p in parts):
                 return candidate
         if name == DEFAULT_IMAGE:
             return None
