@@ -62,12 +62,22 @@ __all__ = [
     "StateStoreError",
     "Throttled",
     "UnknownImage",
+    "UnsupportedEventLoop",
     "VMNotFound",
 ]
 
 
 class FleetkitError(Exception):
     """Root of every exception fleetkit raises on purpose."""
+
+
+class UnsupportedEventLoop(FleetkitError, RuntimeError):
+    """A part was used under an event loop it cannot run on (the SSH connector
+    needs anyio's asyncio backend). A programming error, not an instance's
+    fault: raised once, at start, and never counted against an instance's health.
+    Raised by :class:`~fleetkit.connector.ssh.SSHConnector` and by
+    :class:`~fleetkit.fleet.Fleet` and :class:`~fleetkit.executor.InstanceExecutor`
+    when they start with such a connector."""
 
 
 @attrs.frozen

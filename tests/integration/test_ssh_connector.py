@@ -26,6 +26,7 @@ from fleetkit.errors import (
     ConnectorError,
     ConnectTimeout,
     HostKeyMismatch,
+    UnsupportedEventLoop,
 )
 from fleetkit.model import ConnectInfo
 from fleetkit.testing.sshd import TestSSHD, ensure_password_user, running_sshd
@@ -338,10 +339,14 @@ async def test_pooled_connection_closed_by_the_server_is_redialled(
 @pytest.mark.parametrize("anyio_backend", ["trio"])
 @pytest.mark.anyio
 async def test_ssh_connector_refuses_a_non_asyncio_backend(sshd: TestSSHD) -> None:
-    """Under trio the connector says it needs asyncio instead of failing obscurely."""
-    with pytest.raises(ConnectorError, match="asyncio"):
+    """Under trio the connector says it needs asyncio instead of failing obscurely, with
+    UnsupportedEventLoop (not a ConnectorError, which would count against the instance)."""
+    with pytest.raises(UnsupportedEventLoop, match="asyncio") as caught:
         async with SSHConnector().connect(sshd.connect_info()):
             pass
+    assert not isinstance(caught.value, ConnectorError)
+    with pytest.raises(UnsupportedEventLoop, match="on trio"):
+        SSHConnector().check_event_loop()
 
 
 @pytest.mark.anyio

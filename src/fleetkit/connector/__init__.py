@@ -55,6 +55,7 @@ __all__ = [
     "RunningCommand",
     "TunnelTarget",
     "check_env",
+    "check_event_loop",
 ]
 
 #: A shell command line, or an argument vector quoted for the far side.
@@ -245,8 +246,27 @@ class Connector(Protocol):
         ones; it closes when its block ends, and breaks when ``via`` does, so
         ``via`` must stay open meanwhile. A connector that cannot carry its
         protocol over ``via`` raises :class:`~fleetkit.errors.ConnectorError`
-        saying so."""
+        saying so.
+
+        A connector that runs on some event loops only (asyncssh: asyncio)
+        also has ``check_event_loop()``, which raises
+        :class:`~fleetkit.errors.UnsupportedEventLoop` on any other; see
+        :func:`check_event_loop`."""
         ...
+
+
+def check_event_loop(connector: object) -> None:
+    """Refuse, once and at start, a connector that cannot run on the current
+    event loop: calls its ``check_event_loop()`` when it has one.
+
+    :class:`~fleetkit.fleet.Fleet` and :class:`~fleetkit.executor.InstanceExecutor`
+    call it when they start, so a wrong loop is one clear
+    :class:`~fleetkit.errors.UnsupportedEventLoop`, not a failure of every job
+    counted against healthy instances.
+    """
+    check = getattr(connector, "check_event_loop", None)
+    if callable(check):
+        check()
 
 
 def check_env(env: Mapping[str, str] | None, *, where: str) -> dict[str, str]:

@@ -46,6 +46,7 @@ import os
 import posixpath
 import shutil
 import socket
+import sys
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager
@@ -79,6 +80,7 @@ from fleetkit.errors import (
     ConnectTimeout,
     HostKeyMismatch,
     Problem,
+    UnsupportedEventLoop,
 )
 from fleetkit.model import ConnectInfo
 
@@ -783,7 +785,13 @@ class SSHConnector:
             for pool in pools:
                 await pool.aclose()
 
+    def check_event_loop(self) -> None:
+        """Raise :class:`~fleetkit.errors.UnsupportedEventLoop` unless running on
+        asyncio (asyncssh's only loop); callers check once, at start."""
+        _require_asyncio()
+
     async def __aenter__(self) -> Self:
+        _require_asyncio()
         self._reaper = anyio.create_task_group()
         await self._reaper.__aenter__()
         self._reaper.start_soon(self._reap)
@@ -798,18 +806,36 @@ class SSHConnector:
         try:
             if self._reaper is not None:
                 self._reaper.cancel_scope.cancel()
-                await self._reaper.__aexit__(exc_type, exc, tb)
+                # Not given the block's exception: a task group would wrap it
+                # in an ExceptionGroup. It propagates as raised.
+                await self._reaper.__aexit__(None, None, None)
                 self._reaper = None
         finally:
             await self.aclose()
+
+
+def _running_loop() -> str:
+    trio = sys.modules.get("trio")
+    if trio is not None:
+        try:
+            trio.lowlevel.current_task()
+        except RuntimeError:
+            pass
+        else:
+            return "trio"
+    return "another event loop"
 
 
 def _require_asyncio() -> None:
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        raise ConnectorError(
-            "SSHConnector needs anyio's asyncio backend (asyncssh runs on asyncio only)"
+        running = _running_loop()
+        raise UnsupportedEventLoop(
+            "SSHConnector needs anyio's asyncio backend (asyncssh runs on asyncio only), "
+            f"but this runs on {running}: use anyio.run(..., backend='asyncio'), "
+            "or a connector that runs on any backend (the local provider's "
+            "use_sshd = false with LocalConnector)"
         ) from None
 
 

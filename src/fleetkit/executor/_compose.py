@@ -66,7 +66,10 @@ def build(
         overrides["delete_instances_on_shutdown"] = delete_instances_on_shutdown
     if overrides:
         fleet_config = _evolve(fleet_config, overrides)
-    connector = ProtocolConnector(connector_factories(auto.connector_config))
+    # The local group says which protocol its instances use; a cloud's is the
+    # configured one. Checked against the event loop when the executor starts.
+    protocol = getattr(group, "protocol", None) or auto.connector_config.protocol or "ssh"
+    connector = ProtocolConnector(connector_factories(auto.connector_config), expect=[protocol])
     fleet = Fleet(
         group,
         auto.limits(),

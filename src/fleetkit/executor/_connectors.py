@@ -9,13 +9,13 @@ a fleet that never meets SSH never imports asyncssh.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import anyio
 
-from fleetkit.connector import Connection, Connector
+from fleetkit.connector import Connection, Connector, check_event_loop
 from fleetkit.errors import ConnectorError, Problem
 from fleetkit.model import ConnectInfo, ConnectorConfig
 
@@ -28,11 +28,22 @@ class ProtocolConnector:
     ``factories`` maps a protocol name to a function building its connector.
     Connectors built are closed by :meth:`aclose`. An instance whose protocol
     has no factory fails to connect with a :class:`~fleetkit.errors.ConnectorError`.
+    ``expect`` names the protocols the instances are known to use (the
+    provider's): :meth:`check_event_loop` checks their connectors at start.
     """
 
-    def __init__(self, factories: Mapping[str, Callable[[], Connector]]) -> None:
+    def __init__(
+        self, factories: Mapping[str, Callable[[], Connector]], *, expect: Iterable[str] = ()
+    ) -> None:
         self._factories = dict(factories)
         self._built: dict[str, Connector] = {}
+        self._expect = tuple(p for p in expect if p in self._factories)
+
+    def check_event_loop(self) -> None:
+        """Raise :class:`~fleetkit.errors.UnsupportedEventLoop` when the connector of
+        an expected protocol cannot run on the current event loop."""
+        for protocol in self._expect:
+            check_event_loop(self.for_protocol(protocol))
 
     def __repr__(self) -> str:
         return (

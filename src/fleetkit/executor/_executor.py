@@ -36,12 +36,13 @@ from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from fleetkit._resource import AsyncResource
-from fleetkit.connector import Connector
+from fleetkit.connector import Connector, check_event_loop
 from fleetkit.errors import (
     AcquireTimeout,
     ConnectorError,
     FleetClosed,
     FleetError,
+    FleetkitError,
     InstanceLost,
 )
 from fleetkit.executor._ledger import InstanceLedger, LedgerFigures
@@ -57,6 +58,18 @@ logger = logging.getLogger("fleetkit.executor")
 LogFactory = Callable[[Job, int], LogSink]
 
 
+def _check_job(job: object, where: str) -> None:
+    if not isinstance(job, Job):
+        raise TypeError(f"{where}: expected a fleetkit.jobs.Job, got {type(job).__name__}")
+
+
+def _describe(exc: BaseException) -> str:
+    """``Type: message`` of the first leaf of an exception (group)."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return f"{type(exc).__name__}: {exc}"
+
+
 def _memory_logs(job: Job, attempt: int) -> LogSink:
     return MemoryLog(limit=64 * 1024)
 
@@ -66,29 +79,54 @@ class JobResults(AsyncResource):
 
     ``async for result in results`` ends after the last one and closes the
     stream; ``async with results:`` closes it early (results still to come
-    are then dropped; the jobs still run).
+    are then dropped; the jobs still run). A batch never ends silently: if
+    the stream ends before every job has its result, iterating raises
+    :class:`~fleetkit.errors.FleetkitError` saying how many came, with the
+    cause chained.
     """
 
-    __slots__ = ("_receive",)
+    __slots__ = ("_cause", "_closed", "_expected", "_receive", "_received")
 
-    def __init__(self, receive: MemoryObjectReceiveStream[JobResult]) -> None:
+    def __init__(self, receive: MemoryObjectReceiveStream[JobResult], expected: int = 0) -> None:
         self._receive = receive
+        self._expected = expected
+        self._received = 0
+        self._cause: BaseException | None = None
+        self._closed = False
 
     def __repr__(self) -> str:
-        return f"<JobResults {self._receive.statistics().current_buffer_used} waiting>"
+        return (
+            f"<JobResults {self._received}/{self._expected} received, "
+            f"{self._receive.statistics().current_buffer_used} waiting>"
+        )
 
     def __aiter__(self) -> Self:
         return self
 
     async def __anext__(self) -> JobResult:
         try:
-            return await self._receive.receive()
-        except (anyio.EndOfStream, anyio.ClosedResourceError):
-            self._receive.close()
+            result = await self._receive.receive()
+        except anyio.EndOfStream:
+            self.close()
+            if self._received < self._expected:
+                raise FleetkitError(
+                    f"the batch ended after {self._received} of {self._expected} results"
+                    + (f": {self._cause!r}" if self._cause is not None else "")
+                ) from self._cause
             raise StopAsyncIteration from None
+        except anyio.ClosedResourceError:
+            raise StopAsyncIteration from None
+        self._received += 1
+        return result
+
+    @property
+    def closed(self) -> bool:
+        """Whether the results are no longer received (all came, or closed early)."""
+        return self._closed
 
     def close(self) -> None:
         """Stop receiving; idempotent."""
+        self._closed = True
         self._receive.close()
 
     async def aclose(self) -> None:
@@ -173,6 +211,8 @@ class InstanceExecutor:
         self._queued = 0
         self._running = 0
         self._done = 0
+        # Open result streams, closed at exit when a loop over one was left early.
+        self._results: set[JobResults] = set()
 
     def __repr__(self) -> str:
         c = self.counts()
@@ -205,6 +245,13 @@ class InstanceExecutor:
     # --- lifecycle ----------------------------------------------------------
 
     async def __aenter__(self) -> Self:
+        # A connector that cannot run on this loop is refused here, once,
+        # rather than failing every job against healthy instances.
+        try:
+            check_event_loop(self.connector)
+        except BaseException:
+            await self._close_connector()
+            raise
         tg = anyio.create_task_group()
         await tg.__aenter__()
         try:
@@ -230,6 +277,11 @@ class InstanceExecutor:
         tg, self._tg = self._tg, None
         try:
             self.stop()
+            if exc is not None:
+                # A loop over results left by this exception left them open;
+                # after a clean exit they can still be read.
+                for results in tuple(self._results):
+                    results.close()
             with anyio.CancelScope(shield=True):
                 # Cancelled attempts end their processes and clean up (bounded).
                 if self._active:
@@ -240,7 +292,10 @@ class InstanceExecutor:
             await self.fleet.__aexit__(exc_type, exc, tb)
         finally:
             try:
-                await tg.__aexit__(exc_type, exc, tb)
+                # The jobs have ended and the fleet's event stream with the
+                # fleet. Not given the block's exception, which a task group
+                # would wrap in an ExceptionGroup: it leaves `async with` as raised.
+                await tg.__aexit__(None, None, None)
             finally:
                 await self._close_connector()
 
@@ -283,6 +338,7 @@ class InstanceExecutor:
         """
         if self._tg is None:
             raise FleetClosed("the executor is not open: use `async with executor:`")
+        _check_job(job, "run: job")
         return await self._run(job, queued_at)
 
     async def _run(self, job: Job, queued_at: float | None) -> JobResult:
@@ -312,15 +368,28 @@ class InstanceExecutor:
         if self._tg is None:
             raise FleetClosed("the executor is not open: use `async with executor:`")
         batch = list(jobs)
+        for index, job in enumerate(batch):
+            _check_job(job, f"submit: jobs[{index}]")
         send, receive = anyio.create_memory_object_stream[JobResult](max(len(batch), 1))
-        self._tg.start_soon(self._feed, batch, send, name="executor feed")
-        return JobResults(receive)
+        results = JobResults(receive, expected=len(batch))
+        self._results = {r for r in self._results if not r.closed}
+        self._results.add(results)
+        self._tg.start_soon(self._feed, batch, send, results, name="executor feed")
+        return results
 
-    async def _feed(self, batch: list[Job], send: MemoryObjectSendStream[JobResult]) -> None:
+    async def _feed(
+        self, batch: list[Job], send: MemoryObjectSendStream[JobResult], results: JobResults
+    ) -> None:
         queued = anyio.current_time()
-        async with send, anyio.create_task_group() as tg:
-            for job in batch:
-                tg.start_soon(self._run_into, job, queued, send.clone(), name=f"job {job.id}")
+        try:
+            async with send, anyio.create_task_group() as tg:
+                for job in batch:
+                    tg.start_soon(self._run_into, job, queued, send.clone(), name=f"job {job.id}")
+        except Exception as exc:
+            # Every job's own failure is its result; this is fleetkit's bug.
+            # The results stream says so instead of ending short in silence.
+            logger.exception("executor: the batch failed")
+            results._cause = exc
 
     async def _run_into(
         self, job: Job, queued: float, send: MemoryObjectSendStream[JobResult]
@@ -361,13 +430,19 @@ class InstanceExecutor:
     async def _attempts(self, job: Job, queued: float) -> JobResult:
         earlier: list[JobResult] = []
         for attempt in range(1, self.retries + 2):
+            internal = False
             if self._stopping:
                 result = self._never_started(job, queued, "the executor is stopping", attempt)
             else:
-                result = await self._attempt(job, attempt, queued)
+                result, internal = await self._attempt(job, attempt, queued)
             # Only a failure of an instance is retried: when no slot came within
-            # the acquire timeout, another wait as long would rarely end better.
-            retry = result.status is JobStatus.SYSTEM_FAILURE and result.instance_id is not None
+            # the acquire timeout, another wait as long would rarely end better,
+            # and a programming error would only happen again.
+            retry = (
+                result.status is JobStatus.SYSTEM_FAILURE
+                and result.instance_id is not None
+                and not internal
+            )
             if not retry or attempt > self.retries:
                 return attrs.evolve(result, earlier=tuple(earlier))
             logger.warning(
@@ -382,15 +457,18 @@ class InstanceExecutor:
             earlier.append(result)
         raise AssertionError("unreachable: the last attempt always returns")
 
-    async def _attempt(self, job: Job, attempt: int, queued: float) -> JobResult:
+    async def _attempt(self, job: Job, attempt: int, queued: float) -> tuple[JobResult, bool]:
+        """One attempt's result, and whether it ended in a programming error."""
         key = f"job-{job.id}-{attempt}-{next(self._keys)}"
-        log = self.log_factory(job, attempt)
+        log: LogSink | None = None
+        internal = False
         result: JobResult | None = None
         where: tuple[str, int] | None = None
         started: float | None = None
         with anyio.CancelScope() as scope:
             self._attempt_scopes.add(scope)
             try:
+                log = self.log_factory(job, attempt)
                 async with self.fleet.acquire(key, timeout=self.acquire_timeout) as slot:
                     where = (slot.instance_id, slot.number)
                     started = anyio.current_time()
@@ -426,6 +504,27 @@ class InstanceExecutor:
                 result = self._unfinished(
                     job, attempt, queued, started, where, JobStatus.CANCELLED, str(exc), log
                 )
+            except Exception as exc:
+                # A bug (fleetkit's, a connector's, a log sink's): this job's
+                # result, with the traceback in the log; the other jobs go on.
+                logger.exception(
+                    "job %s (%r) attempt %d: internal error",
+                    job.id,
+                    job.name,
+                    attempt,
+                    extra={"job_id": job.id, "attempt": attempt},
+                )
+                internal = True
+                result = self._unfinished(
+                    job,
+                    attempt,
+                    queued,
+                    started,
+                    where,
+                    JobStatus.SYSTEM_FAILURE,
+                    f"internal error: {_describe(exc)}",
+                    log,
+                )
             finally:
                 self._attempt_scopes.discard(scope)
         if result is None:
@@ -433,7 +532,7 @@ class InstanceExecutor:
             result = self._unfinished(
                 job, attempt, queued, started, where, JobStatus.CANCELLED, "stopped", log
             )
-        return result
+        return result, internal
 
     def _unfinished(
         self,
@@ -444,7 +543,7 @@ class InstanceExecutor:
         where: tuple[str, int] | None,
         status: JobStatus,
         message: str,
-        log: LogSink,
+        log: LogSink | None,
     ) -> JobResult:
         return JobResult(
             job_id=job.id,
@@ -455,7 +554,7 @@ class InstanceExecutor:
             finished_at=anyio.current_time(),
             instance_id=where[0] if where else None,
             slot=where[1] if where else None,
-            log=log.location,
+            log=log.location if log is not None else None,
             attempt=attempt,
             allow_failure=job.allow_failure,
             message=message,

@@ -231,6 +231,12 @@ class LocalInstanceGroup:
         self._closed = False
         self._instances: dict[str, _Instance] = {}
 
+    @property
+    def protocol(self) -> str:
+        """``ConnectInfo.protocol`` of this group's instances: ``"ssh"`` with
+        sshd, ``"local"`` for plain sandboxes."""
+        return "ssh" if self._settings.use_sshd else "local"
+
     def __repr__(self) -> str:
         mode = "sshd" if self._settings.use_sshd else "sandbox"
         return (
