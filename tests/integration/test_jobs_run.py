@@ -9,17 +9,15 @@ from datetime import timedelta
 from pathlib import Path
 
 import anyio
-import attrs
 import pytest
 
-from fleetkit.connector import Connector
 from fleetkit.connector.local import LocalConnector
 from fleetkit.connector.ssh import SSHConnector
 from fleetkit.jobs import MASK, Job, JobStatus, MemoryLog, Variable, run_job
 from fleetkit.model import ConnectInfo
 from fleetkit.testing.sshd import TestSSHD, running_sshd
 from tests.integration.executor_support import remove_lost_build_dirs
-from tests.integration.jobs_support import StaticSlot, processes_with
+from tests.integration.jobs_support import StaticSlot, Target, job_target, processes_with
 from tests.integration.local_provider_support import require_sshd
 
 pytestmark = pytest.mark.integration
@@ -31,34 +29,11 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@attrs.frozen
-class Target:
-    """Where the jobs of a test run: a connector and the connect info of one instance."""
-
-    connector: Connector
-    info: ConnectInfo
-
-    def slot(self, number: int = 1) -> StaticSlot:
-        """Slot ``number`` of the instance."""
-        return StaticSlot(self.info.id, number, self.info)
-
-
 @pytest.fixture(params=["ssh", "local"])
 async def target(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Target]:
-    """A real sshd reached with the SSH connector, or a directory with the local connector."""
-    if request.param == "ssh":
-        require_sshd()
-        async with (
-            running_sshd(tmp_path / "sshd") as sshd,
-            SSHConnector(dial_timeout=10) as ssh,
-        ):
-            yield Target(ssh, sshd.connect_info("sshd-0"))
-    else:
-        sandbox = tmp_path / "sandbox"
-        sandbox.mkdir()
-        yield Target(
-            LocalConnector(), ConnectInfo(id="dir-0", internal_addr=str(sandbox), protocol="local")
-        )
+    """A real sshd reached over SSH, or a directory reached with the local connector."""
+    async with job_target(request.param, tmp_path) as found:
+        yield found
 
 
 @pytest.mark.anyio

@@ -71,7 +71,7 @@ def test_env_header_is_one_line_per_value_with_escapes_only(values: list[str]) -
 def test_remote_script_keeps_env_values_out_of_the_command_line() -> None:
     """The script carries the command and env names, never env values, and traps TERM first."""
     script = remote_script(["echo", "a b"], {"TOKEN": "s3cret"})
-    assert script.startswith("trap 'trap - TERM; kill -s TERM -- -$$ ")
+    assert script.startswith("trap 'trap - TERM; kill -TERM -$$ ")
     assert "s3cret" not in script
     assert script.index("export TOKEN\n") < script.index("echo 'a b'")
     assert env_header({"TOKEN": "s3cret"}) == b"s3cret\n"

@@ -38,7 +38,9 @@ __all__ = ["env_header", "remote_script"]
 # TERM goes to the wrapper's own process group (-$$), which exists only when
 # the wrapper leads it, as under sshd; otherwise only the wrapper is ended, so
 # a server that does not call setsid never has a group beyond ours signalled.
-_TRAP = "trap 'trap - TERM; kill -s TERM -- -$$ 2>/dev/null || kill -s TERM $$' TERM\n"
+# `kill -TERM -PGID` is the one form dash, bash and busybox all take (dash
+# rejects both `--` and `-s TERM -PGID`).
+_TRAP = "trap 'trap - TERM; kill -TERM -$$ 2>/dev/null || kill -TERM $$' TERM\n"
 # Expansions are quoted: the command's environment may set IFS.
 #
 # The watchdog ends the command when the session's sshd (the wrapper's parent)
@@ -52,7 +54,7 @@ _RUN = (
     '  if [ -d /proc/$$ ]; then up() { [ -d /proc/"$1" ]; }\n'
     '  else up() { ps -p "$1" >/dev/null 2>&1; }; fi\n'
     '  while up "$p" && up "$$"; do sleep 1; done\n'
-    '  kill -s TERM -- -"$$" 2>/dev/null\n'
+    '  kill -TERM -"$$" 2>/dev/null\n'
     ") </dev/null >/dev/null 2>&1 &\n"
     "w=$!\n"
     "exec 3<&0\n{\n"

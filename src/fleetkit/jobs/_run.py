@@ -14,7 +14,7 @@ anything that is not the job's fault, a lost instance or a broken connection
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 
 import anyio
 import anyio.abc
@@ -46,6 +46,12 @@ _DRAIN_TIMEOUT = 5.0
 _LOSS_GRACE = 2.0
 # A line longer than this goes to the log in pieces.
 _LINE_LIMIT = 8192
+# The wrapper's announcement line is short; more before a newline is not one.
+_ANNOUNCE_LIMIT = 256
+# Linux passes at most this many bytes per environment entry (NAME=value and
+# its NUL) to a new program (MAX_ARG_STRLEN): a larger variable would make
+# every command of the job fail with "Argument list too long".
+_ENV_ENTRY_LIMIT = 131072
 
 
 class _SystemFailure(Exception):
@@ -139,6 +145,8 @@ class _Run:
         self.variables = dict(variables or {})
         self.relative = _script.relative_project_dir(slot.instance_id, slot.number, job.id)
         self.paths: _script.JobPaths | None = None
+        # The job's session as its wrapper announced it; what ending the job signals.
+        self.session: _script.JobSession | None = None
         self.timed_out = False
         self.cleanup_error: ConnectorError | None = None
         self.lost_scope: anyio.CancelScope | None = None
@@ -158,6 +166,11 @@ class _Run:
         info = self.slot.connect_info
         if info is None:
             return await self._system_failure("the slot has no connect info")
+        oversized = oversized_variable(self._environment())
+        if oversized is not None:
+            # The job's own input; another instance would fail it the same way.
+            await self.log.write(f"ERROR: Job failed: {oversized}\n")
+            return JobStatus.FAILED, None, oversized
         with anyio.CancelScope() as lost_scope:
             self.lost_scope = lost_scope
             if isinstance(self.slot, LosableSlot):
@@ -266,11 +279,12 @@ class _Run:
         assert self.paths is not None
         masked = self.job.masked_values
         async with (
-            conn.stream(_script.run_command(self.paths)) as proc,
+            conn.stream(_script.run_command(self.paths, self.job.shell)) as proc,
             anyio.create_task_group() as pumps,
         ):
-            pumps.start_soon(self._pump, proc.stdout, Masker(masked))
-            pumps.start_soon(self._pump, proc.stderr, Masker(masked))
+            pumps.start_soon(self._pump, proc.stderr, Masker(masked), b"")
+            first = await self._announced(proc.stdout)
+            pumps.start_soon(self._pump, proc.stdout, Masker(masked), first)
             # Errors are caught inside the task group: one escaping it would
             # arrive wrapped in an ExceptionGroup.
             status, lost = await self._wait(conn, proc)
@@ -279,6 +293,22 @@ class _Run:
         if lost is not None:
             raise lost
         return status
+
+    async def _announced(self, stdout: anyio.abc.ByteReceiveStream) -> bytes:
+        """Read the wrapper's announcement (the job's session) from the first
+        line of output; return what followed it, which is the job's."""
+        buffer = b""
+        with anyio.move_on_after(_STEP_TIMEOUT):
+            try:
+                while b"\n" not in buffer and len(buffer) <= _ANNOUNCE_LIMIT:
+                    buffer += await stdout.receive()
+            except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
+                pass
+        line, _, rest = buffer.partition(b"\n")
+        self.session = _script.parse_announcement(line)
+        if self.session is None:
+            raise _SystemFailure("the job's wrapper did not start on the instance")
+        return rest
 
     async def _wait(
         self, conn: Connection, proc: RunningCommand
@@ -294,11 +324,13 @@ class _Run:
         except ConnectorError as exc:
             return None, exc
 
-    async def _pump(self, stream: anyio.abc.ByteReceiveStream, masker: Masker) -> None:
+    async def _pump(
+        self, stream: anyio.abc.ByteReceiveStream, masker: Masker, first: bytes
+    ) -> None:
         # Whole lines go to the log, so that stdout and stderr interleave by line.
         partial = ""
         try:
-            async for chunk in stream:
+            async for chunk in _chunks(first, stream):
                 partial += masker.feed(chunk)
                 cut = partial.rfind("\n") + 1
                 if cut == 0 and len(partial) < _LINE_LIMIT:
@@ -317,11 +349,11 @@ class _Run:
     async def _end(self, conn: Connection, proc: RunningCommand) -> None:
         """TERM the job's session, then KILL it if it outlives the grace period."""
         assert self.paths is not None
-        await conn.run(_script.kill_command(self.paths, "TERM"), timeout=_STEP_TIMEOUT)
+        await conn.run(_script.kill_command(self.session, "TERM"), timeout=_STEP_TIMEOUT)
         with anyio.move_on_after(self.kill_grace):
             await proc.wait()
             return
-        await conn.run(_script.kill_command(self.paths, "KILL"), timeout=_STEP_TIMEOUT)
+        await conn.run(_script.kill_command(self.session, "KILL"), timeout=_STEP_TIMEOUT)
 
     async def _cleanup(self, conn: Connection) -> None:
         if self.paths is None:
@@ -329,7 +361,7 @@ class _Run:
         if self.lost_scope is not None and self.lost_scope.cancel_called:
             return  # the instance is gone, and its files with it
         command = _script.cleanup_command(
-            self.paths, self.relative, keep_project=self.keep_build_dir
+            self.paths, self.relative, keep_project=self.keep_build_dir, session=self.session
         )
         # Over a broken connection, one quick try: a dial to a dead instance
         # would otherwise retry until its timeout.
@@ -381,6 +413,25 @@ async def _wait_for_loss(slot: LosableSlot) -> bool:
         slot.attach(probe)
         await anyio.sleep_forever()
     return probe.cancelled_caught
+
+
+async def _chunks(first: bytes, stream: anyio.abc.ByteReceiveStream) -> AsyncIterator[bytes]:
+    if first:
+        yield first
+    async for chunk in stream:
+        yield chunk
+
+
+def oversized_variable(env: Mapping[str, str]) -> str | None:
+    """Why ``env`` cannot reach a program on Linux (naming the variable), or None."""
+    for name, value in env.items():
+        size = len(name.encode()) + len(value.encode()) + 2
+        if size > _ENV_ENTRY_LIMIT:
+            return (
+                f"variable {name} is {size} bytes as NAME=value; Linux passes at most "
+                f"{_ENV_ENTRY_LIMIT} bytes per variable to a program: pass it in a file instead"
+            )
+    return None
 
 
 def _arch(info: ConnectInfo | None) -> str:

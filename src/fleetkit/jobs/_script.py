@@ -4,9 +4,16 @@ Kept apart from :mod:`fleetkit.jobs._run` so the far side's part can be read in
 one place. Everything a job needs is written into ``PROJECT_DIR.tmp`` (GitLab's
 place for a job's private files), mode 0700: ``env`` (the variables, masked
 ones included, so that no secret ever appears on a command line, where ``ps``
-would show it), the script, and ``run.sh``, which runs the script in a session
-of its own (``setsid``) so that ending the job ends every process it started:
-a timeout, a cancel and the end of the job each signal that whole process group.
+would show it), the script, and ``gate``, a fifo.
+
+The job runs under a wrapper whose text travels on its command line (no secret
+in it), so a job cannot rewrite it while it runs. The wrapper starts the job's
+shell in a session of its own (``setsid``) and announces that process on the
+first line of its output while the job still waits at the gate; only then does
+the job's shell read the variables (into itself, never into the wrapper) and
+start the script. Ending the job (timeout, cancel, cleanup) signals the
+announced session: nothing the job can write, its private files included,
+decides what fleetkit signals.
 """
 
 from __future__ import annotations
@@ -17,12 +24,20 @@ from collections.abc import Mapping
 
 import attrs
 
-__all__ = ["JobPaths", "cleanup_command", "kill_command", "prepare_script", "run_command"]
+__all__ = [
+    "JobPaths",
+    "JobSession",
+    "cleanup_command",
+    "kill_command",
+    "parse_announcement",
+    "prepare_script",
+    "run_command",
+]
 
 _SHELL_COMMAND = {
-    "bash": "bash -eo pipefail",
-    "sh": "sh -e",
-    "pwsh": "pwsh -NoProfile -NonInteractive -File",
+    "bash": ("bash", "-eo pipefail"),
+    "sh": ("sh", "-e"),
+    "pwsh": ("pwsh", "-NoProfile -NonInteractive -File"),
 }
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
@@ -39,7 +54,7 @@ class JobPaths:
 
     @property
     def private_dir(self) -> str:
-        """The job's private files (env, script, pid)."""
+        """The job's private files (env, script, gate)."""
         return self.project_dir + ".tmp"
 
 
@@ -59,7 +74,7 @@ def prepare_script(
     A relative ``builds_dir`` is taken from the login directory when it is
     writable and not ``/``, else from ``$TMPDIR/fleetkit-UID`` (an SSH login
     user may have ``/`` as its home). One round trip, and only shell builtins
-    besides ``rm`` and ``mkdir``: a job's start costs little over SSH.
+    besides ``rm``, ``mkdir`` and ``mkfifo``: a job's start costs little over SSH.
     """
     exports = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items())
     if shell == "pwsh":
@@ -76,7 +91,7 @@ def prepare_script(
         'printf %s "$b" > "$p.tmp/builds_dir"\n'
         f'printf %s {shlex.quote(exports)} > "$p.tmp/env"\n'
         f'printf %s {shlex.quote(script)} > "$p.tmp/{script_name(shell)}"\n'
-        f'printf %s {shlex.quote(_run_sh(shell))} > "$p.tmp/run.sh"\n'
+        'mkfifo -m 600 "$p.tmp/gate" || exit 1\n'
         'printf \'%s\\n\' "$s" "$b" "$p"\n'
     )
 
@@ -92,48 +107,101 @@ def script_name(shell: str) -> str:
     return "script.ps1" if shell == "pwsh" else "script.sh"
 
 
-def _run_sh(shell: str) -> str:
-    # Run as `sh DIR/run.sh`: the private dir is $0's, the project dir its name
-    # without `.tmp`; both are set before the job's variables are read.
+_ANNOUNCE = "fleetkit-job"
+# The child's part, run as `sh -c CHILD fleetkit-job PRIVATE_DIR`: it waits at
+# the gate (a fifo) until the wrapper has announced it, and only then reads
+# the job's variables, into itself only, and becomes the job's shell.
+_CHILD = (
+    'exec 9<"$1/gate" || exit 125\n'
+    "exec 9<&-\n"
+    'export CI_PROJECT_DIR="${1%.tmp}"\n'
+    'IFS= read -r CI_BUILDS_DIR < "$1/builds_dir"; export CI_BUILDS_DIR\n'
+    '. "$1/env"\n'
+    'cd "$CI_PROJECT_DIR" || exit 1\n'
+)
+
+
+def _wrapper(shell: str) -> str:
+    # The wrapper's own names (d, j, k, c, s) are never set from the job: the
+    # job's variables are read by the child alone, after the fork. The text
+    # arrives on the command line, not from a file the job could rewrite while
+    # the wrapper waits (a shell reads a script file as it goes).
+    program, options = _SHELL_COMMAND[shell]
+    # The shell is looked up before the job's variables (PATH among them) are read.
+    child = (
+        f'set -- "$1" "$(command -v {program})"\n'
+        + _CHILD
+        + f'exec "$2" {options} "$1/{script_name(shell)}"\n'
+    )
     return (
-        "d=${0%/run.sh}\n"
-        'export CI_PROJECT_DIR="${d%.tmp}"\n'
-        'IFS= read -r CI_BUILDS_DIR < "$d/builds_dir"; export CI_BUILDS_DIR\n'
-        '. "$d/env"\n'
-        'cd "$CI_PROJECT_DIR" || exit 1\n'
+        "d=$1\n"
+        f"j={shlex.quote(child)}\n"
         "if command -v setsid >/dev/null 2>&1; then\n"
-        f'  setsid {_SHELL_COMMAND[shell]} "$d/{script_name(shell)}" </dev/null &\n'
+        '  k=session; setsid sh -c "$j" fleetkit-job "$d" </dev/null &\n'
         "else\n"
-        f'  {_SHELL_COMMAND[shell]} "$d/{script_name(shell)}" </dev/null &\n'
+        '  k=child; sh -c "$j" fleetkit-job "$d" </dev/null &\n'
         "fi\n"
-        "child=$!\n"
-        'echo "$child" > "$d/pid"\n'
-        # A TERM from the connector (cancel) or from the sender of kill_command
-        # reaches this shell: pass it on to the job's whole session.
-        "trap 'kill -TERM -$child 2>/dev/null || kill -TERM $child 2>/dev/null' TERM INT HUP\n"
-        "wait $child; s=$?\n"
-        "while kill -0 $child 2>/dev/null; do wait $child; s=$?; done\n"
-        # Whatever the script left running in the background ends with it.
-        "kill -KILL -$child 2>/dev/null\n"
+        "c=$!\n"
+        # The announcement is the first line of stdout and is printed while the
+        # child still waits at the gate: no output of the job can come first.
+        f'printf \'{_ANNOUNCE} %s %s\\n\' "$c" "$k"\n'
+        # Opening the fifo read-write never blocks, and lets the child's open
+        # for reading return: the gate opens.
+        'exec 8<>"$d/gate"\n'
+        # A TERM from the connector (cancel) reaches this shell: pass it on to
+        # the job's whole session.
+        "trap 'kill -TERM -$c 2>/dev/null || kill -TERM $c 2>/dev/null' TERM INT HUP\n"
+        "wait $c; s=$?\n"
+        "while kill -0 $c 2>/dev/null; do wait $c; s=$?; done\n"
+        # Whatever the script left running in its session ends with it.
+        "kill -KILL -$c 2>/dev/null\n"
         "exit $s\n"
     )
 
 
-def run_command(paths: JobPaths) -> str:
-    """The command that runs the job."""
-    return f"sh {shlex.quote(paths.private_dir + '/run.sh')}"
+def run_command(paths: JobPaths, shell: str) -> str:
+    """The command that runs the job. Its first line of output is the
+    announcement :func:`parse_announcement` reads; the job's output follows."""
+    return f"sh -c {shlex.quote(_wrapper(shell))} fleetkit-job {shlex.quote(paths.private_dir)}"
 
 
-def kill_command(paths: JobPaths, signal: str) -> str:
-    """Send ``signal`` to the job's whole session (a no-op once it ended)."""
-    pid_file = shlex.quote(paths.private_dir + "/pid")
-    return (
-        f'{{ IFS= read -r p < {pid_file}; }} 2>/dev/null && [ -n "$p" ] && '
-        f'{{ kill -{signal} -"$p" 2>/dev/null || kill -{signal} "$p" 2>/dev/null; }}; true'
-    )
+@attrs.frozen
+class JobSession:
+    """The job's first process as the wrapper announced it, before any of the
+    job's code ran: ``pid``, and whether it leads a session (and process group)
+    of its own, which is then the job's."""
+
+    pid: int
+    leads_session: bool
 
 
-def cleanup_command(paths: JobPaths, relative: str, *, keep_project: bool) -> str:
+def parse_announcement(line: bytes) -> JobSession | None:
+    """Read the wrapper's first line; ``None`` when it is not an announcement."""
+    words = line.decode("ascii", errors="replace").split()
+    if len(words) != 3 or words[0] != _ANNOUNCE or not words[1].isdigit():
+        return None
+    pid = int(words[1])
+    if pid <= 1 or words[2] not in {"session", "child"}:
+        return None
+    return JobSession(pid, words[2] == "session")
+
+
+def kill_command(session: JobSession | None, signal: str) -> str:
+    """Send ``signal`` to the job's process group (a no-op once it ended).
+
+    The target is what the wrapper announced before the job ran: nothing the
+    job can write decides which processes are signalled. Without a session of
+    its own (no ``setsid`` on the instance) the job is ended through its
+    wrapper alone, by the connector.
+    """
+    if session is None or not session.leads_session:
+        return "true"
+    return f"kill -{signal} -{session.pid} 2>/dev/null; true"
+
+
+def cleanup_command(
+    paths: JobPaths, relative: str, *, keep_project: bool, session: JobSession | None
+) -> str:
     """End what is left of the job, remove its files (the project dir too unless
     kept) and the parents it leaves empty."""
     targets = [paths.private_dir] + ([] if keep_project else [paths.project_dir])
@@ -144,5 +212,5 @@ def cleanup_command(paths: JobPaths, relative: str, *, keep_project: bool) -> st
     if paths.shared_base:
         parents += [base, f'"$(dirname {base})"']
     return (
-        f"{kill_command(paths, 'KILL')}; rm -rf {rm}; rmdir {' '.join(parents)} 2>/dev/null; true"
+        f"{kill_command(session, 'KILL')}; rm -rf {rm}; rmdir {' '.join(parents)} 2>/dev/null; true"
     )
