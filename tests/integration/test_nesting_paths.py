@@ -119,6 +119,24 @@ def _open_up(*directories: Path) -> int:
     return mode
 
 
+_CONNECT_AS = (
+    "import os, socket, sys\n"
+    "uid = int(sys.argv[2]); os.setgid(uid); os.setuid(uid)\n"
+    "s = socket.socket(socket.AF_UNIX)\n"
+    "try:\n"
+    "    s.connect(sys.argv[1])\n"
+    "except PermissionError:\n"
+    "    sys.exit(13)\n"
+)
+
+
+async def _connect_as(uid: int, socket: Path) -> int:
+    done = await anyio.run_process(
+        [sys.executable, "-c", _CONNECT_AS, str(socket), str(uid)], check=False
+    )
+    return done.returncode
+
+
 @pytest.mark.anyio
 async def test_another_user_cannot_connect(short_dir: Path) -> None:
     """The socket is 0600 in a 0700 directory: an unprivileged user gets EACCES."""
@@ -126,17 +144,28 @@ async def test_another_user_cannot_connect(short_dir: Path) -> None:
     socket_dir = short_dir / "run"
     async with serving(socket_dir) as (daemon, client):
         assert _open_up(short_dir, socket_dir) == 0o700
-        attacker = (
-            "import os, socket, sys\n"
-            f"os.setgid({NOBODY}); os.setuid({NOBODY})\n"
-            "s = socket.socket(socket.AF_UNIX)\n"
-            "try:\n"
-            "    s.connect(sys.argv[1])\n"
-            "except PermissionError:\n"
-            "    sys.exit(13)\n"
-        )
-        done = await anyio.run_process(
-            [sys.executable, "-c", attacker, str(daemon.socket_path)], check=False
-        )
-        assert done.returncode == 13
+        assert await _connect_as(NOBODY, daemon.socket_path) == 13
         await client.ping()
+
+
+@pytest.mark.anyio
+async def test_a_socket_owner_may_connect_and_no_one_else(short_dir: Path) -> None:
+    """--socket-owner: the manager's login user reaches the socket; others still cannot."""
+    require_root("a second, unprivileged user")
+    _open_up(short_dir)
+    socket_dir = short_dir / "run"
+    async with serving(socket_dir, socket_owner="nobody") as (daemon, client):
+        info = daemon.socket_path.lstat()
+        assert (info.st_uid, info.st_mode & 0o777) == (NOBODY, 0o600)
+        assert socket_dir.stat().st_mode & 0o777 == 0o711
+        assert await _connect_as(NOBODY, daemon.socket_path) == 0
+        assert await _connect_as(NOBODY - 1, daemon.socket_path) == 13
+        await client.ping()
+    assert not daemon.socket_path.exists()
+    closed = short_dir / "closed"
+    closed.mkdir(mode=0o700)
+    with pytest.raises(IsolationError, match=r"socket owner nobody cannot reach .*closed"):
+        async with NestingDaemon("sandbox", socket_path=closed / "n.sock", socket_owner="nobody"):
+            pass
+    with pytest.raises(IsolationError, match="socket owner 'no-such-user' is not a user"):
+        NestingDaemon("sandbox", socket_path=closed / "n.sock", socket_owner="no-such-user")

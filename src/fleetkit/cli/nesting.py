@@ -3,6 +3,7 @@
 Verbs::
 
     fleetkit nesting serve --hypervisor NAME [--config FILE] [--socket PATH] [--state-dir DIR]
+                           [--socket-owner USER]
     fleetkit nesting init [--config FILE]
     fleetkit nesting create IMAGE [--slot N] [--json]
     fleetkit nesting delete ID
@@ -74,6 +75,11 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
     serve.add_argument(
         "--state-dir", type=Path, metavar="DIR", help="default: <socket>.state beside the socket"
     )
+    serve.add_argument(
+        "--socket-owner",
+        metavar="USER",
+        help="hand the socket (still 0600) to this user, so that it may call the daemon",
+    )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
     serve.set_defaults(run=_serve)
 
@@ -137,7 +143,11 @@ def _serve(args: argparse.Namespace) -> int:
         return fail("nesting serve", exc, _BAD_INPUT)
     try:
         daemon = NestingDaemon(
-            args.hypervisor, socket_path=args.socket, state_dir=args.state_dir, config=config
+            args.hypervisor,
+            socket_path=args.socket,
+            state_dir=args.state_dir,
+            config=config,
+            socket_owner=args.socket_owner,
         )
         run_async(daemon.serve)
     except ConfigError as exc:

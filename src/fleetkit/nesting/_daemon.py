@@ -17,8 +17,8 @@ import json
 import logging
 import os
 import signal
-import stat
 from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -30,11 +30,13 @@ import grpc.aio
 from fleetkit.errors import IsolationError
 from fleetkit.nesting._grpc import add_service
 from fleetkit.nesting._paths import (
+    SocketOwner,
     StateLock,
     check_socket_path,
     default_socket_path,
     default_state_dir,
     private_dir,
+    remove_socket,
     restrict_socket,
     socket_umask,
 )
@@ -59,6 +61,9 @@ class NestingDaemon:
     ``<socket>.state``. ``config`` initializes the daemon at start (as an
     ``Init`` with that JSON object would; a manager's later ``Init`` is then
     answered ``already initialized``, which GitLab's client takes as success).
+    ``socket_owner`` (a user name or uid) hands the 0600 socket to that user, so
+    a manager logging in as it may call the daemon (the daemon itself may need
+    to run as root, for example to start sshds).
 
     ``async with NestingDaemon(...) as daemon:`` serves until the block ends,
     then stops as described in the module docstring; :meth:`serve` serves
@@ -75,6 +80,7 @@ class NestingDaemon:
         socket_path: str | os.PathLike[str] | None = None,
         state_dir: str | os.PathLike[str] | None = None,
         config: Mapping[str, Any] | None = None,
+        socket_owner: str | None = None,
         delete_timeout: float = DEFAULT_DELETE_TIMEOUT,
         stop_timeout: float = DEFAULT_STOP_TIMEOUT,
     ) -> None:
@@ -88,6 +94,7 @@ class NestingDaemon:
             else default_state_dir(self.socket_path)
         )
         self._config = None if config is None else dict(config)
+        self._socket_owner = None if socket_owner is None else SocketOwner.lookup(socket_owner)
         self._delete_timeout = delete_timeout
         self._stop_timeout = stop_timeout
         self._lock: StateLock | None = None
@@ -121,6 +128,12 @@ class NestingDaemon:
         """Lock, recover, initialize (with ``config``), bind and serve."""
         if self._lock is not None or self._stopped:
             raise IsolationError(f"{self!r}: start() may be called once")
+        # The socket's directory first: the state dir is usually inside it, and
+        # a socket owner needs it open to enter (0711), not private (0700).
+        mode = 0o700 if self._socket_owner is None else 0o711
+        await anyio.to_thread.run_sync(
+            partial(private_dir, self.socket_path.parent, "socket directory", mode=mode)
+        )
         lock = StateLock(self.state_dir)
         await anyio.to_thread.run_sync(lock.acquire)
         self._lock = lock
@@ -143,7 +156,7 @@ class NestingDaemon:
         self._service = service
         if self._config is not None:
             await service.init(json.dumps(self._config).encode())
-        await anyio.to_thread.run_sync(check_socket_path, self.socket_path)
+        await anyio.to_thread.run_sync(check_socket_path, self.socket_path, self._socket_owner)
         server = grpc.aio.server()
         add_service(server, service)
         with socket_umask():
@@ -151,7 +164,7 @@ class NestingDaemon:
         if not bound:
             raise IsolationError(f"cannot listen on {self.socket_path}")
         self._server = server
-        restrict_socket(self.socket_path)
+        restrict_socket(self.socket_path, self._socket_owner)
         await server.start()
         log.info("nesting daemon serving on %s (state %s)", self.socket_path, self.state_dir)
 
@@ -191,7 +204,7 @@ class NestingDaemon:
                 )
                 remove_state = False
         if server is not None:
-            await anyio.to_thread.run_sync(_remove_socket, self.socket_path)
+            await anyio.to_thread.run_sync(remove_socket, self.socket_path, self._socket_owner)
         lock, self._lock = self._lock, None
         if lock is not None:
             hv_dir = self.state_dir / (self._hypervisor_name or "hypervisor")
@@ -199,12 +212,3 @@ class NestingDaemon:
                 with contextlib.suppress(OSError):
                     hv_dir.rmdir()
             await anyio.to_thread.run_sync(lambda: lock.release(remove=remove_state))
-
-
-def _remove_socket(path: Path) -> None:
-    try:
-        info = path.lstat()
-    except OSError:
-        return
-    if stat.S_ISSOCK(info.st_mode) and info.st_uid == os.geteuid():
-        path.unlink(missing_ok=True)

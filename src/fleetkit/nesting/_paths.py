@@ -11,7 +11,11 @@ replace it can impersonate the daemon, so before binding:
 * an existing socket path must be a socket owned by this user, not a symlink:
   then it is a dead daemon's (the state lock proves it) and is replaced;
   anything else is refused;
-* the socket itself is created 0600 (umask while binding, then checked).
+* the socket itself is created 0600 (umask while binding, then checked);
+  with a socket owner (``--socket-owner USER``: a login user other than the
+  daemon's, such as an instance's unprivileged SSH user) it is then handed to
+  that user, still 0600, in a directory others may enter but not list or
+  write.
 
 The state dir (default: ``<socket>.state`` beside the socket) is 0700, owned
 by this user, and holds ``lock``: ``flock``-ed for the daemon's lifetime, so a
@@ -24,20 +28,25 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import pwd
 import stat
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO
 
+import attrs
+
 from fleetkit.errors import IsolationError
 
 __all__ = [
     "SOCKET_ENV",
+    "SocketOwner",
     "StateLock",
     "check_socket_path",
     "default_socket_path",
     "default_state_dir",
     "private_dir",
+    "remove_socket",
     "restrict_socket",
     "socket_umask",
 ]
@@ -72,10 +81,11 @@ def _check_owned(path: Path, info: os.stat_result, what: str) -> None:
         raise IsolationError(f"{what} {path} belongs to uid {info.st_uid}, not to this user")
 
 
-def private_dir(path: Path, what: str) -> Path:
-    """Make ``path`` a 0700 directory of this user, or check an existing one is
-    safe for a socket or state: not a symlink, owned by this user or root, not
-    writable by others unless sticky. Returns the absolute path."""
+def private_dir(path: Path, what: str, *, mode: int = 0o700) -> Path:
+    """Make ``path`` a directory of this user (``mode``, default 0700), or check
+    an existing one is safe for a socket or state: not a symlink, owned by this
+    user or root, not writable by others unless sticky. Returns the absolute
+    path."""
     path = path.absolute()
     try:
         info = path.lstat()
@@ -83,7 +93,8 @@ def private_dir(path: Path, what: str) -> Path:
         missing = [path, *(p for p in path.parents if not p.exists())]
         for directory in reversed(missing):
             with contextlib.suppress(FileExistsError):
-                directory.mkdir(mode=0o700)
+                directory.mkdir(mode=mode)
+                directory.chmod(mode)  # not narrowed by the umask
         info = path.lstat()
     except OSError as exc:
         raise IsolationError(f"cannot use {what} {path}: {exc.strerror}") from exc
@@ -100,19 +111,28 @@ def private_dir(path: Path, what: str) -> Path:
     return path
 
 
-def check_socket_path(path: Path) -> Path:
+def check_socket_path(path: Path, owner: SocketOwner | None = None) -> Path:
     """Check ``path`` can be bound safely and clear a dead daemon's socket there.
 
     Call with the state lock held. Raises :class:`~fleetkit.errors.IsolationError`
     for a path too long for a unix socket, a symlink, anything not a socket,
-    or a socket of another user.
+    or a socket of another user (``owner``'s is the daemon's own). With
+    ``owner``, a missing directory is made 0711 (enter, not list) and every
+    directory above the socket must let others enter, so ``owner`` can reach it.
     """
     path = path.absolute()
     if len(os.fsencode(path)) > _MAX_SOCKET_PATH:
         raise IsolationError(
             f"socket path {path} is longer than the {_MAX_SOCKET_PATH} bytes a unix socket allows"
         )
-    private_dir(path.parent, "socket directory")
+    private_dir(path.parent, "socket directory", mode=0o700 if owner is None else 0o711)
+    if owner is not None:
+        closed = [d for d in path.parents if not d.stat().st_mode & stat.S_IXOTH]
+        if closed:
+            raise IsolationError(
+                f"socket owner {owner.name} cannot reach {path}: {closed[0]} is closed to other "
+                f"users (mode {stat.S_IMODE(closed[0].stat().st_mode):o})"
+            )
     try:
         info = path.lstat()
     except FileNotFoundError:
@@ -123,10 +143,14 @@ def check_socket_path(path: Path) -> Path:
         raise IsolationError(
             f"socket path {path} exists and is not a socket; refusing to replace it"
         )
-    if info.st_uid != os.geteuid():
+    if info.st_uid not in _socket_uids(owner):
         raise IsolationError(f"socket {path} belongs to uid {info.st_uid}, not to this user")
     path.unlink()  # a dead daemon's: this daemon holds the state lock
     return path
+
+
+def _socket_uids(owner: SocketOwner | None) -> set[int]:
+    return {os.geteuid()} if owner is None else {os.geteuid(), owner.uid}
 
 
 @contextlib.contextmanager
@@ -140,12 +164,44 @@ def socket_umask() -> Iterator[None]:
         os.umask(old)
 
 
-def restrict_socket(path: Path) -> None:
-    """Make the bound socket 0600 and check it is the one this user made."""
+def restrict_socket(path: Path, owner: SocketOwner | None = None) -> None:
+    """Make the bound socket 0600, checked to be the one this user made, and
+    hand it to ``owner`` when given (still 0600: that user alone may connect)."""
     info = path.lstat()
     if not stat.S_ISSOCK(info.st_mode) or info.st_uid != os.geteuid():
         raise IsolationError(f"socket {path} was replaced while binding; refusing to serve")
     os.chmod(path, 0o600, follow_symlinks=False)
+    if owner is not None:
+        os.chown(path, owner.uid, owner.gid, follow_symlinks=False)
+
+
+def remove_socket(path: Path, owner: SocketOwner | None = None) -> None:
+    """Remove the daemon's socket at stop (only a socket, only its own)."""
+    try:
+        info = path.lstat()
+    except OSError:
+        return
+    if stat.S_ISSOCK(info.st_mode) and info.st_uid in _socket_uids(owner):
+        path.unlink(missing_ok=True)
+
+
+@attrs.frozen
+class SocketOwner:
+    """The user the socket is handed to (``--socket-owner``), so that a login
+    user other than the daemon's own may call it."""
+
+    name: str
+    uid: int
+    gid: int
+
+    @classmethod
+    def lookup(cls, user: str) -> SocketOwner:
+        """By name or numeric uid; :class:`~fleetkit.errors.IsolationError` when unknown."""
+        try:
+            entry = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
+        except KeyError:
+            raise IsolationError(f"socket owner {user!r} is not a user of this host") from None
+        return cls(name=entry.pw_name, uid=entry.pw_uid, gid=entry.pw_gid)
 
 
 class StateLock:
