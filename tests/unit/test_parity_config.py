@@ -90,3 +90,22 @@ def test_a_runner_with_another_executor_is_left_out_with_a_warning() -> None:
     source = text() + '\n[[runners]]\n  name = "d"\n  executor = "docker"\n'
     found = warnings(source)
     assert 'fleetkit runs only executor "instance"' in found["runners[1].executor"]
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ('":9252"', ("0.0.0.0", 9252)),
+        ('"127.0.0.1:9000"', ("127.0.0.1", 9000)),
+        ('"[::1]:1"', ("::1", 1)),
+    ],
+)
+def test_listen_address_is_read(value: str, expected: tuple[str, int]) -> None:
+    """The global listen_address (where GitLab serves metrics) is read as host and port."""
+    assert load(f"listen_address = {value}\n" + text()).listen_address == expected
+
+
+def test_a_bad_listen_address_is_refused() -> None:
+    """A listen_address that is no host:port is a problem at its path."""
+    found = check('listen_address = "9252"\n' + text())
+    assert [p.path for p in found.problems] == ["listen_address"]

@@ -4,7 +4,10 @@ otherwise, nothing with ``--json``."""
 from __future__ import annotations
 
 import argparse
+import heapq
+import itertools
 import logging
+import math
 import sys
 from collections import deque
 from collections.abc import Iterator
@@ -30,11 +33,17 @@ __all__ = [
 
 _STATES = ("requested", "creating", "running", "ready", "draining", "deleting")
 _REFRESH = 0.25
+# How long a plain line waits for lines about earlier happenings to catch up.
+_REORDER = 1.0
 _INSTANCE_ROWS = 12
 
 
 class Display(Protocol):
     """**Protocol:** what the command tells its display."""
+
+    def begin(self, start: float) -> None:
+        """``start`` (runtime clock) is time zero of what is shown."""
+        ...
 
     async def refresh_loop(self, start: float) -> None:
         """Keep the display current until cancelled; ``start`` is time zero."""
@@ -77,19 +86,26 @@ def _instance_text(counts: dict[str, int]) -> str:
 
 
 def _result_line(result: JobResult, now: float) -> str:
+    return f"[{now:6.1f}s] {_result_text(result)}"
+
+
+def _result_text(result: JobResult) -> str:
     status = "ok" if result.ok else result.status.value
     if not result.ok and result.allow_failure and result.status.value != "cancelled":
         status += " (allowed)"
     where = f"{result.instance_id} slot {result.slot}" if result.instance_id else "-"
     retried = f", after {len(result.earlier)} system failure(s)" if result.earlier else ""
     return (
-        f"[{now:6.1f}s] {status:<16} {result.name:<24} on {where}  "
+        f"{status:<16} {result.name:<24} on {where}  "
         f"wait {seconds(result.wait)}  took {seconds(result.duration)}{retried}"
     )
 
 
 class QuietDisplay:
     """Shows nothing (``--json``)."""
+
+    def begin(self, start: float) -> None:
+        """Nothing to show."""
 
     async def refresh_loop(self, start: float) -> None:
         """Nothing to refresh."""
@@ -105,54 +121,76 @@ class QuietDisplay:
 
 
 class PlainDisplay:
-    """A line per finished job, per change of the fleet, per note."""
+    """A line per finished job, per change of the fleet, per note: each stamped with
+    the time it happened and printed in that order.
+
+    Things reach the display by different paths (job results at once, instance
+    happenings through the fleet's event stream, polled), so lines wait in a
+    buffer for :data:`_REORDER` seconds and leave it sorted by their time.
+    """
 
     def __init__(self, executor: InstanceExecutor, total: int, out: TextIO) -> None:
         self.executor = executor
         self.total = total
         self.out = out
-        self.start = 0.0
+        self.start: float | None = None
         self._last_instances: dict[str, int] | None = None
         self._notes_seen = 0
+        self._pending: list[tuple[float, int, str]] = []
+        self._order = itertools.count()
 
     def _now(self) -> float:
-        return anyio.current_time() - self.start
+        return anyio.current_time()
 
-    def _print(self, text: str) -> None:
-        print(text, file=self.out, flush=True)
+    def begin(self, start: float) -> None:
+        """Time zero of the stamps."""
+        if self.start is None:
+            self.start = start
+
+    def _emit(self, at: float, text: str) -> None:
+        heapq.heappush(self._pending, (at, next(self._order), text))
+
+    def _flush(self, upto: float) -> None:
+        zero = self.start if self.start is not None else 0.0
+        while self._pending and self._pending[0][0] <= upto:
+            at, _, text = heapq.heappop(self._pending)
+            print(f"[{at - zero:6.1f}s] {text}", file=self.out, flush=True)
 
     async def refresh_loop(self, start: float) -> None:
         """Print the fleet's instance counts and happenings when they change."""
-        self.start = start
+        self.begin(start)
         while True:
             self.poll()
+            self._flush(self._now() - _REORDER)
             await anyio.sleep(_REFRESH)
 
     def poll(self) -> None:
-        """Print what changed since the last poll."""
-        for seq, line in self.executor.ledger.notes_since(self._notes_seen):
-            self._print(f"[{self._now():6.1f}s] instance {line}")
-            self._notes_seen = seq
+        """Take in what changed since the last poll."""
+        for note in self.executor.ledger.notes_since(self._notes_seen):
+            self._emit(note.at, f"instance {note.text}")
+            self._notes_seen = note.seq
         counts = _instances(self.executor)
         if counts != self._last_instances:
             self._last_instances = counts
             jobs = self.executor.counts()
-            self._print(
-                f"[{self._now():6.1f}s] instances: {_instance_text(counts)}; "
-                f"jobs queued {jobs.queued}, running {jobs.running}, done {jobs.done}/{self.total}"
+            self._emit(
+                self._now(),
+                f"instances: {_instance_text(counts)}; jobs queued {jobs.queued}, "
+                f"running {jobs.running}, done {jobs.done}/{self.total}",
             )
 
     def finished(self, result: JobResult) -> None:
-        """One line for the finished job."""
-        self._print(_result_line(result, self._now()))
+        """One line for the finished job, at the time it finished."""
+        self._emit(result.finished_at, _result_text(result))
 
     def note(self, text: str) -> None:
-        """A line of its own."""
-        self._print(f"[{self._now():6.1f}s] {text}")
+        """A line of its own, now."""
+        self._emit(self._now(), text)
 
     def close(self) -> None:
-        """Print what happened since the last poll."""
+        """Print everything still waiting, in order."""
         self.poll()
+        self._flush(math.inf)
 
 
 class RichDisplay:
@@ -204,7 +242,7 @@ class RichDisplay:
             f"{figures.created} created · {figures.deleted} deleted · "
             f"{figures.instance_minutes:.2f} instance-minutes",
         )
-        notes = [text for _, text in list(self.executor.ledger.notes)[-4:]] + list(self.notes)
+        notes = [note.text for note in list(self.executor.ledger.notes)[-4:]] + list(self.notes)
         body = Group(
             table,
             Text(""),
@@ -235,6 +273,10 @@ class RichDisplay:
         if len(instances) > _INSTANCE_ROWS:
             rows.append(Text(f"  ... and {len(instances) - _INSTANCE_ROWS} more", style="dim"))
         return rows
+
+    def begin(self, start: float) -> None:
+        """Time zero of the panel's clock."""
+        self.start = start
 
     async def refresh_loop(self, start: float) -> None:
         """Redraw the panel a few times a second."""

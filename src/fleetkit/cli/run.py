@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     # Imported where used, so that `fleetkit --help` loads no event loop.
     from fleetkit.cli._run_display import Display
     from fleetkit.cli._run_logs import JobLogs
-    from fleetkit.executor import InstanceExecutor, LedgerFigures
+    from fleetkit.executor import InstanceExecutor, LedgerFigures, MetricsServer
     from fleetkit.jobs import Job, JobResult
 
 __all__ = ["Summary", "register", "run", "summarize"]
@@ -77,7 +77,23 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
     parser.add_argument(
         "--plain", action="store_true", help="plain lines even when a terminal is attached"
     )
+    parser.add_argument(
+        "--metrics-listen",
+        metavar="HOST:PORT",
+        type=_listen,
+        help="serve Prometheus metrics (GitLab's names) here while the run lasts "
+        "(default: the config's global listen_address, if set)",
+    )
     parser.set_defaults(run=run)
+
+
+def _listen(text: str) -> tuple[str, int]:
+    from fleetkit.config._schema import parse_listen_address
+
+    try:
+        return parse_listen_address(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 @interruptible
@@ -85,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
     """Run the command; returns the exit status."""
     from fleetkit.cli._run_display import choose_display, warnings_to
     from fleetkit.cli._run_logs import JobLogs
+    from fleetkit.config import load
     from fleetkit.executor import build
     from fleetkit.jobs import load_jobs
 
@@ -102,12 +119,13 @@ def run(args: argparse.Namespace) -> int:
             keep_build_dir=args.keep_build_dir,
             delete_instances_on_shutdown=not args.keep_instances,
         )
+        listen = args.metrics_listen or load(args.config).listen_address
     except FleetkitError as exc:
         return fail("run", exc, 1)
     display = choose_display(args, executor, total=len(jobs))
     try:
         with warnings_to(display):
-            outcome = run_async(_main, executor, jobs, display, logs)
+            outcome = run_async(_main, executor, jobs, display, logs, listen)
     except FleetkitError as exc:
         display.close()
         return fail("run", exc, 1)
@@ -130,6 +148,38 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _main(
+    executor: InstanceExecutor,
+    jobs: list[Job],
+    display: Display,
+    logs: JobLogs,
+    listen: tuple[str, int] | None = None,
+) -> tuple[list[JobResult], bool, float, LedgerFigures]:
+    import contextlib
+
+    import anyio
+
+    display.begin(anyio.current_time())
+    async with contextlib.AsyncExitStack() as stack:
+        if listen is not None:
+            server = _metrics_server(executor, listen)
+            server.start()
+            stack.push_async_callback(server.aclose)
+            display.note(f"metrics on http://{listen[0]}:{server.port}/metrics")
+        return await _run_jobs(executor, jobs, display, logs)
+
+
+def _metrics_server(executor: InstanceExecutor, listen: tuple[str, int]) -> MetricsServer:
+    from fleetkit.executor import MetricsServer
+
+    fleet = executor.fleet
+    owner = fleet.settings.owner_id or fleet.name
+    # GitLab's `runner` label is a short token; a digest of the runner's identity
+    # serves the same purpose without any part of the token.
+    runner = owner.removeprefix("fleetkit-")[:8]
+    return MetricsServer(listen, [(fleet, runner, fleet.name)])
+
+
+async def _run_jobs(
     executor: InstanceExecutor, jobs: list[Job], display: Display, logs: JobLogs
 ) -> tuple[list[JobResult], bool, float, LedgerFigures]:
     import anyio

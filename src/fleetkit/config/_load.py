@@ -49,6 +49,7 @@ from fleetkit.config._schema import (
     StateStorage,
     VMIsolation,
     is_secret_name,
+    parse_listen_address,
 )
 from fleetkit.config._suggest import (
     EXECUTORS,
@@ -378,7 +379,10 @@ class _Shape:
 
     def document(self, doc: dict[str, Any]) -> None:
         homes = _homes()
-        for key in doc:
+        for key, value in doc.items():
+            if key == "listen_address":
+                self.errors += _listen_address(value)
+                continue
             if key in ("concurrent", "runners") or key in GLOBAL_KEYS:
                 continue
             if key in RUNNER_KEYS or key in homes:
@@ -525,6 +529,18 @@ class _Shape:
             # Here rather than only in the class's validator, which runs once the
             # whole table is valid: a bad timeout must not hide a bad protocol.
             self.errors += _connector_shape(path, value)
+
+
+def _listen_address(value: object) -> list[_Issue]:
+    if not isinstance(value, str):
+        return [_Issue(("listen_address",), f'expected "host:port", got {_describe(value)}')]
+    if not value:
+        return []  # Go's zero value: no metrics server
+    try:
+        parse_listen_address(value)
+    except ValueError as exc:
+        return [_Issue(("listen_address",), str(exc))]
+    return []
 
 
 def _connector_shape(path: tuple[PathPart, ...], table: dict[str, Any]) -> list[_Issue]:

@@ -34,6 +34,7 @@ __all__ = [
     "VMIsolation",
     "is_secret_name",
     "masked",
+    "parse_listen_address",
 ]
 
 #: The executors fleetkit runs: ``instance`` (jobs in the instance's shell).
@@ -274,6 +275,16 @@ class AutoscalerConfig:
         return Schedule(self.policy, local_zone)
 
 
+def parse_listen_address(text: str) -> tuple[str, int]:
+    """``"host:port"``, ``":port"`` (every interface, as Go's) or ``"[::1]:port"`` as
+    ``(host, port)``; raises :class:`ValueError` saying what was expected."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ValueError(f'expected "host:port" such as ":9252" or "127.0.0.1:9252", got {text!r}')
+    host = host.removeprefix("[").removesuffix("]")
+    return host or "0.0.0.0", int(port)
+
+
 #: How long past the dial timeout an instance may take to become ready.
 READY_GRACE = timedelta(minutes=10)
 
@@ -392,6 +403,13 @@ class Config:
     def _check_concurrent(self, attribute: attrs.Attribute[int | None], value: int | None) -> None:
         if value is not None and value < 1:
             raise ValueError(f"must be >= 1 (GitLab Runner refuses 0), got {value}")
+
+    @property
+    def listen_address(self) -> tuple[str, int] | None:
+        """The global ``listen_address`` as ``(host, port)`` (``None`` when not set):
+        where ``fleetkit run`` serves its Prometheus metrics, as GitLab Runner does."""
+        raw = self.extra.get("listen_address")
+        return parse_listen_address(raw) if isinstance(raw, str) and raw else None
 
     def autoscaled_runners(self) -> tuple[tuple[int, Runner], ...]:
         """The runners fleetkit drives, each with its index in ``runners``."""

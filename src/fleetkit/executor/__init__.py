@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from fleetkit.executor._executor import LogFactory as LogFactory
     from fleetkit.executor._ledger import InstanceLedger as InstanceLedger
     from fleetkit.executor._ledger import LedgerFigures as LedgerFigures
+    from fleetkit.executor._metrics_server import MetricsServer as MetricsServer
     from fleetkit.executor._runners import owner_id as owner_id
     from fleetkit.executor._runners import select_runner as select_runner
 
@@ -43,6 +44,7 @@ _WHERE = {
     "LogFactory": "_executor",
     "InstanceLedger": "_ledger",
     "LedgerFigures": "_ledger",
+    "MetricsServer": "_metrics_server",
     "select_runner": "_runners",
 }
 
@@ -67,6 +69,7 @@ __all__ = [
     "JobResults",
     "LedgerFigures",
     "LogFactory",
+    "MetricsServer",
     "ProtocolConnector",
     "build",
     "check_runners",

@@ -20,7 +20,7 @@ from fleetkit.fleet import (
     InstanceSeen,
 )
 
-__all__ = ["InstanceLedger", "LedgerFigures"]
+__all__ = ["InstanceLedger", "LedgerFigures", "Note"]
 
 
 @attrs.frozen
@@ -39,10 +39,21 @@ class LedgerFigures:
         return self.instance_seconds / 60
 
 
+@attrs.frozen
+class Note:
+    """One happening to an instance: its number, when it happened (the event's
+    runtime-clock time, not when a display read it) and what it was."""
+
+    seq: int
+    at: float
+    text: str
+
+
 class InstanceLedger:
     """Books instance lifetimes from fleet events; ``notes`` keeps the last few
-    happenings as numbered text (``(3, "i-1 ready")``, ``(4, "i-2 draining: idle
-    for 61s ...")``), so a display can show each once."""
+    happenings as numbered :class:`Note` values (``i-1 ready``, ``i-2 draining:
+    idle for 61s ...``) stamped with the time they happened, so a display can
+    show each once, in order."""
 
     __slots__ = ("_born", "_closed_seconds", "created", "deleted", "notes", "seq")
 
@@ -52,15 +63,15 @@ class InstanceLedger:
         self.created = 0
         self.deleted = 0
         self.seq = 0
-        self.notes: deque[tuple[int, str]] = deque(maxlen=notes)
+        self.notes: deque[Note] = deque(maxlen=notes)
 
-    def _note(self, text: str) -> None:
+    def _note(self, at: float, text: str) -> None:
         self.seq += 1
-        self.notes.append((self.seq, text))
+        self.notes.append(Note(self.seq, at, text))
 
-    def notes_since(self, seq: int) -> list[tuple[int, str]]:
+    def notes_since(self, seq: int) -> list[Note]:
         """The notes numbered above ``seq`` that are still kept."""
-        return [note for note in self.notes if note[0] > seq]
+        return [note for note in self.notes if note.seq > seq]
 
     def __repr__(self) -> str:
         return (
@@ -73,19 +84,19 @@ class InstanceLedger:
             case InstanceSeen(at=at, instance_id=iid) if iid not in self._born:
                 self._born[iid] = at
                 self.created += 1
-                self._note(f"{iid} created")
-            case InstanceReady(instance_id=iid):
-                self._note(f"{iid} ready")
-            case InstanceDraining(instance_id=iid, reason=reason):
-                self._note(f"{iid} draining: {reason}")
-            case InstanceFailed(instance_id=iid, reason=reason):
-                self._note(f"{iid} failed: {reason}")
+                self._note(at, f"{iid} created")
+            case InstanceReady(at=at, instance_id=iid):
+                self._note(at, f"{iid} ready")
+            case InstanceDraining(at=at, instance_id=iid, reason=reason):
+                self._note(at, f"{iid} draining: {reason}")
+            case InstanceFailed(at=at, instance_id=iid, reason=reason):
+                self._note(at, f"{iid} failed: {reason}")
             case InstanceDeleted(at=at, instance_id=iid, expected=expected):
                 born = self._born.pop(iid, None)
                 if born is not None:
                     self._closed_seconds += max(at - born, 0.0)
                 self.deleted += 1
-                self._note(f"{iid} deleted" + ("" if expected else " (lost)"))
+                self._note(at, f"{iid} deleted" + ("" if expected else " (lost)"))
             case _:
                 pass
 
