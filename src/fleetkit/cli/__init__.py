@@ -25,7 +25,7 @@ __all__ = ["COMMANDS", "STDOUT_CLOSED", "build_parser", "main"]
 STDOUT_CLOSED = 128 + 13
 
 #: Subcommand modules under ``fleetkit.cli``, in the order ``--help`` lists them.
-COMMANDS: tuple[str, ...] = ("validate", "plan", "run", "exec", "nesting")
+COMMANDS: tuple[str, ...] = ("validate", "plan", "run", "exec", "nesting", "simulate")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,235 @@
+"""One replay: the real :class:`~fleetkit.fleet.Fleet` over a trace, in virtual time.
+
+Each job of the trace arrives at its time, waits for admission within
+``concurrent`` and then for a slot (both first come, first served, as a CI
+queue and :class:`~fleetkit.executor.InstanceExecutor` do), holds the slot for
+its duration and releases it. A job whose instance is lost under it is retried
+from the start, up to ``retries`` times, as the executor retries system
+failures. The fleet is the real one: its planner, update loop, ready-up,
+backoffs and removals run unchanged on a :class:`CloudGroup` under trio's
+``MockClock(autojump_threshold=0)``, so the clock jumps to the next thing that
+happens and the run is exact and deterministic.
+
+What the figures need is recorded on the way: each job's wait, start and end,
+each slot hold (instance, from, to), and from the fleet's public event stream
+when each instance became ready and when it was marked draining.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from array import array
+
+import anyio
+import attrs
+import trio
+import trio.testing
+from anyio.streams.memory import MemoryObjectReceiveStream
+
+from fleetkit.errors import InstanceLost
+from fleetkit.fleet import Fleet, FleetEvent, InstanceDraining, InstanceReady, anchored_wall_clock
+from fleetkit.policy import idle_target
+from fleetkit.simulate._boot import PRESETS, BootTime
+from fleetkit.simulate._config import FleetConfig
+from fleetkit.simulate._provider import CloudFaults, CloudGroup, Life, ReadyConnector
+from fleetkit.simulate._trace import Trace
+
+__all__ = ["Options", "Replay", "replay"]
+
+#: Owner tag of the simulated group, and the fleet's owner id, so that a warm
+#: start's instances are adopted.
+_OWNER = "simulate"
+
+
+@attrs.frozen(kw_only=True)
+class Options:
+    """How to simulate: the cloud, the start, the seed, and what the figures count.
+
+    ``warm``: the fleet starts as its policy wants it at the trace's start (the
+    idle target's instances already ready); otherwise from no instance.
+    ``wait_threshold``: jobs waiting longer than this many seconds are counted.
+    ``price_per_hour``: cost of one instance-hour. ``retries``: attempts after
+    an instance loss. ``series_step``: seconds between chart samples (``None``:
+    no series kept). ``drain_limit``: how long past the trace's end jobs may
+    still run or wait; those left then are cancelled and counted unfinished.
+    """
+
+    boot: BootTime = PRESETS["linux-vm"]
+    faults: CloudFaults = attrs.field(factory=CloudFaults)
+    seed: int = 0
+    warm: bool = True
+    wait_threshold: float = 300.0
+    price_per_hour: float = 0.0
+    retries: int = 1
+    series_step: float | None = None
+    drain_limit: float = 7 * 86400.0
+
+
+@attrs.define(kw_only=True)
+class Replay:
+    """What one replay recorded, in seconds from the trace's start."""
+
+    config: FleetConfig
+    trace: Trace
+    end: float
+    waits: array[float]
+    finished: array[float]
+    failed: int
+    retried: int
+    unfinished: int
+    lives: list[Life]
+    ready_at: dict[str, float]
+    draining_at: dict[str, float]
+    holds: dict[str, list[tuple[float, float]]]
+    max_instances: int
+    capacity: int
+
+
+def replay(config: FleetConfig, trace: Trace, options: Options) -> Replay:
+    """Run ``config`` over ``trace`` in virtual time and return what happened."""
+    result: list[Replay] = []
+
+    async def main() -> None:
+        result.append(await _run(config, trace, options))
+
+    # trio reverses each batch of runnable tasks at random (so that code cannot
+    # come to rely on an order); seeding its generator makes the order, and so
+    # the replay, the same for the same seed. A private name: the determinism
+    # test notices if trio moves it.
+    scheduler_rng = getattr(getattr(trio, "_core")._run, "_r", None)  # noqa: B009
+    if isinstance(scheduler_rng, random.Random):
+        scheduler_rng.seed(f"{options.seed}-scheduler")
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    return result[0]
+
+
+async def _run(config: FleetConfig, trace: Trace, options: Options) -> Replay:
+    t0 = anyio.current_time()
+    limits = config.limits
+    group = CloudGroup(options.boot, faults=options.faults, seed=options.seed, owner=_OWNER)
+    settings = attrs.evolve(config.settings, state_storage_dir=None, owner_id=_OWNER)
+    schedule = config.schedule
+    if options.warm:
+        wanted = math.ceil(
+            idle_target(schedule.active(trace.start), 0) / limits.capacity_per_instance
+        )
+        if limits.max_instances:
+            wanted = min(wanted, limits.max_instances)
+        group.preload(wanted)
+    connector = ReadyConnector(options.faults, seed=options.seed)
+    fleet = Fleet(
+        group,
+        limits,
+        schedule,
+        connector=connector,
+        settings=settings,
+        wall_clock=anchored_wall_clock(trace.start, at=t0),
+        name=config.name,
+    )
+    jobs = trace.jobs
+    waits = array("d", [math.nan]) * len(jobs)
+    finished = array("d", [math.nan]) * len(jobs)
+    holds: dict[str, list[tuple[float, float]]] = {}
+    ready_at: dict[str, float] = {}
+    draining_at: dict[str, float] = {}
+    counts = {"failed": 0, "retried": 0}
+    admission = anyio.Semaphore(config.concurrent or 2**31 - 1)
+    clock = anyio.current_time
+
+    async def run_job(index: int) -> None:
+        job = jobs[index]
+        arrival = t0 + job.arrival
+        async with admission:
+            for attempt in range(options.retries + 1):
+                started = math.nan
+                instance = ""
+                try:
+                    async with fleet.acquire(f"{index}-{attempt}", timeout=math.inf) as slot:
+                        started = clock()
+                        instance = slot.instance_id
+                        if attempt == 0:
+                            waits[index] = started - arrival
+                        # Jobs that would end in the same instant end in arrival
+                        # order (a nanosecond apart): trio orders equal deadlines
+                        # by object address, which differs from run to run.
+                        ends = started + job.duration + index * 1e-9
+                        gone = group.by_id[instance].gone_at
+                        if gone < ends:
+                            # The cloud takes the instance mid-job: the job's
+                            # connection breaks then, before the fleet's next
+                            # poll notices; the executor reports the failure
+                            # and retries, as InstanceExecutor does.
+                            if gone > started:
+                                await anyio.sleep_until(gone)
+                            slot.report_failure()
+                            raise InstanceLost(instance, "connection lost")
+                        await anyio.sleep_until(ends)
+                except InstanceLost:
+                    counts["retried"] += 1
+                    continue
+                finally:
+                    if instance:
+                        holds.setdefault(instance, []).append((started - t0, clock() - t0))
+                finished[index] = clock() - t0
+                return
+            counts["failed"] += 1
+
+    def drain(stream: MemoryObjectReceiveStream[FleetEvent]) -> None:
+        # Read what the fleet published so far without waiting: a task reading
+        # the stream would be woken once per event, which costs more than the
+        # fleet's own work on each.
+        while True:
+            try:
+                event = stream.receive_nowait()
+            except anyio.WouldBlock:
+                return
+            if isinstance(event, InstanceReady):
+                ready_at.setdefault(event.instance_id, event.at - t0)
+            elif isinstance(event, InstanceDraining):
+                draining_at.setdefault(event.instance_id, event.at - t0)
+
+    # The subscription opens before the fleet does, so no event is missed.
+    async with fleet.events(max_buffer=1 << 40) as stream, fleet:
+        with anyio.CancelScope() as overrun:
+            async with anyio.create_task_group() as running:
+                for index, job in enumerate(jobs):
+                    if t0 + job.arrival > clock():
+                        await anyio.sleep_until(t0 + job.arrival)
+                    running.start_soon(run_job, index)
+                    drain(stream)
+                overrun.deadline = t0 + trace.end + options.drain_limit
+        if t0 + trace.end > clock():
+            await anyio.sleep_until(t0 + trace.end)
+        end = clock() - t0
+        drain(stream)
+    for index, job in enumerate(jobs):
+        if math.isnan(waits[index]):
+            # Never got a slot before the replay ended: its wait so far, a lower bound.
+            waits[index] = end - job.arrival
+    return Replay(
+        config=config,
+        trace=trace,
+        end=end,
+        waits=waits,
+        finished=finished,
+        failed=counts["failed"],
+        unfinished=sum(1 for f in finished if math.isnan(f)) - counts["failed"],
+        retried=counts["retried"],
+        lives=_relative(group.lives, t0),
+        ready_at=ready_at,
+        draining_at=draining_at,
+        holds=holds,
+        max_instances=fleet.limits.max_instances,
+        capacity=limits.capacity_per_instance,
+    )
+
+
+def _relative(lives: list[Life], t0: float) -> list[Life]:
+    for life in lives:
+        life.requested_at -= t0
+        life.running_at -= t0
+        life.gone_at -= t0
+        life.delete_at -= t0
+        life.deleted_at -= t0
+    return lives
