@@ -96,7 +96,9 @@ def test_the_table_the_trace_and_the_charts(tmp_path: Path) -> None:
     # The written trace replays to the same jobs.
     replayed = simulate(SEED_FIVE, "--trace", trace, "--json", "--cold", "--boot-time", "40s..90s")
     assert replayed.returncode == 0, replayed.stderr
-    assert json.loads(replayed.stdout)[0]["jobs"] == int(out.split(" jobs over")[0].replace(",", ""))
+    assert json.loads(replayed.stdout)[0]["jobs"] == int(
+        out.split(" jobs over")[0].replace(",", "")
+    )
 
 
 def test_bad_rows_fail_with_their_lines_and_no_traceback(tmp_path: Path) -> None:
@@ -129,7 +131,9 @@ def test_bad_options_are_one_line_errors(args: tuple[str, ...], says: str) -> No
 
 def test_a_bad_config_names_its_toml_path(tmp_path: Path) -> None:
     config = tmp_path / "bad.toml"
-    config.write_text(SEED_FIVE.read_text().replace("capacity_per_instance = 5", "capacity_per_instance = 0"))
+    config.write_text(
+        SEED_FIVE.read_text().replace("capacity_per_instance = 5", "capacity_per_instance = 0")
+    )
     result = simulate(config, "--workload", SMALL)
     assert result.returncode == 1
     assert "capacity_per_instance" in result.stderr

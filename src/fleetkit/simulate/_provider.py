@@ -34,6 +34,7 @@ from fleetkit.connector import (
     RunningCommand,
     TunnelTarget,
 )
+from fleetkit.connector._streams import ConnectionBase
 from fleetkit.errors import ConnectorError, InstanceNotFound
 from fleetkit.model import ConnectInfo, ProviderState
 from fleetkit.provider import InstanceStatus, ProviderInfo
@@ -254,8 +255,10 @@ class ReadyConnector:
         self.seed = seed
         self._runs: dict[str, int] = {}
 
-    def connect(self, info: ConnectInfo) -> AbstractAsyncContextManager[Connection]:
-        """A connection to the simulated instance ``info`` names."""
+    def connect(
+        self, info: ConnectInfo, *, via: Connection | None = None
+    ) -> AbstractAsyncContextManager[Connection]:
+        """A connection to the simulated instance ``info`` names (``via`` is ignored)."""
         return self._connect(info.id)
 
     @asynccontextmanager
@@ -273,7 +276,9 @@ class ReadyConnector:
         return draw < self.faults.ready_failure
 
 
-class _ReadyConnection:
+class _ReadyConnection(ConnectionBase):
+    # ConnectionBase supplies the verbs the simulation never calls (forward,
+    # async with), so this class keeps up with the Connection protocol.
     def __init__(self, owner: ReadyConnector, instance_id: str) -> None:
         self._owner = owner
         self._instance_id = instance_id
