@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -21,6 +21,9 @@ from fleetkit.executor._executor import InstanceExecutor, LogFactory, _memory_lo
 from fleetkit.executor._runners import owner_id, select_runner
 from fleetkit.fleet import Fleet, FleetSettings
 from fleetkit.policy import Schedule
+
+if TYPE_CHECKING:
+    from fleetkit.isolation import Isolator
 
 __all__ = ["build", "fleet_settings", "owner_id"]
 
@@ -86,6 +89,7 @@ def build(
     return InstanceExecutor(
         fleet,
         connector,
+        isolator=_isolator(entry, auto),
         concurrent=_concurrent(config, entry, auto),
         retries=retries,
         log_factory=log_factory,
@@ -166,6 +170,17 @@ def _common_build_dir(entry: Runner, auto: AutoscalerConfig) -> bool:
     # config.load warns when it is set anywhere else.
     wanted = entry.instance is not None and entry.instance.use_common_build_dir
     return wanted and (auto.max_use_count == 1 or auto.vm_isolation.enabled)
+
+
+def _isolator(entry: Runner, auto: AutoscalerConfig) -> Isolator | None:
+    """VM isolation when ``vm_isolation.enabled``: every job then runs in a VM
+    of its own, never on the instance itself."""
+    if not auto.vm_isolation.enabled:
+        return None
+    from fleetkit.isolation import IsolationSettings, Isolator
+
+    allowed = entry.instance.allowed_images if entry.instance is not None else ()
+    return Isolator(IsolationSettings.from_config(auto.vm_isolation, allowed))
 
 
 def _environment(entry: Runner, index: int) -> dict[str, str]:

@@ -28,7 +28,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import TYPE_CHECKING, Self
 
 import anyio
 import attrs
@@ -43,12 +43,16 @@ from fleetkit.errors import (
     FleetClosed,
     FleetError,
     FleetkitError,
+    ImageRejected,
     InstanceLost,
 )
 from fleetkit.executor._ledger import InstanceLedger, LedgerFigures
 from fleetkit.fleet import Fleet, InstanceDeleted
 from fleetkit.jobs import Job, JobResult, JobStatus, LogSink, MemoryLog, run_job
 from fleetkit.policy import Policy, Schedule
+
+if TYPE_CHECKING:
+    from fleetkit.isolation import Isolator
 
 __all__ = ["InstanceExecutor", "JobCounts", "JobResults", "LogFactory"]
 
@@ -164,6 +168,11 @@ class InstanceExecutor:
     :meth:`reload` applies (``from_config`` re-reads the file).
     ``log_internal_ip`` / ``log_external_ip`` put instance addresses in job logs;
     ``common_build_dir`` gives all jobs on an instance one build directory.
+    ``isolator`` (VM isolation) runs each job in a VM of its own on its slot:
+    the job's image is checked before a slot is taken (a refused or missing
+    image fails the job at once), and failing to reach the nesting daemon or
+    to create the VM is a system failure of the instance, retried elsewhere.
+    The executor closes the isolator.
     """
 
     def __init__(
@@ -182,6 +191,7 @@ class InstanceExecutor:
         log_internal_ip: bool = False,
         log_external_ip: bool = False,
         common_build_dir: bool = False,
+        isolator: Isolator | None = None,
     ) -> None:
         if retries < 0:
             raise ValueError(f"retries must be >= 0, got {retries}")
@@ -199,6 +209,7 @@ class InstanceExecutor:
         self.log_internal_ip = log_internal_ip
         self.log_external_ip = log_external_ip
         self.common_build_dir = common_build_dir
+        self.isolator = isolator
         self.ledger = InstanceLedger()
         self._reload = reload
         self._admission = anyio.Semaphore(concurrent if concurrent else 2**31 - 1)
@@ -301,6 +312,8 @@ class InstanceExecutor:
 
     async def _close_connector(self) -> None:
         with anyio.CancelScope(shield=True):
+            if self.isolator is not None:
+                await self.isolator.aclose()
             close = getattr(self.connector, "aclose", None)
             if close is not None:
                 await close()
@@ -428,13 +441,19 @@ class InstanceExecutor:
         self.fleet.set_schedule(schedule)
 
     async def _attempts(self, job: Job, queued: float) -> JobResult:
+        image: str | None = None
+        if self.isolator is not None:
+            try:
+                image = self._image(job, self.isolator)
+            except ImageRejected as exc:
+                return await self._refused(job, queued, exc)
         earlier: list[JobResult] = []
         for attempt in range(1, self.retries + 2):
             internal = False
             if self._stopping:
                 result = self._never_started(job, queued, "the executor is stopping", attempt)
             else:
-                result, internal = await self._attempt(job, attempt, queued)
+                result, internal = await self._attempt(job, attempt, queued, image)
             # Only a failure of an instance is retried: when no slot came within
             # the acquire timeout, another wait as long would rarely end better,
             # and a programming error would only happen again.
@@ -457,7 +476,31 @@ class InstanceExecutor:
             earlier.append(result)
         raise AssertionError("unreachable: the last attempt always returns")
 
-    async def _attempt(self, job: Job, attempt: int, queued: float) -> tuple[JobResult, bool]:
+    def _image(self, job: Job, isolator: Isolator) -> str:
+        # The variables a user controls, plus the predefined ones known before
+        # a slot is taken (GitLab expands the image with all of the job's).
+        variables = {
+            "CI": "true",
+            "GITLAB_CI": "true",
+            "CI_JOB_ID": str(job.id),
+            "CI_JOB_NAME": job.name,
+            **self.variables,
+            **job.environment(),
+        }
+        where = f"job {job.id} ({job.name!r})"
+        return isolator.choose(job.image, variables, where=where, masked=job.masked_values).image
+
+    async def _refused(self, job: Job, queued: float, exc: ImageRejected) -> JobResult:
+        """A job whose image is refused or missing: failed before any slot or VM."""
+        log = self.log_factory(job, 1)
+        with anyio.CancelScope(shield=True):
+            await log.write(f"ERROR: Job failed: {exc}\n")
+        logger.warning("%s", exc, extra={"job_id": job.id})
+        return self._unfinished(job, 1, queued, None, None, JobStatus.FAILED, str(exc), log)
+
+    async def _attempt(
+        self, job: Job, attempt: int, queued: float, image: str | None = None
+    ) -> tuple[JobResult, bool]:
         """One attempt's result, and whether it ended in a programming error."""
         key = f"job-{job.id}-{attempt}-{next(self._keys)}"
         log: LogSink | None = None
@@ -474,11 +517,16 @@ class InstanceExecutor:
                     started = anyio.current_time()
                     self._queued -= 1
                     self._running += 1
+                    connector = self.connector
+                    if self.isolator is not None and image is not None:
+                        connector = self.isolator.connector_for(
+                            connector, slot=slot.number, image=image, note=log.write
+                        )
                     try:
                         result = await run_job(
                             slot,
                             job,
-                            self.connector,
+                            connector,
                             log=log,
                             builds_dir=self.builds_dir,
                             keep_build_dir=self.keep_build_dir,

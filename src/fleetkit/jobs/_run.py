@@ -21,7 +21,7 @@ import anyio.abc
 
 import fleetkit
 from fleetkit.connector import Connection, Connector, ExitStatus, RunningCommand
-from fleetkit.errors import ConnectorError, FleetError
+from fleetkit.errors import ConnectorError, FleetError, ImageRejected, IsolationError
 from fleetkit.jobs import _script
 from fleetkit.jobs._job import Job, JobResult, JobStatus
 from fleetkit.jobs._log import LogSink
@@ -179,6 +179,11 @@ class _Run:
                 return await self._connected(connector, info)
             except _SystemFailure as exc:
                 return await self._system_failure(str(exc))
+            except ImageRejected as exc:
+                # The job's (or its configuration's) fault, found before any VM
+                # existed: a failure of the job, not of the instance.
+                await self.log.write(f"ERROR: Job failed: {exc}\n")
+                return JobStatus.FAILED, None, str(exc)
             except anyio.get_cancelled_exc_class():
                 # The cancel goes on (the caller's, or the fleet's for a lost
                 # instance); the log says which before it does.
@@ -230,7 +235,10 @@ class _Run:
                     # Runs on cancel too: end the job's processes, remove its files.
                     with anyio.CancelScope(shield=True):
                         await self._cleanup(conn)
-        except ConnectorError as exc:
+        except (ConnectorError, IsolationError) as exc:
+            if isinstance(exc, ImageRejected):
+                raise
+            # No connection, no nesting daemon, no VM: the instance's health.
             if isinstance(self.slot, LosableSlot):
                 self.slot.report_failure()
             raise _SystemFailure(f"{type(exc).__name__}: {exc}") from exc
