@@ -43,12 +43,12 @@ class _Relay(ConnectionBase):
         self.inner = inner
         self.tunnels: list[TunnelTarget] = []
 
-    def stream(
+    def _stream(
         self,
         command: Command,
         *,
-        env: Mapping[str, str] | None = None,
-        timeout: float | None = None,
+        env: Mapping[str, str] | None,
+        timeout: float | None,
     ) -> AbstractAsyncContextManager[RunningCommand]:
         return self.inner.stream(command, env=env, timeout=timeout)
 

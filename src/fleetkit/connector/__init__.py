@@ -38,21 +38,31 @@ import re
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
-from typing import Protocol, TypeAlias
+from typing import Literal, Protocol, TypeAlias
 
 import anyio.abc
 import attrs
 
+from fleetkit._duration import DurationLike
 from fleetkit.errors import ConfigError, Problem
 from fleetkit.model import ConnectInfo
 
+#: What ``stderr=`` of ``run`` and ``stream`` takes: ``"pipe"`` (its own stream,
+#: the default), ``"stdout"`` (merged into stdout) or ``"discard"``.
+StderrMode: TypeAlias = Literal["pipe", "stdout", "discard"]
+
+#: Bytes of unread output a command's stream keeps (see :meth:`Connection.stream`).
+STREAM_BUFFER = 1 << 20
+
 __all__ = [
+    "STREAM_BUFFER",
     "Command",
     "CommandResult",
     "Connection",
     "Connector",
     "ExitStatus",
     "RunningCommand",
+    "StderrMode",
     "TunnelTarget",
     "check_env",
     "check_event_loop",
@@ -164,13 +174,17 @@ class Connection(Protocol):
         *,
         env: Mapping[str, str] | None = None,
         stdin: bytes | str | None = None,
-        timeout: float | None = None,  # noqa: ASYNC109 - fixed public API; ends the remote command
+        timeout: DurationLike | None = None,  # noqa: ASYNC109 - fixed public API; ends the remote command
+        stderr: StderrMode = "pipe",
     ) -> CommandResult:
         """Run ``command`` to the end and return its exit status and output.
 
-        A non-zero exit is a result, not an error. ``timeout`` (seconds) ends
-        the command and raises :class:`~fleetkit.errors.CommandTimeout`;
-        cancelling the caller ends the command too.
+        A non-zero exit is a result, not an error. ``timeout`` (seconds or a
+        timedelta) ends the command and raises
+        :class:`~fleetkit.errors.CommandTimeout`; cancelling the caller ends
+        the command too. ``stderr="stdout"`` merges stderr into ``stdout`` (in
+        the command's own order; ``CommandResult.stderr`` is then empty),
+        ``"discard"`` drops it.
         """
         ...
 
@@ -179,9 +193,18 @@ class Connection(Protocol):
         command: Command,
         *,
         env: Mapping[str, str] | None = None,
-        timeout: float | None = None,
+        timeout: DurationLike | None = None,
+        stderr: StderrMode = "pipe",
     ) -> AbstractAsyncContextManager[RunningCommand]:
         """Start ``command`` and give its streams as they come.
+
+        ``proc.stdout`` and ``proc.stderr`` may be read in any order, or only
+        one of them: each stream keeps up to ``STREAM_BUFFER`` (1 MiB) unread;
+        a stream's output beyond that waits for its reader (flow control),
+        except while the caller waits on the *other* stream, when it is
+        dropped rather than deadlock the command. ``stderr="stdout"`` merges
+        stderr into stdout on the far side (``proc.stderr`` then ends at
+        once), ``"discard"`` drops it.
 
         Leaving the block before the command ended ends it (TERM to the command
         and its children). Past ``timeout`` the command is ended and

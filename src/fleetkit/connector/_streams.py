@@ -11,9 +11,11 @@ from contextlib import AbstractAsyncContextManager
 import anyio
 import anyio.abc
 
+from fleetkit._duration import Duration, DurationLike, optional_duration
 from fleetkit._resource import AsyncResource
-from fleetkit.connector import Command, CommandResult, RunningCommand, TunnelTarget
+from fleetkit.connector import Command, CommandResult, RunningCommand, StderrMode, TunnelTarget
 from fleetkit.connector._forward import forward_through
+from fleetkit.connector._output import guarded, redirected
 from fleetkit.errors import ConnectorError
 
 __all__ = ["ConnectionBase", "communicate"]
@@ -33,14 +35,28 @@ class ConnectionBase(AsyncResource):
         return forward_through(self.open_tunnel, target, where=repr(self))
 
     @abstractmethod
+    def _stream(
+        self,
+        command: Command,
+        *,
+        env: Mapping[str, str] | None,
+        timeout: Duration | None,
+    ) -> AbstractAsyncContextManager[RunningCommand]:
+        """Start ``command`` with the transport's own streams."""
+
     def stream(
         self,
         command: Command,
         *,
         env: Mapping[str, str] | None = None,
-        timeout: float | None = None,
+        timeout: DurationLike | None = None,
+        stderr: StderrMode = "pipe",
     ) -> AbstractAsyncContextManager[RunningCommand]:
         """Start ``command``; see :meth:`fleetkit.connector.Connection.stream`."""
+        where = repr(self)
+        seconds = optional_duration(timeout, f"{where}: stream.timeout", positive=True)
+        command = redirected(command, stderr, where=f"{where}: stream")
+        return guarded(self._stream(command, env=env, timeout=seconds))
 
     async def run(
         self,
@@ -48,11 +64,12 @@ class ConnectionBase(AsyncResource):
         *,
         env: Mapping[str, str] | None = None,
         stdin: bytes | str | None = None,
-        timeout: float | None = None,  # noqa: ASYNC109 - fixed public API; ends the command
+        timeout: DurationLike | None = None,  # noqa: ASYNC109 - fixed public API; ends the command
+        stderr: StderrMode = "pipe",
     ) -> CommandResult:
         """Run ``command`` to the end; see :meth:`fleetkit.connector.Connection.run`."""
         data = stdin.encode() if isinstance(stdin, str) else stdin
-        async with self.stream(command, env=env, timeout=timeout) as proc:
+        async with self.stream(command, env=env, timeout=timeout, stderr=stderr) as proc:
             out, err = await communicate(proc, data)
             status = await proc.wait()
         return CommandResult(status.exit_code, out, err, status.signal)

@@ -117,14 +117,15 @@ class LocalConnection(ConnectionBase):
         return self.workdir / path
 
     @asynccontextmanager
-    async def stream(
+    async def _stream(
         self,
         command: Command,
         *,
-        env: Mapping[str, str] | None = None,
-        timeout: float | None = None,  # noqa: ASYNC109 - fixed public API; ends the command
+        env: Mapping[str, str] | None,
+        timeout: float | None,  # noqa: ASYNC109 - ends the command
     ) -> AsyncIterator[RunningCommand]:
-        """Start ``command``; see :meth:`fleetkit.connector.Connection.stream`."""
+        """Start ``command`` with the transport's streams; see
+        :meth:`fleetkit.connector.Connection.stream`."""
         if self._closed:
             raise anyio.ClosedResourceError
         where = f"instance {self._info.id}"
@@ -151,7 +152,7 @@ class LocalConnection(ConnectionBase):
         finally:
             await running._end()
         if scope.cancelled_caught:
-            raise CommandTimeout(f"{where}: command ran longer than {timeout} s and was ended")
+            raise CommandTimeout(f"{where}: command ran longer than {timeout} and was ended")
 
     async def upload(self, local: Path, remote: str) -> None:
         """Copy ``local`` to ``remote`` (relative to the working directory)."""

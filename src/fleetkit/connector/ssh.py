@@ -357,20 +357,21 @@ class SSHConnection(ConnectionBase):
         ) from last
 
     @asynccontextmanager
-    async def stream(
+    async def _stream(
         self,
         command: Command,
         *,
-        env: Mapping[str, str] | None = None,
-        timeout: float | None = None,  # noqa: ASYNC109 - fixed public API; ends the remote command
+        env: Mapping[str, str] | None,
+        timeout: float | None,  # noqa: ASYNC109 - ends the command
     ) -> AsyncIterator[RunningCommand]:
-        """Start ``command``; see :meth:`fleetkit.connector.Connection.stream`."""
+        """Start ``command`` with the transport's streams; see
+        :meth:`fleetkit.connector.Connection.stream`."""
         where = f"instance {self._info.id}"
         variables = check_env(env, where=where)
         script = remote_script(argv_or_line(command, where=where), variables)
         header = env_header(variables)
         deadline = anyio.current_time() + timeout if timeout is not None else float("inf")
-        timed_out = CommandTimeout(f"{where}: command ran longer than {timeout} s and was ended")
+        timed_out = CommandTimeout(f"{where}: command ran longer than {timeout} and was ended")
         # The timeout covers waiting for a session too (a dial, a busy pool).
         with anyio.CancelScope(deadline=deadline) as opening:
             link, process = await self._open_session(

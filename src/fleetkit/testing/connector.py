@@ -136,12 +136,12 @@ class FakeConnection(ConnectionBase):
         return f"<FakeConnection instance={self.info.id!r}>"
 
     @asynccontextmanager
-    async def stream(
+    async def _stream(
         self,
         command: Command,
         *,
-        env: Mapping[str, str] | None = None,
-        timeout: float | None = None,  # noqa: ASYNC109 - fixed public API
+        env: Mapping[str, str] | None,
+        timeout: float | None,  # noqa: ASYNC109 - ends the command
     ) -> AsyncIterator[RunningCommand]:
         """Answer ``command`` from the script; output is given whole."""
         if self.closed:
