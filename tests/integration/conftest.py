@@ -15,7 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from fleetkit.connector import Connection
+from fleetkit.connector.local import LocalConnector
 from fleetkit.connector.ssh import SSHConnector
+from fleetkit.model import ConnectInfo
 from fleetkit.testing.sshd import TestSSHD, running_sshd
 from tests.support import require_executable
 
@@ -35,6 +38,26 @@ async def sshd(sshd_path: str, tmp_path: Path) -> AsyncIterator[TestSSHD]:
     """A throwaway sshd trusting a fresh client key, stopped after the test."""
     async with running_sshd(tmp_path / "sshd-fixture") as server:
         yield server
+
+
+@pytest.fixture(params=["ssh", "local"])
+async def conn(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Connection]:
+    """A connection to a real sshd, or a local connection in a temp dir: behaviour every
+    connection has is tested on both."""
+    if request.param == "local":
+        sandbox = tmp_path / "sandbox"
+        sandbox.mkdir()
+        info = ConnectInfo(id="local-0", internal_addr=str(sandbox), protocol="local")
+        async with LocalConnector().connect(info) as local:
+            yield local
+        return
+    require_executable(SSHD_PATH, "apt-get install -y openssh-server")
+    async with (
+        running_sshd(tmp_path / "sshd") as server,
+        SSHConnector(dial_timeout=10, retry_interval=0.05) as ssh,
+        ssh.connect(server.connect_info()) as remote,
+    ):
+        yield remote
 
 
 @pytest.fixture

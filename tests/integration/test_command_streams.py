@@ -3,20 +3,11 @@ discarding stderr; against real OpenSSH and the local connector."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import anyio
 import pytest
 
 from fleetkit.connector import STREAM_BUFFER, Connection
-from fleetkit.connector.local import LocalConnector
-from fleetkit.connector.ssh import SSHConnector
 from fleetkit.errors import ConfigError
-from fleetkit.model import ConnectInfo
-from fleetkit.testing.sshd import running_sshd
-from tests.integration.conftest import SSHD_PATH
-from tests.support import require_executable
 
 pytestmark = pytest.mark.integration
 
@@ -29,25 +20,6 @@ NOISY = f"head -c {FIVE_MB} /dev/zero >&2; echo done"
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-@pytest.fixture(params=["ssh", "local"])
-async def conn(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Connection]:
-    """A connection to a real sshd, or a local connection in a temp dir."""
-    if request.param == "local":
-        sandbox = tmp_path / "sandbox"
-        sandbox.mkdir()
-        info = ConnectInfo(id="local-0", internal_addr=str(sandbox), protocol="local")
-        async with LocalConnector().connect(info) as local:
-            yield local
-        return
-    require_executable(SSHD_PATH, "apt-get install -y openssh-server")
-    async with (
-        running_sshd(tmp_path / "sshd") as server,
-        SSHConnector(dial_timeout=10, retry_interval=0.05) as ssh,
-        ssh.connect(server.connect_info()) as remote,
-    ):
-        yield remote
 
 
 async def read_all(stream: anyio.abc.ByteReceiveStream) -> bytes:

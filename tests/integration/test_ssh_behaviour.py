@@ -19,13 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fleetkit.connector import Connection
-from fleetkit.connector.local import LocalConnector
-from fleetkit.connector.ssh import SSHConnector
 from fleetkit.errors import CommandTimeout, ConfigError, ConnectorError
-from fleetkit.model import ConnectInfo
-from fleetkit.testing.sshd import running_sshd
-from tests.integration.conftest import SSHD_PATH, cmdlines_containing
-from tests.support import require_executable
+from tests.integration.conftest import cmdlines_containing
 
 pytestmark = pytest.mark.integration
 
@@ -33,25 +28,6 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-@pytest.fixture(params=["ssh", "local"])
-async def conn(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Connection]:
-    """A connection to a real sshd, or a local connection in a temp dir."""
-    if request.param == "local":
-        sandbox = tmp_path / "sandbox"
-        sandbox.mkdir()
-        info = ConnectInfo(id="local-0", internal_addr=str(sandbox), protocol="local")
-        async with LocalConnector().connect(info) as local:
-            yield local
-        return
-    require_executable(SSHD_PATH, "apt-get install -y openssh-server")
-    async with (
-        running_sshd(tmp_path / "sshd") as server,
-        SSHConnector(dial_timeout=10, retry_interval=0.05) as ssh,
-        ssh.connect(server.connect_info()) as remote,
-    ):
-        yield remote
 
 
 # Text that can be an environment value or argument: anything but NUL (and

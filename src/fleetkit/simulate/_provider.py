@@ -32,11 +32,12 @@ from fleetkit.connector import (
     CommandResult,
     Connection,
     RunningCommand,
+    StderrMode,
     TunnelTarget,
 )
 from fleetkit.connector._streams import ConnectionBase
 from fleetkit.errors import ConnectorError, InstanceNotFound
-from fleetkit.model import ConnectInfo, ProviderState
+from fleetkit.model import ConnectInfo, DurationLike, ProviderState
 from fleetkit.provider import InstanceStatus, ProviderInfo
 from fleetkit.simulate._boot import BootTime
 
@@ -289,7 +290,8 @@ class _ReadyConnection(ConnectionBase):
         *,
         env: Mapping[str, str] | None = None,
         stdin: bytes | str | None = None,
-        timeout: float | None = None,  # noqa: ASYNC109 - the Connection protocol's signature
+        timeout: DurationLike | None = None,  # noqa: ASYNC109 - the Connection protocol's signature
+        stderr: StderrMode = "pipe",
     ) -> CommandResult:
         faults = self._owner.faults
         if faults.ready_time:
@@ -299,12 +301,12 @@ class _ReadyConnection(ConnectionBase):
         failed = self._owner._fails(self._instance_id)
         return CommandResult(1 if failed else 0, b"", b"simulated failure" if failed else b"")
 
-    def stream(
+    def _stream(
         self,
         command: Command,
         *,
-        env: Mapping[str, str] | None = None,
-        timeout: float | None = None,
+        env: Mapping[str, str] | None,
+        timeout: float | None,
     ) -> AbstractAsyncContextManager[RunningCommand]:
         raise ConnectorError("the simulated connector runs no streams")
 
