@@ -21,7 +21,7 @@ from typing import Any, TextIO
 
 from fleetkit._localzone import LocalZone, local_zone
 from fleetkit.cli._common import instant, now_here
-from fleetkit.config import Config, Runner, check, format_duration
+from fleetkit.config import Config, Runner, VMIsolation, check, format_duration
 from fleetkit.errors import Problem
 from fleetkit.model import ConnectorConfig
 from fleetkit.policy import Policy
@@ -128,8 +128,8 @@ def _runner(index: int, runner: Runner, at: datetime, zone: LocalZone) -> Iterat
     )
     yield f"  connector: {_connector(scaler.connector_config)}"
     if scaler.vm_isolation.enabled:
-        vm = scaler.vm_isolation
-        yield f"  vm isolation: nesting at {vm.nesting_host or 'not set'}, image {vm.image or 'per job'}"
+        allowed = runner.instance.allowed_images if runner.instance is not None else ()
+        yield from _isolation(scaler.vm_isolation, allowed)
     schedule = scaler.schedule(zone.zone)
     active = schedule.active(at)
     when = at.isoformat(timespec="minutes")
@@ -142,6 +142,33 @@ def _runner(index: int, runner: Runner, at: datetime, zone: LocalZone) -> Iterat
         yield f"    [{number}] {_periods(policy, zone)}: {_policy(policy)}{mark}"
     if not any(p is active for p in schedule.policies):
         yield f"    none matches at {when}; the default applies: {_policy(active)}"
+
+
+def _isolation(vm: VMIsolation, allowed: Sequence[str]) -> Iterator[str]:
+    yield (
+        f"  vm isolation: each job in a VM of its own, made by the nesting daemon at "
+        f"{vm.nesting_host} (reached through the instance's connection; no port is opened)"
+    )
+    image = repr(vm.image) if vm.image else "none: a job without an image fails"
+    yield f"    default image: {image}; variables in an image are expanded first"
+    if allowed:
+        yield (
+            f"    allowed images: {', '.join(repr(p) for p in allowed)} (doublestar: * stays "
+            "within one /-segment, ** crosses them); others fail before any VM exists"
+        )
+    else:
+        yield "    allowed images: any ([runners.instance] allowed_images is empty)"
+    user = vm.connector_config.username or "the instance's user"
+    key = (
+        "its key_path"
+        if vm.connector_config.key_path
+        else "its password"
+        if vm.connector_config.password
+        else "the instance's credentials"
+    )
+    yield f"    VMs reached over SSH through the instance, as {user}, with {key}"
+    if vm.nesting_config:
+        yield f"    Init sends nesting_config (keys: {', '.join(sorted(vm.nesting_config))})"
 
 
 def _connector(connector: ConnectorConfig) -> str:

@@ -86,6 +86,37 @@ def check_runners(runners: Sequence[tuple[int, Runner]]) -> list[Problem]:
         if problem is not None:
             found.append(problem)
         found += _connectors_built(where, auto)
+        if auto.vm_isolation.enabled:
+            found += isolation_problems(where, auto)
+    return found
+
+
+def isolation_problems(where: str, auto: AutoscalerConfig) -> list[Problem]:
+    """What would stop VM isolation from working, found before any job: the
+    isolation extra missing, a ``nesting_host`` in none of the three forms, an
+    unreadable ``key_path`` for the VMs. (A protocol other than SSH, for the
+    instances or the VMs, is refused by the connector checks already.)"""
+    vm = auto.vm_isolation
+    path = f"{where}.vm_isolation"
+    try:
+        from fleetkit.isolation import parse_nesting_host
+    except ImportError as exc:
+        return [
+            Problem(
+                f"{path}.enabled",
+                f"VM isolation needs the isolation extra ({exc.name} is missing): "
+                "pip install 'fleetkit[isolation]'",
+            )
+        ]
+    found: list[Problem] = []
+    if vm.nesting_host:  # an empty one is reported by config.load already
+        try:
+            parse_nesting_host(vm.nesting_host, where=f"{path}.nesting_host")
+        except ConfigError as exc:
+            found += exc.problems
+    problem = key_path_problem(f"{path}.connector_config.key_path", vm.connector_config.key_path)
+    if problem is not None:
+        found.append(problem)
     return found
 
 
