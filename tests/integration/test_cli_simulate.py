@@ -138,3 +138,21 @@ def test_a_bad_config_names_its_toml_path(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "capacity_per_instance" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_the_example_compares_three_configs() -> None:
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / "simulate" / "compare.py")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].endswith("jobs in a week; lower bound: what a fleet that knew the future pays")
+    rows = {line.split()[0]: line.split() for line in lines[2:]}
+    assert set(rows) == {"seed-one-job-per-instance", "seed-five-jobs-per-instance", "office-hours"}
+    costs = {name: float(row[4]) for name, row in rows.items()}
+    # Warm only in office hours is cheaper than warm all week.
+    assert costs["office-hours"] < costs["seed-five-jobs-per-instance"]

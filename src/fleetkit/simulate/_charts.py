@@ -75,11 +75,14 @@ def write_charts(results: Sequence[Result], directory: str | Path) -> list[Path]
         if not waits:
             continue
         n = len(waits)
-        # Share of jobs that waited longer than x: the tail is what hurts.
-        xs = [max(w, 0.1) for w in waits]
-        ys = [1 - (i + 1) / n for i in range(n)]
+        # Share of jobs that waited longer than x: the tail is what hurts. Jobs
+        # that did not wait at all are the curve's height at its left end.
+        first = next((i for i, w in enumerate(waits) if w >= 0.1), n)
+        xs = [0.1, *waits[first:]]
+        ys = [(n - first) / n] + [1 - (i + 1) / n for i in range(first, n)]
         f = result.figures
-        ax.step(xs, ys, where="post", label=f"{f.config} (p95 {f.wait_p95_s:.0f}s)")
+        label = f"{f.config}: {(n - first) / n:.0%} waited, p95 {f.wait_p95_s:.0f}s"
+        ax.step(xs, ys, where="post", label=label)
     ax.set_xscale("log")
     ax.set_xlabel("wait for a slot, seconds (log)")
     ax.set_ylabel("share of jobs that waited longer")

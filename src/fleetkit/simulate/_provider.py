@@ -100,6 +100,17 @@ class Life:
         """Whether the cloud took it away (not a delete the fleet asked for)."""
         return self.gone_at < self.deleted_at
 
+    def next_change(self, now: float) -> float:
+        """When the state reported at ``now`` next changes (``inf``: never)."""
+        return min(
+            (
+                t
+                for t in (self.running_at, self.gone_at, self.delete_at, self.deleted_at)
+                if t > now
+            ),
+            default=math.inf,
+        )
+
     def state(self, now: float) -> ProviderState:
         if now >= self.gone_at or now >= self.deleted_at:
             return ProviderState.DELETED
@@ -135,6 +146,8 @@ class CloudGroup:
         self.by_id: dict[str, Life] = {}
         self._live: dict[str, Life] = {}
         self._statuses: dict[str, InstanceStatus] = {}
+        self._report: tuple[InstanceStatus, ...] | None = None  # the last, while it holds
+        self._report_until = 0.0
         # One stream per purpose: changing a fault rate leaves the boot draws alone.
         self._boot_rng = random.Random(f"{seed}-boot")
         self._fault_rng = random.Random(f"{seed}-faults")
@@ -155,6 +168,7 @@ class CloudGroup:
         life = Life(f"vm-{self._next:06d}", now, running_at, math.inf)
         self.lives.append(life)
         self.by_id[life.id] = life
+        self._report = None
         self._live[life.id] = life
         return life
 
@@ -172,6 +186,12 @@ class CloudGroup:
     async def update(self) -> Sequence[InstanceStatus]:
         """Every live instance once; a gone one is reported once, then dropped."""
         now = anyio.current_time()
+        if self._report is not None and now < self._report_until:
+            # Nothing changed since the last report: a fleet polls every few
+            # seconds while anything is in transition, and most polls of a
+            # big fleet find every instance as it was.
+            await checkpoint()
+            return self._report
         result: list[InstanceStatus] = []
         gone: list[str] = []
         statuses = self._statuses
@@ -190,8 +210,14 @@ class CloudGroup:
         for instance_id in gone:
             self._live.pop(instance_id).reported_gone = True
             statuses.pop(instance_id, None)
+        report = tuple(result)
+        # Gone instances are reported once: the next report differs.
+        self._report = None if gone else report
+        self._report_until = min(
+            (life.next_change(now) for life in self._live.values()), default=math.inf
+        )
         await checkpoint()
-        return result
+        return report
 
     async def increase(self, n: int) -> int:
         """Accept up to ``n`` new instances within ``max_size``."""
@@ -224,6 +250,7 @@ class CloudGroup:
             if life is not None and life.delete_at == math.inf:
                 life.delete_at = now
                 life.deleted_at = now + self.faults.deletion
+                self._report = None
         await checkpoint()
         return list(ids)
 

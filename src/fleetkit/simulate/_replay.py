@@ -84,6 +84,7 @@ class Replay:
     holds: dict[str, list[tuple[float, float]]]
     max_instances: int
     capacity: int
+    fleet_events: int = 0
 
 
 def replay(config: FleetConfig, trace: Trace, options: Options) -> Replay:
@@ -134,6 +135,7 @@ async def _run(config: FleetConfig, trace: Trace, options: Options) -> Replay:
     ready_at: dict[str, float] = {}
     draining_at: dict[str, float] = {}
     counts = {"failed": 0, "retried": 0}
+    seen = [0]  # fleet events read from the stream
     admission = anyio.Semaphore(config.concurrent or 2**31 - 1)
     clock = anyio.current_time
 
@@ -184,6 +186,7 @@ async def _run(config: FleetConfig, trace: Trace, options: Options) -> Replay:
                 event = stream.receive_nowait()
             except anyio.WouldBlock:
                 return
+            seen[0] += 1
             if isinstance(event, InstanceReady):
                 ready_at.setdefault(event.instance_id, event.at - t0)
             elif isinstance(event, InstanceDraining):
@@ -222,6 +225,7 @@ async def _run(config: FleetConfig, trace: Trace, options: Options) -> Replay:
         holds=holds,
         max_instances=fleet.limits.max_instances,
         capacity=limits.capacity_per_instance,
+        fleet_events=seen[0],
     )
 
 
