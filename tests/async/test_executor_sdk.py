@@ -40,7 +40,7 @@ def _fleet() -> tuple[Fleet, SimulatedGroup]:
 def _connector() -> FakeConnector:
     fake = FakeConnector()
     fake.on(r"^sh -s$", CommandResult(0, b"0\n/b\n/b/i/0/1\n", b""))
-    fake.on(r"run\.sh", CommandResult(0, b"ok\n", b""), delay=10)
+    fake.on(r"fleetkit-job", CommandResult(0, b"fleetkit-job 4242 session\nok\n", b""), delay=10)
     return fake
 
 

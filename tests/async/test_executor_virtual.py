@@ -38,7 +38,11 @@ def _connector(job_seconds: float) -> FakeConnector:
     """A connector whose instances prepare jobs at once and run each for ``job_seconds``."""
     fake = FakeConnector()
     fake.on(r"^sh -s$", CommandResult(0, b"0\n/b\n/b/i/0/1\n", b""))
-    fake.on(r"run\.sh", CommandResult(0, b"ok\n", b""), delay=job_seconds)
+    fake.on(
+        r"fleetkit-job",
+        CommandResult(0, b"fleetkit-job 4242 session\nok\n", b""),
+        delay=job_seconds,
+    )
     return fake
 
 
