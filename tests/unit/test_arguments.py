@@ -47,7 +47,7 @@ def test_job_takes_a_list_of_lines_as_its_script() -> None:
         ({"variables": "A=b"}, "job 'a'.variables", "expected a mapping"),
         ({"allow_failure": "yes"}, "job 'a'.allow_failure", "expected True or False"),
         ({"id": "7"}, "job 'a'.id", "expected an integer >= 0"),
-        ({"shell": None}, "job 'a'.shell", "expected a string"),
+        ({"shell": 3}, "job 'a'.shell", "expected a string"),
     ],
 )
 def test_a_bad_job_argument_is_refused_naming_the_field(

@@ -101,6 +101,9 @@ def build(
         log_internal_ip=auto.log_internal_ip,
         log_external_ip=auto.log_external_ip,
         common_build_dir=_common_build_dir(entry, auto),
+        shell=entry.job_shell,
+        pre_build_script=entry.pre_build_script,
+        post_build_script=entry.post_build_script,
     )
 
 

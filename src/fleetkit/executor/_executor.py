@@ -173,6 +173,9 @@ class InstanceExecutor:
     image fails the job at once), and failing to reach the nesting daemon or
     to create the VM is a system failure of the instance, retried elsewhere.
     The executor closes the isolator.
+    ``shell`` runs jobs that name no shell of their own (the runner's ``shell``,
+    GitLab's default ``bash``); ``pre_build_script`` and ``post_build_script``
+    run before and after each job's script, in that shell, as GitLab does.
     """
 
     def __init__(
@@ -192,6 +195,9 @@ class InstanceExecutor:
         log_external_ip: bool = False,
         common_build_dir: bool = False,
         isolator: Isolator | None = None,
+        shell: str = "bash",
+        pre_build_script: str | None = None,
+        post_build_script: str | None = None,
     ) -> None:
         if retries < 0:
             raise ValueError(f"retries must be >= 0, got {retries}")
@@ -210,6 +216,9 @@ class InstanceExecutor:
         self.log_external_ip = log_external_ip
         self.common_build_dir = common_build_dir
         self.isolator = isolator
+        self.shell = shell
+        self.pre_build_script = pre_build_script
+        self.post_build_script = post_build_script
         self.ledger = InstanceLedger()
         self._reload = reload
         self._admission = anyio.Semaphore(concurrent if concurrent else 2**31 - 1)
@@ -536,6 +545,9 @@ class InstanceExecutor:
                             log_internal_ip=self.log_internal_ip,
                             log_external_ip=self.log_external_ip,
                             common_build_dir=self.common_build_dir,
+                            shell=self.shell,
+                            pre_build_script=self.pre_build_script,
+                            post_build_script=self.post_build_script,
                         )
                     finally:
                         self._running -= 1

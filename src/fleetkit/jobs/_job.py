@@ -78,6 +78,8 @@ def _check_types(job: Job, where: str) -> list[Problem]:
     if not isinstance(job_id, int) or isinstance(job_id, bool) or job_id < 0:
         problems.append(Problem(where + ".id", f"expected an integer >= 0, got {job_id!r}"))
     for name in ("name", "shell"):
+        if name == "shell" and fields[name] is None:
+            continue  # the runner's shell
         if not isinstance(fields[name], str):
             problems.append(
                 Problem(f"{where}.{name}", f"expected a string, got {_kind(fields[name])}")
@@ -115,7 +117,7 @@ def _check_job(job: Job) -> None:
         problems.append(Problem(where + ".name", "must not be empty"))
     if not job.script.strip():
         problems.append(Problem(where + ".script", "must not be empty"))
-    if job.shell not in SHELLS:
+    if job.shell is not None and job.shell not in SHELLS:
         problems.append(
             Problem(where + ".shell", f"expected one of {sorted(SHELLS)}, got {job.shell!r}")
         )
@@ -152,6 +154,10 @@ def _check_job(job: Job) -> None:
 class Job:
     """A unit of work: ``script`` run by ``shell`` on an acquired slot.
 
+    ``shell`` ``None`` (the default) runs the script in the runner's shell
+    (``config.toml``'s ``shell``, ``bash`` when not set, as GitLab Runner); a
+    job may name one of its own (a fleetkit extension).
+
     ``script`` is shell text, or a list of lines (joined with newlines, as
     GitLab runs a ``script:`` list). ``timeout`` is seconds or a timedelta.
 
@@ -169,7 +175,7 @@ class Job:
     id: int
     name: str
     script: str = attrs.field(converter=_to_script)
-    shell: str = "bash"
+    shell: str | None = None
     variables: tuple[Variable, ...] = attrs.field(default=(), converter=_to_variables)
     timeout: Duration = attrs.field(default=DEFAULT_TIMEOUT, converter=to_duration)
     allow_failure: bool = False

@@ -3,7 +3,7 @@
 ::
 
     [defaults]                 # optional; any job key except name, id and parallel
-    shell = "bash"
+    shell = "bash"             # default: the runner's shell (config.toml's `shell`)
     timeout = "1m"
 
     [[job]]
@@ -131,8 +131,8 @@ def _jobs_of(
             Problem(f"{path}.script", "required: shell text, or a list of lines (strings)")
         )
         script = ""
-    shell = merged.get("shell", "bash")
-    if shell not in SHELLS:
+    shell = merged.get("shell")  # None: the runner's shell
+    if shell is not None and shell not in SHELLS:
         problems.append(Problem(where("shell"), f"expected one of {sorted(SHELLS)}, got {shell!r}"))
     timeout = _timeout(merged.get("timeout"), where("timeout"), problems)
     allow_failure = merged.get("allow_failure", False)

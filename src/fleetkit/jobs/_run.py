@@ -73,6 +73,9 @@ async def run_job(
     log_internal_ip: bool = False,
     log_external_ip: bool = False,
     common_build_dir: bool = False,
+    shell: str = "bash",
+    pre_build_script: str | None = None,
+    post_build_script: str | None = None,
 ) -> JobResult:
     """Run ``job`` on ``slot`` through ``connector`` and return how it ended.
 
@@ -95,9 +98,18 @@ async def run_job(
     GitLab's settings of those names do. ``common_build_dir`` gives every job
     on the instance the same directory, ``builds_dir/INSTANCE/common``
     (GitLab's ``use_common_build_dir``, for single-use instances and VMs).
+
+    ``shell`` runs a job that names no shell of its own (the runner's
+    ``shell``). ``pre_build_script`` and ``post_build_script`` run in the same
+    shell as the script, as GitLab Runner runs them: one script, pre-build
+    first, then the job's, then post-build, stopping at the first failure, so
+    a failed pre-build script fails the job before its script starts, and a
+    failed job skips post-build.
     """
     started = anyio.current_time()
     run = _Run(slot, job, log, builds_dir, keep_build_dir, kill_grace, attempt, variables)
+    run.shell = job.shell or shell
+    run.script = _script.user_script(job.script, pre_build_script, post_build_script)
     run.log_ips = (log_internal_ip, log_external_ip)
     if common_build_dir:
         run.relative = _script.relative_project_dir(
@@ -144,6 +156,8 @@ class _Run:
         self.attempt = attempt
         self.variables = dict(variables or {})
         self.relative = _script.relative_project_dir(slot.instance_id, slot.number, job.id)
+        self.shell = job.shell or "bash"
+        self.script = job.script
         self.paths: _script.JobPaths | None = None
         # The job's session as its wrapper announced it; what ending the job signals.
         self.session: _script.JobSession | None = None
@@ -245,9 +259,8 @@ class _Run:
         return await self._finish(status)
 
     async def _prepare(self, conn: Connection) -> None:
-        job = self.job
         script = _script.prepare_script(
-            self.builds_dir, self.relative, job.shell, job.script, self._environment()
+            self.builds_dir, self.relative, self.shell, self.script, self._environment()
         )
         result = await conn.run("sh -s", stdin=script, timeout=_STEP_TIMEOUT)
         if not result.ok:
@@ -287,7 +300,7 @@ class _Run:
         assert self.paths is not None
         masked = self.job.masked_values
         async with (
-            conn.stream(_script.run_command(self.paths, self.job.shell)) as proc,
+            conn.stream(_script.run_command(self.paths, self.shell)) as proc,
             anyio.create_task_group() as pumps,
         ):
             pumps.start_soon(self._pump, proc.stderr, Masker(masked), b"")

@@ -32,6 +32,7 @@ __all__ = [
     "parse_announcement",
     "prepare_script",
     "run_command",
+    "user_script",
 ]
 
 _SHELL_COMMAND = {
@@ -94,6 +95,14 @@ def prepare_script(
         'mkfifo -m 600 "$p.tmp/gate" || exit 1\n'
         'printf \'%s\\n\' "$s" "$b" "$p"\n'
     )
+
+
+def user_script(script: str, pre_build: str | None, post_build: str | None) -> str:
+    """The job's script with the runner's ``pre_build_script`` before it and
+    ``post_build_script`` after it, as GitLab Runner writes its user-script
+    stage: one script, which the shell's errexit ends at the first failure."""
+    parts = [text for text in (pre_build, script, post_build) if text]
+    return "\n".join(parts)
 
 
 def parse_prepared(stdout: str) -> JobPaths:
