@@ -71,7 +71,8 @@ def test_state_store_is_atomic_and_private(tmp_path: Path) -> None:
 
 @pytest.mark.anyio
 async def test_start_adopts_proven_idle_instances_and_removes_the_rest(tmp_path: Path) -> None:
-    """At start: stored or tagged idle instances are adopted; unknown or busy ones removed."""
+    """At start: stored or tagged idle instances are adopted; unknown or busy ones removed;
+    another owner's instance is left alone (issue 13: it used to be removed)."""
     StateStore(tmp_path).save(
         {
             "stored-idle": StoredInstance(
@@ -100,7 +101,8 @@ async def test_start_adopts_proven_idle_instances_and_removes_the_rest(tmp_path:
         assert snapshot["stored-idle"].use_count == 2
         assert snapshot["tagged"].state is InstanceState.READY
         removed = {i for c in group.calls_to("decrease") for i in c.args[0]}  # type: ignore[attr-defined]
-        assert removed == {"stored-busy", "stranger", "untagged"}
+        assert removed == {"stored-busy", "untagged"}
+        assert "stranger" not in snapshot
         assert group.calls_to("increase") == []
     stored = json.loads((tmp_path / "state.json").read_text())
     assert set(stored["instances"]) == {"stored-idle", "tagged"}

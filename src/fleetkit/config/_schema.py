@@ -12,10 +12,12 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from datetime import timedelta, tzinfo
+from pathlib import Path
 from typing import Any
 
 import attrs
 
+from fleetkit._settings import FleetSettings
 from fleetkit.config._duration import format_duration
 from fleetkit.errors import Problem
 from fleetkit.model import ConnectorConfig, Limits, mask_secret
@@ -273,6 +275,64 @@ class AutoscalerConfig:
 
             local_zone = system_zone().zone
         return Schedule(self.policy, local_zone)
+
+    def fleet_settings(
+        self,
+        *,
+        owner: str | None = None,
+        config_dir: Path | None = None,
+        feature_flags: Mapping[str, bool] | None = None,
+    ) -> FleetSettings:
+        """The runtime settings this section sets: every ``[runners.autoscaler]``
+        key the fleet reads, in one place (the limits and the policies are
+        :meth:`limits` and :meth:`schedule`).
+
+        ``owner`` is the fleet's owner id (the provider's owner tag); it also
+        names the state storage directory (GitLab's short token), under
+        ``state_storage.dir`` or ``config_dir/.taskscaler``. ``feature_flags``
+        are the runner's ``[runners.feature_flags]``:
+        ``FF_USE_FLEETING_ACQUIRE_HEARTBEATS`` heartbeats each instance before
+        a slot on it is handed out and every 5 minutes (taskscaler's period).
+        """
+        storage = self.state_storage
+        storage_dir: Path | None = None
+        if storage.enabled:
+            # GitLab: <dir or config dir/.taskscaler>/<short token>; the owner id
+            # plays the short token's part.
+            base = Path(storage.dir) if storage.dir else (config_dir or Path()) / ".taskscaler"
+            storage_dir = base / owner if owner else base
+        heartbeats = bool((feature_flags or {}).get(ACQUIRE_HEARTBEATS_FLAG, False))
+        throttle = self.scale_throttle
+        return FleetSettings(
+            update_interval=self.update_interval.total_seconds(),
+            update_interval_when_expecting=self.update_interval_when_expecting.total_seconds(),
+            deletion_retry_interval=self.deletion_retry_interval.total_seconds(),
+            delete_instances_on_shutdown=self.delete_instances_on_shutdown,
+            shutdown_deletion_interval=self.shutdown_deletion_interval.total_seconds(),
+            shutdown_deletion_retries=self.shutdown_deletion_retries,
+            instance_ready_command=self.instance_ready_command or None,
+            heartbeat_interval=HEARTBEAT_INTERVAL.total_seconds() if heartbeats else None,
+            acquire_heartbeats=heartbeats,
+            scale_throttle_limit=throttle.limit,
+            scale_throttle_burst=throttle.burst or None,
+            reservation_throttling=self.reservation_throttling,
+            acquire_timeout=self.instance_acquire_timeout.total_seconds(),
+            state_storage_dir=storage_dir,
+            keep_instance_with_acquisitions=storage.keep_instance_with_acquisitions,
+            owner_id=owner,
+            instance_operation_time_buckets=self.instance_operation_time_buckets,
+            instance_creation_time_buckets=self.instance_creation_time_buckets,
+            instance_is_running_time_buckets=self.instance_is_running_time_buckets,
+            instance_deletion_time_buckets=self.instance_deletion_time_buckets,
+            instance_readiness_time_buckets=self.instance_readiness_time_buckets,
+            instance_life_duration_buckets=self.instance_life_duration_buckets,
+        )
+
+
+#: The feature flag that turns on heartbeats before hand-out (spec §1.8).
+ACQUIRE_HEARTBEATS_FLAG = "FF_USE_FLEETING_ACQUIRE_HEARTBEATS"
+#: How often taskscaler heartbeats idle instances with that flag on (ts!59).
+HEARTBEAT_INTERVAL = timedelta(minutes=5)
 
 
 def parse_listen_address(text: str) -> tuple[str, int]:

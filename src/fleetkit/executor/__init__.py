@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from fleetkit.executor._check import check_runners as check_runners
-    from fleetkit.executor._compose import build as build
     from fleetkit.executor._compose import fleet_settings as fleet_settings
     from fleetkit.executor._connectors import ProtocolConnector as ProtocolConnector
     from fleetkit.executor._connectors import connector_factories as connector_factories
@@ -22,6 +21,7 @@ if TYPE_CHECKING:
     from fleetkit.executor._executor import JobCounts as JobCounts
     from fleetkit.executor._executor import JobResults as JobResults
     from fleetkit.executor._executor import LogFactory as LogFactory
+    from fleetkit.executor._executor import build as build
     from fleetkit.executor._ledger import InstanceLedger as InstanceLedger
     from fleetkit.executor._ledger import LedgerFigures as LedgerFigures
     from fleetkit.executor._metrics_server import MetricsServer as MetricsServer
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 # (PEP 562): `fleetkit plan` needs select_runner only, and must not load the
 # event loop, providers and connectors the rest brings.
 _WHERE = {
-    "build": "_compose",
+    "build": "_executor",
     "fleet_settings": "_compose",
     "owner_id": "_runners",
     "check_runners": "_check",

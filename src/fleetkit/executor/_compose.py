@@ -1,13 +1,16 @@
-"""Building an :class:`~fleetkit.executor.InstanceExecutor` from a ``config.toml``.
+"""The parts of an :class:`~fleetkit.executor.InstanceExecutor`, from a ``config.toml``.
 
 The one place in fleetkit that picks concrete parts: the provider named by
 ``plugin`` (through :func:`fleetkit.provider.load`), the connector for each
-instance's protocol, and the fleet's settings from ``[runners.autoscaler]``.
+instance's protocol, and the fleet with its settings from
+``[runners.autoscaler]``. It knows nothing of the executor itself
+(:func:`fleetkit.executor.build` puts the parts together), so the two modules
+import one way only.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +20,6 @@ from fleetkit.config import AutoscalerConfig, Config, Runner, load
 from fleetkit.errors import ConfigError, Problem
 from fleetkit.executor._check import build_group, check_runners
 from fleetkit.executor._connectors import ProtocolConnector, connector_factories
-from fleetkit.executor._executor import InstanceExecutor, LogFactory, _memory_logs
 from fleetkit.executor._runners import owner_id, select_runner
 from fleetkit.fleet import Fleet, FleetSettings
 from fleetkit.policy import Schedule
@@ -25,21 +27,34 @@ from fleetkit.policy import Schedule
 if TYPE_CHECKING:
     from fleetkit.isolation import Isolator
 
-__all__ = ["build", "fleet_settings", "owner_id"]
+__all__ = ["Composition", "compose", "fleet_settings", "owner_id"]
 
 
-def build(
+@attrs.frozen(kw_only=True)
+class Composition:
+    """What one runner of a ``config.toml`` builds: the fleet, the connector, and
+    the executor's options from the config (``concurrent`` and the job options)."""
+
+    fleet: Fleet
+    connector: ProtocolConnector
+    concurrent: int | None
+    builds_dir: str
+    variables: Mapping[str, str]
+    reload: Callable[[], Schedule]
+    log_internal_ip: bool
+    log_external_ip: bool
+    common_build_dir: bool
+    isolator: Isolator | None
+
+
+def compose(
     path: str | Path,
     runner: str | int | None = None,
     *,
-    retries: int = 1,
-    log_factory: LogFactory = _memory_logs,
     delete_instances_on_shutdown: bool | None = None,
-    keep_build_dir: bool = False,
-    acquire_timeout: float | None = None,
     settings: Mapping[str, Any] | None = None,
-) -> InstanceExecutor:
-    """Build the executor for one runner of the config at ``path``.
+) -> Composition:
+    """The parts of the executor for one runner of the config at ``path``.
 
     ``delete_instances_on_shutdown`` overrides the config's value (``fleetkit
     run`` deletes what it made). ``settings`` overrides other
@@ -86,17 +101,13 @@ def build(
         _, _, fresh = select_runner(load(source), index, source=str(source))
         return fresh.schedule()
 
-    return InstanceExecutor(
-        fleet,
-        connector,
+    return Composition(
+        fleet=fleet,
+        connector=connector,
         isolator=_isolator(entry, auto),
         concurrent=_concurrent(config, entry, auto),
-        retries=retries,
-        log_factory=log_factory,
         builds_dir=entry.builds_dir or "builds",
-        keep_build_dir=keep_build_dir,
         variables=_environment(entry, index),
-        acquire_timeout=acquire_timeout,
         reload=reload,
         log_internal_ip=auto.log_internal_ip,
         log_external_ip=auto.log_external_ip,
@@ -107,10 +118,6 @@ def build(
     )
 
 
-#: GitLab's period for FF_USE_FLEETING_ACQUIRE_HEARTBEATS checks (taskscaler !59).
-ACQUIRE_HEARTBEAT_INTERVAL = 300.0
-
-
 def fleet_settings(
     auto: AutoscalerConfig,
     *,
@@ -119,37 +126,9 @@ def fleet_settings(
     feature_flags: Mapping[str, bool] | None = None,
 ) -> FleetSettings:
     """:class:`~fleetkit.fleet.FleetSettings` from ``[runners.autoscaler]`` and the
-    runner's ``[runners.feature_flags]`` (``FF_USE_FLEETING_ACQUIRE_HEARTBEATS``
-    turns on heartbeats every 5 minutes, as GitLab's)."""
-    flags = feature_flags or {}
-    heartbeats = (
-        ACQUIRE_HEARTBEAT_INTERVAL if flags.get("FF_USE_FLEETING_ACQUIRE_HEARTBEATS") else None
-    )
-    storage = auto.state_storage
-    storage_dir: Path | None = None
-    if storage.enabled:
-        # GitLab: <dir or config dir/.taskscaler>/<short token>; the owner id
-        # plays the short token's part.
-        base = Path(storage.dir) if storage.dir else config_dir / ".taskscaler"
-        storage_dir = base / owner
-    throttle = auto.scale_throttle
-    return FleetSettings(
-        update_interval=auto.update_interval.total_seconds(),
-        update_interval_when_expecting=auto.update_interval_when_expecting.total_seconds(),
-        deletion_retry_interval=auto.deletion_retry_interval.total_seconds(),
-        delete_instances_on_shutdown=auto.delete_instances_on_shutdown,
-        shutdown_deletion_interval=auto.shutdown_deletion_interval.total_seconds(),
-        shutdown_deletion_retries=auto.shutdown_deletion_retries,
-        instance_ready_command=auto.instance_ready_command or None,
-        scale_throttle_limit=throttle.limit,
-        scale_throttle_burst=throttle.burst or None,
-        reservation_throttling=auto.reservation_throttling,
-        acquire_timeout=auto.instance_acquire_timeout.total_seconds(),
-        state_storage_dir=storage_dir,
-        keep_instance_with_acquisitions=storage.keep_instance_with_acquisitions,
-        owner_id=owner,
-        heartbeat_interval=heartbeats,
-    )
+    runner's ``[runners.feature_flags]``
+    (:meth:`~fleetkit.config.AutoscalerConfig.fleet_settings`)."""
+    return auto.fleet_settings(owner=owner, config_dir=config_dir, feature_flags=feature_flags)
 
 
 def _evolve(settings: FleetSettings, overrides: Mapping[str, Any]) -> FleetSettings:

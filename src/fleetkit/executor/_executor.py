@@ -28,7 +28,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import anyio
 import attrs
@@ -46,6 +46,7 @@ from fleetkit.errors import (
     ImageRejected,
     InstanceLost,
 )
+from fleetkit.executor._compose import compose
 from fleetkit.executor._ledger import InstanceLedger, LedgerFigures
 from fleetkit.fleet import Fleet, InstanceDeleted
 from fleetkit.jobs import Job, JobResult, JobStatus, LogSink, MemoryLog, run_job
@@ -54,7 +55,7 @@ from fleetkit.policy import Policy, Schedule
 if TYPE_CHECKING:
     from fleetkit.isolation import Isolator
 
-__all__ = ["InstanceExecutor", "JobCounts", "JobResults", "LogFactory"]
+__all__ = ["InstanceExecutor", "JobCounts", "JobResults", "LogFactory", "build"]
 
 logger = logging.getLogger("fleetkit.executor")
 
@@ -258,8 +259,6 @@ class InstanceExecutor:
         problem, those the provider and connectors find included (a plugin
         that is not installed is one at ``runners[i].autoscaler.plugin``).
         """
-        from fleetkit.executor._compose import build
-
         return build(path, runner, **overrides)  # type: ignore[arg-type]
 
     # --- lifecycle ----------------------------------------------------------
@@ -631,3 +630,39 @@ class InstanceExecutor:
             allow_failure=job.allow_failure,
             message=message,
         )
+
+
+def build(
+    path: str | Path,
+    runner: str | int | None = None,
+    *,
+    retries: int = 1,
+    log_factory: LogFactory = _memory_logs,
+    delete_instances_on_shutdown: bool | None = None,
+    keep_build_dir: bool = False,
+    acquire_timeout: float | None = None,
+    settings: Mapping[str, Any] | None = None,
+) -> InstanceExecutor:
+    """Build the executor for one runner of the config at ``path``, from the parts
+    :func:`~fleetkit.executor._compose.compose` makes (its arguments
+    ``delete_instances_on_shutdown`` and ``settings`` are passed on); the rest
+    are :class:`InstanceExecutor`'s."""
+    parts = compose(
+        path, runner, delete_instances_on_shutdown=delete_instances_on_shutdown, settings=settings
+    )
+    return InstanceExecutor(
+        parts.fleet,
+        parts.connector,
+        concurrent=parts.concurrent,
+        retries=retries,
+        log_factory=log_factory,
+        builds_dir=parts.builds_dir,
+        keep_build_dir=keep_build_dir,
+        variables=parts.variables,
+        acquire_timeout=acquire_timeout,
+        reload=parts.reload,
+        log_internal_ip=parts.log_internal_ip,
+        log_external_ip=parts.log_external_ip,
+        common_build_dir=parts.common_build_dir,
+        isolator=parts.isolator,
+    )

@@ -3,11 +3,14 @@
 ``async with Fleet(group, limits, schedule) as fleet:`` keeps an instance group
 sized to demand under the active idle policy and hands out job slots with
 ``async with fleet.acquire(key) as slot``. See :mod:`fleetkit.fleet._fleet` for
-the theory of operation and ``docs/fleet.md`` for a guide.
+the theory of operation (a synchronous fleet state, :mod:`fleetkit.fleet._state`,
+and the async driver that performs its effects, :mod:`fleetkit.fleet._driver`)
+and ``docs/fleet.md`` for a guide.
 """
 
 from __future__ import annotations
 
+from fleetkit._settings import FleetSettings as FleetSettings
 from fleetkit.fleet._clock import WallClock as WallClock
 from fleetkit.fleet._clock import anchored_wall_clock as anchored_wall_clock
 from fleetkit.fleet._events import FleetEvent as FleetEvent
@@ -24,7 +27,7 @@ from fleetkit.fleet._events import SlotReleased as SlotReleased
 from fleetkit.fleet._fleet import Fleet as Fleet
 from fleetkit.fleet._metrics import FleetCollector as FleetCollector
 from fleetkit.fleet._metrics import register_metrics as register_metrics
-from fleetkit.fleet._settings import FleetSettings as FleetSettings
+from fleetkit.fleet._probe import ReadyCheck as ReadyCheck
 from fleetkit.fleet._slots import Slot as Slot
 from fleetkit.fleet._stats import FleetStats as FleetStats
 from fleetkit.fleet._stats import HistogramSnapshot as HistogramSnapshot
@@ -44,6 +47,7 @@ __all__ = [
     "InstanceSeen",
     "InstancesRequested",
     "PlanMade",
+    "ReadyCheck",
     "Slot",
     "SlotAcquired",
     "SlotReleased",

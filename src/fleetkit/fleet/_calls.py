@@ -58,6 +58,11 @@ class GroupCalls:
         async with self._lock("connect_info"):
             return await self._group.connect_info(instance_id)
 
+    async def heartbeat(self, instance_id: str) -> None:
+        """The group's ``heartbeat``."""
+        async with self._lock("heartbeat"):
+            await self._group.heartbeat(instance_id)
+
     async def shutdown(self) -> None:
         """The group's ``shutdown``, at most once."""
         if self._shut:

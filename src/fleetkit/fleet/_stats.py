@@ -12,8 +12,10 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import attrs
 
+from fleetkit._settings import FleetSettings
 from fleetkit.fleet._table import Record
 from fleetkit.model import InstanceState, Limits
+from fleetkit.planner import classify
 
 __all__ = [
     "DEFAULT_BUCKETS",
@@ -80,16 +82,20 @@ class StatsBook:
         "task_operations",
     )
 
-    def __init__(self) -> None:
+    def __init__(self, settings: FleetSettings | None = None) -> None:
+        s = settings or FleetSettings()
+        operation = s.instance_operation_time_buckets or DEFAULT_BUCKETS
         self.task_operations: Counter[str] = Counter()
         self.scale_operations: Counter[str] = Counter()
         self.instance_operations: Counter[str] = Counter()
         self.missed_updates = 0
-        self.creation_time = Histogram()
-        self.is_running_time = Histogram()
-        self.deletion_time = Histogram()
-        self.readiness_time = Histogram()
-        self.life_duration = Histogram(LIFE_BUCKETS)
+        # GitLab: each operation histogram falls back to
+        # instance_operation_time_buckets, the lifetime one to its own default.
+        self.creation_time = Histogram(s.instance_creation_time_buckets or operation)
+        self.is_running_time = Histogram(s.instance_is_running_time_buckets or operation)
+        self.deletion_time = Histogram(s.instance_deletion_time_buckets or operation)
+        self.readiness_time = Histogram(s.instance_readiness_time_buckets or operation)
+        self.life_duration = Histogram(s.instance_life_duration_buckets or LIFE_BUCKETS)
 
     def histograms(self) -> dict[str, HistogramSnapshot]:
         """Every histogram now, under its GitLab name without the prefix."""
@@ -108,35 +114,31 @@ _S = InstanceState
 def count_slots(
     records: Iterable[Record], limits: Limits, requested: int
 ) -> tuple[dict[str, int], dict[str, int]]:
-    """Slots by GitLab task state and instances by lifecycle state (plus
+    """Slots by GitLab task state (through :func:`fleetkit.planner.classify`,
+    as the planner counts them) and instances by lifecycle state (plus
     ``requested``). ``pending`` and ``reserved`` are left at 0 for the caller."""
-    cap = limits.capacity_per_instance
-    threshold = limits.failure_threshold
-    tasks = dict.fromkeys(
-        ("idle", "pending", "reserved", "acquired", "unavailable", "unhealthy", "unready"), 0
-    )
+    idle = unready = unavailable = unhealthy = acquired = 0
     instances = {state.value: 0 for state in _S if state is not _S.DELETED}
     instances["requested"] = requested
     for record in records:
         state = record.state
         instances[state.value] += 1
         busy = len(record.slots)
-        free = max(cap - busy, 0)
-        tasks["acquired"] += busy
-        if state is _S.READY:
-            if threshold and record.health_failures >= threshold:
-                tasks["unhealthy"] += free
-            elif limits.max_use_count:
-                usable = min(free, max(limits.max_use_count - record.use_count, 0))
-                tasks["idle"] += usable
-                tasks["unavailable"] += free - usable
-            else:
-                tasks["idle"] += free
-        elif state in (_S.CREATING, _S.RUNNING):
-            tasks["unready"] += free
-        elif state is _S.DRAINING:
-            tasks["unavailable"] += free
-    tasks["unready"] += requested * cap
+        acquired += busy
+        a, b, c, d = classify(state, busy, record.use_count, record.health_failures, limits)
+        idle += a
+        unready += b
+        unavailable += c
+        unhealthy += d
+    tasks = {
+        "idle": idle,
+        "pending": 0,
+        "reserved": 0,
+        "acquired": acquired,
+        "unavailable": unavailable,
+        "unhealthy": unhealthy,
+        "unready": unready + requested * limits.capacity_per_instance,
+    }
     return tasks, instances
 
 

@@ -15,24 +15,22 @@ runtime's own decisions (``DRAIN``, ``DELETE_ACCEPTED``). ``REQUESTED`` is not a
 record state: an accepted ``increase`` is only a count until the instance shows
 up with an id.
 
-The table also answers "may this instance take a job now" (:func:`pick_slot`,
-GitLab's acquire walk: oldest ready healthy instance, lowest free slot) and
-builds the frozen :class:`~fleetkit.model.Snapshot` the planner reads.
+Only :class:`~fleetkit.fleet._state.FleetState` moves records; it asks the
+planner's accounting (:func:`fleetkit.planner.room`) whether one may take a job.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 
-from fleetkit.model import ConnectInfo, Instance, InstanceState, Limits
+from fleetkit.model import Instance, InstanceState
 
 __all__ = [
     "TRANSITIONS",
     "LifecycleError",
     "Record",
     "Trigger",
-    "pick_slot",
     "render_table",
     "seniority",
     "transition",
@@ -133,7 +131,6 @@ class Record:
         "health_failures",
         "id",
         "idle_since",
-        "info",
         "owner",
         "ready_at",
         "running_at",
@@ -163,7 +160,6 @@ class Record:
         self.idle_since: float | None = None
         self.health_failures = 0
         self.slots: dict[int, str] = {}
-        self.info: ConnectInfo | None = None
         self.delete_due: float | None = None
         self.deletion_requested_at: float | None = None
         self.drain_reason: str | None = None
@@ -216,15 +212,6 @@ class Record:
             drain_reason=self.drain_reason,
         )
 
-    def takes_work(self, limits: Limits) -> bool:
-        """Whether a new acquisition may land here now."""
-        return (
-            self.state is S.READY
-            and (limits.failure_threshold == 0 or self.health_failures < limits.failure_threshold)
-            and (limits.max_use_count == 0 or self.use_count < limits.max_use_count)
-            and len(self.slots) < limits.capacity_per_instance
-        )
-
 
 _FROZEN_FIELDS = frozenset(
     {
@@ -273,15 +260,3 @@ def seniority(record: Record) -> tuple[float, float, str]:
     """
     ready_at = record.ready_at
     return (record.created_at if ready_at is None else ready_at, record.created_at, record.id)
-
-
-def pick_slot(records: Iterable[Record], limits: Limits) -> tuple[Record, int] | None:
-    """The slot an acquisition gets now: the first of ``records`` (given in
-    :func:`seniority` order) that takes work, and its lowest free slot number;
-    ``None`` when no slot is free."""
-    for record in records:
-        if record.takes_work(limits):
-            for number in range(limits.capacity_per_instance):
-                if number not in record.slots:
-                    return record, number
-    return None

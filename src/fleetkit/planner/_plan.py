@@ -41,6 +41,7 @@ from __future__ import annotations
 
 from fleetkit.errors import ConfigError, Problem
 from fleetkit.model import Instance, InstanceState, Limits, Snapshot
+from fleetkit.planner._accounting import classify
 from fleetkit.planner._assign import assign
 from fleetkit.planner._decisions import (
     Deprovision,
@@ -172,7 +173,6 @@ def plan(snapshot: Snapshot, policy: Policy, limits: Limits, now: float) -> Plan
     """
     pending_keys = _check(snapshot)
     cap = limits.capacity_per_instance
-    max_use = limits.max_use_count
     idle_time = policy.idle_time.total_seconds()
     assignments, given = assign(snapshot.instances, snapshot.pending, limits)
 
@@ -193,7 +193,8 @@ def plan(snapshot: Snapshot, policy: Policy, limits: Limits, now: float) -> Plan
         extra = given.get(instance.id, 0) if given else 0
         busy = len(instance.slots_in_use) + extra
         uses = instance.use_count + extra
-        unhealthy = threshold > 0 and instance.health_failures >= threshold
+        failures = instance.health_failures
+        unhealthy = threshold > 0 and failures >= threshold
         if busy == 0:
             reason = _forced_reason(instance, uses, unhealthy, limits, now)
             if reason is not None:
@@ -201,22 +202,18 @@ def plan(snapshot: Snapshot, policy: Policy, limits: Limits, now: float) -> Plan
                 continue
         counted += 1
         acquired += busy
-        free = cap - busy if busy < cap else 0
-        if state is _DRAINING or unhealthy:
-            unavailable += free
-        elif state is _READY:
-            usable = free
-            if max_use and max_use - uses < free:
-                usable = max_use - uses if uses < max_use else 0
-            unavailable += free - usable
-            idle += usable
-            if busy == 0:
+        usable, booting, lost, failing = classify(state, busy, uses, failures, limits)
+        # Demand counts unhealthy slots as unavailable: nobody can take them.
+        lost += failing
+        idle += usable
+        unready += booting
+        unavailable += lost
+        if busy == 0:
+            if state is _READY and not failing:
                 free_ready.append(
-                    (_idle_ref(instance), instance.created_at, instance.id, usable, free - usable)
+                    (_idle_ref(instance), instance.created_at, instance.id, usable, lost)
                 )
-        else:
-            unready += free
-            if busy == 0:
+            elif booting:
                 booting_free.append(instance)
 
     reserved = len(snapshot.reservations)

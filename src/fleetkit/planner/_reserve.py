@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import attrs
 
-from fleetkit.model import InstanceState, Limits, Snapshot
-from fleetkit.planner._assign import is_unhealthy, room
+from fleetkit.model import Limits, Snapshot
+from fleetkit.planner._accounting import count_instances
 from fleetkit.policy import Policy
 
 __all__ = ["ReserveDecision", "can_reserve"]
@@ -46,26 +46,9 @@ def can_reserve(
 ) -> ReserveDecision:
     """Decide whether one more reservation fits, per the policy's mode and the limits."""
     cap = limits.capacity_per_instance
-    idle = acquired = unhealthy = unready = unavailable = 0
-    leaving = {InstanceState.DELETING, InstanceState.DELETED}
-    for instance in snapshot.instances:
-        if instance.state in leaving:
-            continue
-        busy = len(instance.slots_in_use)
-        acquired += busy
-        free = max(cap - busy, 0)
-        takes = room(instance, limits)
-        idle += takes
-        if instance.state is InstanceState.READY:
-            if is_unhealthy(instance, limits):
-                unhealthy += free
-            else:
-                unavailable += free - takes
-        elif instance.state is InstanceState.DRAINING:
-            unavailable += free
-        else:
-            unready += free
-    unready += snapshot.requested * cap
+    idle, unready, unavailable, unhealthy, acquired = count_instances(
+        snapshot.instances, limits, snapshot.requested
+    )
     reserved = len(snapshot.reservations)
     pending = len(snapshot.pending)
     counts = (

@@ -1,12 +1,18 @@
-"""The runtime's settings: one frozen value with GitLab's defaults (spec §1.2, §1.6).
+"""The fleet runtime's settings: one frozen value with GitLab's defaults (spec §1.2, §1.6).
+
+Public as :class:`fleetkit.fleet.FleetSettings`. It lives below the runtime so
+that ``fleetkit.config`` can build it from ``[runners.autoscaler]``
+(:meth:`fleetkit.config.AutoscalerConfig.fleet_settings`, next to ``limits()``
+and ``schedule()``) without loading an event loop.
 
 Durations are seconds (floats), because the runtime measures them on anyio's
-clock; the executor converts ``config.toml``'s Go durations when it builds this.
+clock; the config converts ``config.toml``'s Go durations when it builds this.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +29,26 @@ def _positive(_inst: object, attribute: attrs.Attribute[Any], value: float) -> N
 def _nonneg(_inst: object, attribute: attrs.Attribute[Any], value: float) -> None:
     if not value >= 0:
         raise ValueError(f"FleetSettings.{attribute.name} must be >= 0, got {value}")
+
+
+def _buckets(value: Iterable[float] | None) -> tuple[float, ...] | None:
+    return None if value is None else tuple(float(v) for v in value)
+
+
+def _increasing(
+    _inst: object, attribute: attrs.Attribute[Any], value: tuple[float, ...] | None
+) -> None:
+    if value is not None and (
+        not all(math.isfinite(v) for v in value) or list(value) != sorted(value)
+    ):
+        raise ValueError(
+            f"FleetSettings.{attribute.name} must be finite numbers in increasing order, "
+            f"got {list(value)}"
+        )
+
+
+def _bucket_field() -> Any:
+    return attrs.field(default=None, converter=_buckets, validator=_increasing)
 
 
 def _optional_positive(_inst: object, attribute: attrs.Attribute[Any], value: float | None) -> None:
@@ -49,9 +75,16 @@ class FleetSettings:
       before it takes work; a non-zero exit removes the instance and backs off
       scale-ups exponentially (``ready_backoff_initial`` doubling up to
       ``ready_backoff_max``); the same backoff follows failed ``increase`` calls.
-    * ``heartbeat_interval``: when set and a connector is given, run
-      ``heartbeat_command`` on every ready instance that often; failures count
-      toward ``failure_threshold`` (``FF_USE_FLEETING_ACQUIRE_HEARTBEATS``).
+    * ``heartbeat_interval``: when set, heartbeat every ready instance that
+      often; failures count toward ``failure_threshold``. A heartbeat is the
+      provider's ``heartbeat`` verb when it declares the ``"heartbeat"``
+      capability, and ``heartbeat_command`` over the connector when the fleet
+      has one (GitLab runs ``exit 0`` there).
+    * ``acquire_heartbeats``: also heartbeat an instance before each slot on it
+      is handed out; a failure counts toward ``failure_threshold`` and the
+      acquisition tries the next instance. ``FF_USE_FLEETING_ACQUIRE_HEARTBEATS``
+      in ``[runners.feature_flags]`` turns this on with a 5 minute
+      ``heartbeat_interval``, as in GitLab.
     * ``scale_throttle_limit`` / ``scale_throttle_burst``: the instance creation
       token bucket (0 means 100/s, -1 unlimited; burst ``None`` means
       ``max_instances``, or the limit when that is 0).
@@ -67,7 +100,12 @@ class FleetSettings:
     * ``wake_coalesce``: after a wake-up (acquire, release, reserve, ready-up)
       the loop waits this long so that a burst is served by one tick.
     * ``owner_id``: the fleet's id, the owner tag the provider stamps on the
-      instances it creates; at start an instance carrying it is proven ours.
+      instances it creates; at start an instance carrying it is proven ours,
+      and an instance carrying another owner is never touched.
+    * ``instance_*_buckets``: histogram bucket bounds (seconds) for
+      ``stats().histograms`` and the Prometheus collector;
+      ``instance_operation_time_buckets`` is the fallback of the four operation
+      histograms, as in GitLab. ``None``: fleetkit's defaults.
     """
 
     update_interval: float = attrs.field(default=60.0, validator=_positive)
@@ -94,6 +132,7 @@ class FleetSettings:
     heartbeat_interval: float | None = attrs.field(default=None, validator=_optional_positive)
     heartbeat_command: str = "exit 0"
     heartbeat_timeout: float = attrs.field(default=30.0, validator=_positive)
+    acquire_heartbeats: bool = False
     scale_throttle_limit: int = 0
     scale_throttle_burst: int | None = None
     reservation_throttling: bool = True
@@ -105,3 +144,9 @@ class FleetSettings:
     keep_instance_with_acquisitions: bool = False
     wake_coalesce: float = attrs.field(default=0.01, validator=_nonneg)
     owner_id: str | None = None
+    instance_operation_time_buckets: tuple[float, ...] | None = _bucket_field()
+    instance_creation_time_buckets: tuple[float, ...] | None = _bucket_field()
+    instance_is_running_time_buckets: tuple[float, ...] | None = _bucket_field()
+    instance_deletion_time_buckets: tuple[float, ...] | None = _bucket_field()
+    instance_readiness_time_buckets: tuple[float, ...] | None = _bucket_field()
+    instance_life_duration_buckets: tuple[float, ...] | None = _bucket_field()
