@@ -28,7 +28,10 @@ async def test_a_second_fleet_on_the_same_state_storage_is_refused(tmp_path: Pat
     """The second fleet fails to start naming state.json; the first runs on, and after it
     closes the table is free again."""
     settings = attrs.evolve(FAST, state_storage_dir=tmp_path, owner_id="same-url-and-token")
-    first_group, second_group = SimulatedGroup(), SimulatedGroup()
+    # The group stamps the fleet's owner id, as provider.load(owner=...) does: an
+    # instance with another owner's tag is never used (issue 13).
+    first_group = SimulatedGroup(owner="same-url-and-token")
+    second_group = SimulatedGroup(owner="same-url-and-token")
     async with Fleet(first_group, Limits(), Policy(idle_count=1), settings=settings) as first:
         with pytest.raises(StateStoreError, match=r"state\.json: in use by another fleet \(pid "):
             async with Fleet(second_group, Limits(), Policy(idle_count=1), settings=settings):

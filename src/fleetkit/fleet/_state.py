@@ -729,7 +729,8 @@ class FleetState:
             LogLine(
                 logging.INFO,
                 "leaving instance %s alone: its owner tag is %r, not this fleet's %r; "
-                "it is never used, adopted or deleted",
+                "it is never used, adopted or deleted (if this fleet asked for it, "
+                "its provider stamps another owner than settings.owner_id)",
                 (status.id, status.owner, self.settings.owner_id),
                 {"fleet": self.name, "instance_id": status.id, "owner": status.owner},
             )
