@@ -45,6 +45,9 @@ class Composition:
     log_external_ip: bool
     common_build_dir: bool
     isolator: Isolator | None
+    shell: str
+    pre_build_script: str | None
+    post_build_script: str | None
 
 
 def compose(

@@ -665,4 +665,7 @@ def build(
         log_external_ip=parts.log_external_ip,
         common_build_dir=parts.common_build_dir,
         isolator=parts.isolator,
+        shell=parts.shell,
+        pre_build_script=parts.pre_build_script,
+        post_build_script=parts.post_build_script,
     )
