@@ -208,3 +208,26 @@ def test_serve_reports_bad_input_in_one_line(short_dir: Path) -> None:
         "config.max_vms: expected a positive integer, got 'many'"
     )
     assert sorted(os.listdir(short_dir)) == ["config.json"]
+
+
+def test_without_the_isolation_extra_the_verbs_say_what_to_install(short_dir: Path) -> None:
+    blocked = (
+        "import sys\n"
+        "sys.modules['grpc'] = None  # as if grpcio were not installed\n"
+        "from fleetkit.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    for verb in (["list"], ["serve", "--hypervisor", "sandbox"]):
+        done = subprocess.run(
+            [sys.executable, "-c", blocked, "nesting", *verb, "--socket", str(short_dir / "n")],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 1
+        assert done.stderr.startswith(
+            f"fleetkit nesting {verb[0]}: needs the isolation extra "
+            "(pip install 'fleetkit[isolation]')"
+        )
+        assert len(done.stderr.splitlines()) == 1

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import stat
 from pathlib import Path
 
@@ -13,6 +15,7 @@ import pytest
 from google.protobuf.message import Message
 
 from fleetkit._nesting_proto import METHODS, nesting_pb2
+from fleetkit._procs import exists, wait_until
 from fleetkit.errors import (
     AlreadyInitialized,
     NestingError,
@@ -20,6 +23,8 @@ from fleetkit.errors import (
     VMNotFound,
 )
 from fleetkit.isolation import NestingClient
+from fleetkit.nesting import NestingDaemon
+from fleetkit.nesting.sandbox import SandboxHypervisor
 from tests.integration.nesting_support import serving, short_dir, sshds_of
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
@@ -167,3 +172,73 @@ async def _accepts(addr: str) -> bool:
         return False
     await stream.aclose()
     return True
+
+
+async def test_list_drops_a_vm_whose_sshd_died_and_frees_its_slot(short_dir: Path) -> None:
+    async with serving(short_dir) as (daemon, client):
+        made = await client.create("default", slot=4)
+        kept = await client.create("default", slot=5)
+        pid = _sshd_pid(daemon.state_dir, made.vm.id)
+        os.kill(pid, signal.SIGKILL)
+        with anyio.fail_after(10):
+            await wait_until(lambda: not exists(pid))
+        assert [vm.id for vm in await client.list()] == [kept.vm.id]
+        again = await client.create("default", slot=4)
+        assert again.stomped_vm_id is None, "the dead VM's slot was not freed"
+        with pytest.raises(VMNotFound):
+            await client.delete(made.vm.id)
+
+
+async def test_concurrent_inits_one_wins(short_dir: Path) -> None:
+    async with serving(short_dir) as (daemon, _):
+        outcomes: list[str] = []
+
+        async def init() -> None:
+            async with NestingClient(daemon.target) as plain:
+                try:
+                    await plain.init({})
+                    outcomes.append("ok")
+                except AlreadyInitialized:
+                    outcomes.append("already")
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(4):
+                tg.start_soon(init)
+        assert sorted(outcomes) == ["already", "already", "already", "ok"]
+
+
+class HangingDeletes(SandboxHypervisor):
+    """The real sandbox, except that deleting a VM hangs first (a hung guest)."""
+
+    async def delete(self, vm_id: str) -> None:
+        await anyio.sleep_forever()
+
+
+async def test_a_hanging_delete_is_bounded_and_the_next_start_recovers(short_dir: Path) -> None:
+    socket = short_dir / "nesting.sock"
+    async with (
+        NestingDaemon(
+            HangingDeletes, socket_path=socket, config={}, delete_timeout=0.5, stop_timeout=2
+        ) as daemon,
+        NestingClient(daemon.target) as client,
+    ):
+        first = await client.create("default", slot=0)
+        with pytest.raises(NestingError, match=r"took longer than 0\.5s") as caught:
+            await client.delete(first.vm.id)
+        assert caught.value.code == "INTERNAL"
+        second = await client.create("default", slot=0)
+        assert second.stomped_vm_id is None, "a failed delete still frees the slot"
+        state = daemon.state_dir
+    # The stop's deletes hang too: bounded, and what is left stays for recovery.
+    assert len(sshds_of(state)) >= 1
+    # A daemon given a factory keeps its hypervisor's state in STATE/hypervisor.
+    async with NestingDaemon(SandboxHypervisor, socket_path=socket, state_dir=state) as again:
+        pass
+    assert sorted(again.recovered) == sorted([first.vm.id, second.vm.id])
+    assert sshds_of(state) == []
+
+
+def _sshd_pid(state: Path, vm_id: str) -> int:
+    record = json.loads((state / "sandbox" / "vms" / f"{vm_id}.json").read_text())
+    pid: int = record["pid"]
+    return pid

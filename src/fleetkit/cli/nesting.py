@@ -19,7 +19,8 @@ SIGTERM or SIGINT, then deletes every VM.
 
 Exit status: 0 success; 1 the daemon answered with an error (not initialized,
 no such VM or image, hypervisor failure), or ``serve`` could not start (unsafe
-socket path, another daemon on the state dir, unknown hypervisor); 2 usage
+socket path, another daemon on the state dir, unknown hypervisor), or the
+``isolation`` extra is not installed; 2 usage
 errors and unreadable or invalid ``--config``; 3 no daemon answers on the
 socket.
 """
@@ -130,8 +131,20 @@ def _read_config(path: Path) -> dict[str, Any]:
     return value
 
 
+def _missing_extra() -> str | None:
+    """Why the gRPC stack cannot be imported, or None when it can."""
+    try:
+        import google.protobuf  # noqa: F401
+        import grpc  # noqa: F401
+    except ImportError as exc:
+        return f"needs the isolation extra (pip install 'fleetkit[isolation]'): {exc}"
+    return None
+
+
 @interruptible
 def _serve(args: argparse.Namespace) -> int:
+    if (missing := _missing_extra()) is not None:
+        return fail("nesting serve", missing, _REFUSED)
     from fleetkit.nesting import NestingDaemon
 
     logging.basicConfig(
@@ -160,6 +173,8 @@ def _serve(args: argparse.Namespace) -> int:
 
 @interruptible
 def _client_verb(args: argparse.Namespace) -> int:
+    if (missing := _missing_extra()) is not None:
+        return fail(f"nesting {args.verb}", missing, _REFUSED)
     from fleetkit.nesting import default_socket_path
 
     socket = args.socket if args.socket is not None else default_socket_path()

@@ -194,15 +194,8 @@ class NestingDaemon:
         if server is not None:
             await server.stop(_RPC_GRACE)
         service, self._service = self._service, None
-        if service is not None:
-            with anyio.move_on_after(self._stop_timeout) as bound:
-                await service.close()
-            if bound.cancelled_caught:
-                log.error(
-                    "stopping: VMs not deleted within %gs; the next start removes them",
-                    self._stop_timeout,
-                )
-                remove_state = False
+        if service is not None and not await service.close(self._stop_timeout):
+            remove_state = False
         if server is not None:
             await anyio.to_thread.run_sync(remove_socket, self.socket_path, self._socket_owner)
         lock, self._lock = self._lock, None

@@ -89,7 +89,8 @@ class Hypervisor(Protocol):
     async def delete(self, vm_id: str) -> None:
         """Stop the VM hard enough to be sure (a hung guest included) and remove
         everything of it. Idempotent: an unknown id is no error. Must finish
-        in bounded time; the daemon also bounds it.
+        in bounded time; the daemon also bounds it (cancelling the call, so
+        shield only the steps that must not be cut short).
         """
         ...
 
@@ -100,7 +101,9 @@ class Hypervisor(Protocol):
 
     async def shutdown(self) -> None:
         """Release what :meth:`init` took. The daemon has deleted every VM
-        first; a hypervisor may remove stragglers here. Idempotent."""
+        first; a hypervisor may remove stragglers here. Idempotent. The daemon
+        calls it shielded, within its stop timeout (cancelling it when the time
+        is up): what is left then, :meth:`recover` removes at the next start."""
         ...
 
 

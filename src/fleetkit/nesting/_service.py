@@ -188,7 +188,8 @@ class NestingService:
     async def shutdown(self) -> None:
         """Delete every VM (GitLab's ``Shutdown``); the daemon keeps serving."""
         self._gate()
-        await self._delete_all()
+        with anyio.CancelScope(shield=True):  # a caller that hangs up stops nothing
+            await self._delete_all()
 
     async def _delete_all(self) -> None:
         failures: list[str] = []
@@ -199,20 +200,22 @@ class NestingService:
             except IsolationError as exc:
                 failures.append(str(exc))
 
-        with anyio.CancelScope(shield=True):
-            async with anyio.create_task_group() as tg:
-                for vm_id in list(self._vms):
-                    tg.start_soon(one, vm_id)
+        # Not shielded as a whole (close() bounds it); each delete is.
+        async with anyio.create_task_group() as tg:
+            for vm_id in list(self._vms):
+                tg.start_soon(one, vm_id)
         if failures:
             raise HypervisorError("; ".join(failures))
 
-    async def close(self) -> None:
-        """The daemon stops: refuse new work, delete every VM, shut the
-        hypervisor down. Shielded; each delete bounded."""
+    async def close(self, within: float) -> bool:
+        """The daemon stops: refuse new work, delete every VM (each delete
+        bounded), shut the hypervisor down, all within ``within`` seconds.
+        Shielded from outside cancellation. Returns whether all of it finished
+        in time; what did not is left for the next start's recovery."""
         if self._closed:
-            return
+            return True
         self._closed = True
-        with anyio.CancelScope(shield=True):
+        with anyio.CancelScope(shield=True), anyio.move_on_after(within) as bound:
             if self._vms:
                 log.info("stopping: deleting %d VM(s)", len(self._vms))
             try:
@@ -221,3 +224,6 @@ class NestingService:
                 log.error("stopping: %s", exc)
             if self._initialized:
                 await self._hypervisor.shutdown()
+        if bound.cancelled_caught:
+            log.error("stopping: not done within %gs; the next start removes what is left", within)
+        return not bound.cancelled_caught

@@ -282,15 +282,14 @@ class SandboxHypervisor:
         return [s.vm for s in self._vms.values() if s.sshd.alive() and exists(s.sshd.pid)]
 
     async def shutdown(self) -> None:
-        """Delete any VM still held (the daemon normally has)."""
-        with anyio.CancelScope(shield=True):
-            for vm_id in list(self._vms):
-                await self.delete(vm_id)
-            work = self._state_dir / "work"
-            with contextlib.suppress(OSError):
-                work.rmdir()
-            with contextlib.suppress(OSError):
-                self._records.rmdir()
+        """Delete any VM still held (the daemon normally has). The daemon
+        bounds and shields this call."""
+        for vm_id in list(self._vms):
+            await self.delete(vm_id)
+        with contextlib.suppress(OSError):
+            (self._state_dir / "work").rmdir()
+        with contextlib.suppress(OSError):
+            self._records.rmdir()
 
     def _ready(self) -> _Settings:
         if self._settings is None:
