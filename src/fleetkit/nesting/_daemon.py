@@ -3,7 +3,9 @@
 Start-up, in this order: take the state dir's lock (one daemon per state),
 let the hypervisor remove what a killed daemon left (:meth:`Hypervisor.recover`),
 apply the ``--config`` JSON when given (as an ``Init``), check and bind the
-socket (0600, see :mod:`fleetkit.nesting._paths`), serve. Stop: refuse new
+socket (0600, see :mod:`fleetkit.nesting._paths`), serve. The socket's path
+appears only once calls are answered (it is bound under a private name and
+renamed into place), so waiting for the path is waiting for the daemon. Stop: refuse new
 calls, let running ones finish briefly, delete every VM (each delete bounded,
 all of it bounded by ``stop_timeout``), shut the hypervisor down, remove the
 socket and the lock. A daemon killed with ``SIGKILL`` does none of that; the
@@ -156,17 +158,28 @@ class NestingDaemon:
         self._service = service
         if self._config is not None:
             await service.init(json.dumps(self._config).encode())
-        await anyio.to_thread.run_sync(check_socket_path, self.socket_path, self._socket_owner)
+        owner = self._socket_owner
+        await anyio.to_thread.run_sync(check_socket_path, self.socket_path, owner)
+        # Bound under a private name and renamed into place once serving, so
+        # that the socket's path exists only while calls are answered: a
+        # waiter may take the path appearing as the daemon being ready.
+        binding = self._binding_path
+        await anyio.to_thread.run_sync(check_socket_path, binding, owner)
         server = grpc.aio.server()
         add_service(server, service)
         with socket_umask():
-            bound = server.add_insecure_port(self.target)
+            bound = server.add_insecure_port(f"unix:{binding}")
         if not bound:
             raise IsolationError(f"cannot listen on {self.socket_path}")
         self._server = server
-        restrict_socket(self.socket_path, self._socket_owner)
+        restrict_socket(binding, owner)
         await server.start()
+        os.replace(binding, self.socket_path)
         log.info("nesting daemon serving on %s (state %s)", self.socket_path, self.state_dir)
+
+    @property
+    def _binding_path(self) -> Path:
+        return self.socket_path.with_name(f".{os.getpid()}.s")
 
     async def serve(self) -> None:
         """Start if needed and serve until SIGTERM or SIGINT, then stop."""
@@ -197,7 +210,8 @@ class NestingDaemon:
         if service is not None and not await service.close(self._stop_timeout):
             remove_state = False
         if server is not None:
-            await anyio.to_thread.run_sync(remove_socket, self.socket_path, self._socket_owner)
+            for path in (self._binding_path, self.socket_path):
+                await anyio.to_thread.run_sync(remove_socket, path, self._socket_owner)
         lock, self._lock = self._lock, None
         if lock is not None:
             hv_dir = self.state_dir / (self._hypervisor_name or "hypervisor")
