@@ -221,8 +221,6 @@ class FleetState:
         """Build the table from the first ``update`` and the state store: adopt,
         remove or leave alone each instance found (the module's ownership rules)."""
         fx = Effects()
-        owner = self.settings.owner_id
-        max_use = self.limits.max_use_count
         for status in statuses:
             if status.state in GONE:
                 continue
@@ -242,27 +240,17 @@ class FleetState:
                 record.we_deleted = True
                 self._move(record, Trigger.SEEN_DELETING)
                 continue
-            tagged = owner is not None and status.owner == owner
-            if prior is None and not tagged:
-                self._drain(
-                    record, "no data on pre-existing instance so removing for safety", now, fx
+            removal = self._why_remove(status, prior)
+            if removal is not None:
+                fx.logs.append(
+                    LogLine(
+                        logging.INFO,
+                        "removing pre-existing instance %s: %s",
+                        (status.id, removal),
+                        {"fleet": self.name, "instance_id": status.id, "reason": removal},
+                    )
                 )
-            elif (
-                prior is not None
-                and prior.acquisitions
-                and not (self.settings.keep_instance_with_acquisitions)
-            ):
-                self._drain(
-                    record, "pre-existing instance has acquisitions so removing for safety", now, fx
-                )
-            elif prior is None and max_use:
-                self._drain(
-                    record,
-                    "pre-existing instance proven ours only by its owner tag: its use count "
-                    f"is unknown and max_use_count is {max_use}, so removing for safety",
-                    now,
-                    fx,
-                )
+                self._drain(record, removal, now, fx)
             else:
                 why = (
                     f"the state store knows it (use count {prior.use_count})"
@@ -283,6 +271,24 @@ class FleetState:
         self.is_open = True
         self.next_poll = now + self.poll_interval()
         return fx
+
+    def _why_remove(self, status: InstanceStatus, prior: StoredInstance | None) -> str | None:
+        """Why a pre-existing instance of ours must go, or ``None`` to adopt it."""
+        owner = self.settings.owner_id
+        if prior is None and not (owner is not None and status.owner == owner):
+            return "no data on pre-existing instance so removing for safety"
+        keep = self.settings.keep_instance_with_acquisitions
+        if prior is not None and prior.acquisitions and not keep:
+            return "pre-existing instance has acquisitions so removing for safety"
+        max_use = self.limits.max_use_count
+        if prior is None and max_use:
+            # GitLab removes every instance it has no data on; fleetkit keeps a
+            # tagged one only where its unknown use count cannot matter.
+            return (
+                "pre-existing instance proven ours only by its owner tag: its use count "
+                f"is unknown and max_use_count is {max_use}, so removing for safety"
+            )
+        return None
 
     # --- what the provider reports ------------------------------------------
 
