@@ -38,7 +38,10 @@ def simulate_one(config: FleetConfig, trace: Trace, options: Options | None = No
     options = options or Options()
     run = replay(config, trace, options)
     figs = figures(
-        run, wait_threshold=options.wait_threshold, price_per_hour=options.price_per_hour
+        run,
+        wait_threshold=options.wait_threshold,
+        price_per_hour=options.price_per_hour,
+        since=options.measure_from,
     )
     if options.series_step is None:
         return Result(figs)

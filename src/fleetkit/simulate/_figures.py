@@ -103,11 +103,15 @@ def lower_bound_minutes(job_seconds: float, capacity: int) -> float:
     return job_seconds / capacity / 60.0
 
 
-def _union(intervals: list[tuple[float, float]], end: float) -> float:
+def _union(intervals: list[tuple[float, float]], begin: float, end: float) -> float:
+    """The time within [begin, end] that the intervals cover."""
     total = 0.0
     cur_start = cur_end = -math.inf
     for start, stop in sorted(intervals):
+        start = max(start, begin)
         stop = min(stop, end)
+        if stop <= start:
+            continue
         if start > cur_end:
             if cur_end > cur_start:
                 total += cur_end - cur_start
@@ -119,33 +123,44 @@ def _union(intervals: list[tuple[float, float]], end: float) -> float:
     return total
 
 
-def figures(run: Replay, *, wait_threshold: float, price_per_hour: float) -> Figures:
-    """The figures of ``run``."""
+def figures(
+    run: Replay, *, wait_threshold: float, price_per_hour: float, since: float = 0.0
+) -> Figures:
+    """The figures of ``run``, counting from ``since`` seconds into the trace.
+
+    From ``since`` on: the jobs that arrived then or later, instance-time
+    within the window, instances created and deleted in it.
+    """
     end = run.end
-    waits = sorted(run.waits)
+    jobs = [i for i, job in enumerate(run.trace.jobs) if job.arrival >= since]
+    waits = sorted(run.waits[i] for i in jobs)
     booting = busy = total = 0.0
     created = deleted = unused = 0
     for life in run.lives:
+        start = max(life.requested_at, since)
         gone = min(life.ended_at, end)
-        span = max(0.0, gone - life.requested_at)
-        total += span
+        if gone <= start and not (since <= life.ended_at <= end):
+            continue
+        total += max(0.0, gone - start)
         ready = run.ready_at.get(life.id, math.inf)
-        booting += max(0.0, min(ready, gone) - life.requested_at)
+        booting += max(0.0, min(ready, gone) - start)
         held = run.holds.get(life.id)
         if held:
-            busy += _union(held, gone)
-        if not life.preloaded:
+            busy += _union(held, start, gone)
+        if not life.preloaded and life.requested_at >= since:
             created += 1
-        if life.ended_at <= end:
+        if since <= life.ended_at <= end:
             deleted += 1
             if not held:
                 unused += 1
     idle = max(0.0, total - booting - busy)
-    job_seconds = run.trace.job_seconds
+    job_seconds = math.fsum(run.trace.jobs[i].duration for i in jobs)
     bound = lower_bound_minutes(job_seconds, run.capacity)
+    failed = sum(1 for i in jobs if i in run.failed_jobs)
+    unfinished = sum(1 for i in jobs if math.isnan(run.finished[i])) - failed
     return Figures(
         config=run.config.name,
-        jobs=len(run.waits),
+        jobs=len(jobs),
         wait_mean_s=math.fsum(waits) / len(waits) if waits else 0.0,
         wait_p50_s=percentile(waits, 0.50),
         wait_p95_s=percentile(waits, 0.95),
@@ -161,30 +176,30 @@ def figures(run: Replay, *, wait_threshold: float, price_per_hour: float) -> Fig
         cost=total / 3600.0 * price_per_hour,
         jobs_waited_over_threshold=sum(1 for w in waits if w > wait_threshold),
         wait_threshold_s=wait_threshold,
-        time_at_max_instances_s=_time_at_max(run),
-        jobs_retried=run.retried,
-        jobs_failed=run.failed,
-        jobs_unfinished=run.unfinished,
+        time_at_max_instances_s=_time_at_max(run, since),
+        jobs_retried=sum(run.retries[i] for i in jobs),
+        jobs_failed=failed,
+        jobs_unfinished=unfinished,
         lower_bound_instance_minutes=bound,
         lower_bound_cost=bound / 60.0 * price_per_hour,
     )
 
 
-def _time_at_max(run: Replay) -> float:
+def _time_at_max(run: Replay, since: float) -> float:
     if not run.max_instances:
         return 0.0
     steps = sorted(
         [(life.requested_at, 1) for life in run.lives]
-        + [(min(life.ended_at, run.end), -1) for life in run.lives if life.ended_at < run.end]
+        + [(life.ended_at, -1) for life in run.lives if life.ended_at < run.end]
     )
-    alive, since, total = 0, 0.0, 0.0
+    alive, previous, total = 0, 0.0, 0.0
     for at, change in steps:
         if alive >= run.max_instances:
-            total += at - since
+            total += max(0.0, at - max(previous, since))
         alive += change
-        since = at
+        previous = max(previous, at)
     if alive >= run.max_instances:
-        total += run.end - since
+        total += max(0.0, run.end - max(previous, since))
     return total
 
 

@@ -102,14 +102,17 @@ class Life:
 
     def next_change(self, now: float) -> float:
         """When the state reported at ``now`` next changes (``inf``: never)."""
-        return min(
-            (
-                t
-                for t in (self.running_at, self.gone_at, self.delete_at, self.deleted_at)
-                if t > now
-            ),
-            default=math.inf,
-        )
+        # Explicit tests: this runs for every live instance on most polls.
+        change = math.inf
+        if now < self.running_at < change:
+            change = self.running_at
+        if now < self.gone_at < change:
+            change = self.gone_at
+        if now < self.delete_at < change:
+            change = self.delete_at
+        if now < self.deleted_at < change:
+            change = self.deleted_at
+        return change
 
     def state(self, now: float) -> ProviderState:
         if now >= self.gone_at or now >= self.deleted_at:

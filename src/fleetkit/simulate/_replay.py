@@ -17,6 +17,7 @@ when each instance became ready and when it was marked draining.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 from array import array
@@ -53,6 +54,9 @@ class Options:
     an instance loss. ``series_step``: seconds between chart samples (``None``:
     no series kept). ``drain_limit``: how long past the trace's end jobs may
     still run or wait; those left then are cancelled and counted unfinished.
+    ``measure_from``: seconds into the trace where the figures start (the
+    fleet runs from the start, so a first part warms it up, or trains a
+    policy that learns, without counting).
     """
 
     boot: BootTime = PRESETS["linux-vm"]
@@ -64,6 +68,7 @@ class Options:
     retries: int = 1
     series_step: float | None = None
     drain_limit: float = 7 * 86400.0
+    measure_from: float = 0.0
 
 
 @attrs.define(kw_only=True)
@@ -75,9 +80,24 @@ class Replay:
     end: float
     waits: array[float]
     finished: array[float]
-    failed: int
-    retried: int
-    unfinished: int
+    retries: array[int]  # per job: attempts after the first
+    failed_jobs: frozenset[int]  # jobs that used up their retries
+
+    @property
+    def failed(self) -> int:
+        """Jobs that used up their retries."""
+        return len(self.failed_jobs)
+
+    @property
+    def retried(self) -> int:
+        """Attempts after an instance loss, over all jobs."""
+        return sum(self.retries)
+
+    @property
+    def unfinished(self) -> int:
+        """Jobs still waiting or running when the replay ended."""
+        return sum(1 for f in self.finished if math.isnan(f)) - len(self.failed_jobs)
+
     lives: list[Life]
     ready_at: dict[str, float]
     draining_at: dict[str, float]
@@ -134,9 +154,18 @@ async def _run(config: FleetConfig, trace: Trace, options: Options) -> Replay:
     holds: dict[str, list[tuple[float, float]]] = {}
     ready_at: dict[str, float] = {}
     draining_at: dict[str, float] = {}
-    counts = {"failed": 0, "retried": 0}
+    retries = array("i", [0]) * len(jobs)
+    failed: set[int] = set()
     seen = [0]  # fleet events read from the stream
-    admission = anyio.Semaphore(config.concurrent or 2**31 - 1)
+    slots = limits.max_instances * limits.capacity_per_instance
+    # A concurrent at or above every slot the fleet can have never holds a job
+    # back that the fleet would not (both queues are first come, first
+    # served, and a job waiting in either adds no instance past
+    # max_instances): skip it, a checkpoint less per job.
+    binding = config.concurrent is not None and not (slots and config.concurrent >= slots)
+    admission: anyio.Semaphore | contextlib.nullcontext[None] = (
+        anyio.Semaphore(config.concurrent or 1) if binding else contextlib.nullcontext()
+    )
     clock = anyio.current_time
 
     async def run_job(index: int) -> None:
@@ -168,14 +197,14 @@ async def _run(config: FleetConfig, trace: Trace, options: Options) -> Replay:
                             raise InstanceLost(instance, "connection lost")
                         await anyio.sleep_until(ends)
                 except InstanceLost:
-                    counts["retried"] += 1
+                    retries[index] += 1
                     continue
                 finally:
                     if instance:
                         holds.setdefault(instance, []).append((started - t0, clock() - t0))
                 finished[index] = clock() - t0
                 return
-            counts["failed"] += 1
+            failed.add(index)
 
     def drain(stream: MemoryObjectReceiveStream[FleetEvent]) -> None:
         # Read what the fleet published so far without waiting: a task reading
@@ -216,9 +245,8 @@ async def _run(config: FleetConfig, trace: Trace, options: Options) -> Replay:
         end=end,
         waits=waits,
         finished=finished,
-        failed=counts["failed"],
-        unfinished=sum(1 for f in finished if math.isnan(f)) - counts["failed"],
-        retried=counts["retried"],
+        retries=retries,
+        failed_jobs=frozenset(failed),
         lives=_relative(group.lives, t0),
         ready_at=ready_at,
         draining_at=draining_at,

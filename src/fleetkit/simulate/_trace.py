@@ -68,6 +68,21 @@ class Trace:
     def _end(self) -> float:
         return self.jobs[-1].arrival if self.jobs else 0.0
 
+    def between(self, start: float, end: float) -> Trace:
+        """The jobs arriving in [``start``, ``end``) seconds, as a trace of its own
+        that starts at ``start`` (to tune on one week and check on the next)."""
+        jobs = tuple(
+            TraceJob(j.arrival - start, j.duration, j.name)
+            for j in self.jobs
+            if start <= j.arrival < end
+        )
+        return Trace(
+            self.start + timedelta(seconds=start),
+            jobs,
+            end=max(0.0, min(end, self.end) - start),
+            source=self.source,
+        )
+
     @property
     def job_seconds(self) -> float:
         """The sum of the jobs' durations."""
