@@ -19,11 +19,11 @@ from pathlib import Path
 
 import anyio
 
-from fleetkit._sshd import generate_keypair
 from fleetkit.connector.ssh import SSHConnector
 from fleetkit.isolation import NestingClient
 from fleetkit.model import ConnectInfo
 from fleetkit.nesting import NestingDaemon
+from fleetkit.testing.sshd import generate_keypair
 
 
 async def main() -> None:

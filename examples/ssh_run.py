@@ -11,9 +11,9 @@ from pathlib import Path
 
 import anyio
 
-from fleetkit._sshd import SSHDaemon, generate_keypair
 from fleetkit.connector.ssh import SSHConnector
 from fleetkit.model import ConnectInfo
+from fleetkit.testing.sshd import SSHDaemon, generate_keypair
 
 
 async def main() -> None:

@@ -7,8 +7,10 @@ Pytest-free building blocks, so a user's own test suite can test code that uses
         async with SSHConnector().connect(server.connect_info()) as conn:
             result = await conn.run("echo hi")
 
-The daemon itself is :class:`fleetkit._sshd.SSHDaemon`; see there for what it
-changes on the machine (one dedicated login user when running as root).
+The daemon itself is :class:`SSHDaemon` (``SSHDaemon.start(workdir,
+authorized_keys=[...])``, ``stop()``; an async context manager too), with
+:func:`generate_keypair` for client keys and :func:`ensure_login_user`, the one
+change it makes to the machine: a dedicated login user when running as root.
 """
 
 from __future__ import annotations
@@ -27,8 +29,12 @@ from fleetkit.model import ConnectInfo, mask_secret
 
 __all__ = [
     "ClientKey",
+    "SSHDaemon",
+    "SSHDaemonError",
     "TestSSHD",
+    "ensure_login_user",
     "ensure_password_user",
+    "generate_keypair",
     "new_client_key",
     "running_sshd",
 ]
