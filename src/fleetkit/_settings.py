@@ -5,8 +5,9 @@ that ``fleetkit.config`` can build it from ``[runners.autoscaler]``
 (:meth:`fleetkit.config.AutoscalerConfig.fleet_settings`, next to ``limits()``
 and ``schedule()``) without loading an event loop.
 
-Durations are seconds (floats), because the runtime measures them on anyio's
-clock; the config converts ``config.toml``'s Go durations when it builds this.
+Durations are :class:`~fleetkit.model.Duration` values (seconds as a float,
+because the runtime measures them on anyio's clock); each takes seconds or a
+:class:`datetime.timedelta`.
 """
 
 from __future__ import annotations
@@ -18,12 +19,9 @@ from typing import Any
 
 import attrs
 
+from fleetkit._duration import Duration, duration_check, to_duration, to_optional_duration
+
 __all__ = ["FleetSettings"]
-
-
-def _positive(_inst: object, attribute: attrs.Attribute[Any], value: float) -> None:
-    if not value > 0 or math.isinf(value):
-        raise ValueError(f"FleetSettings.{attribute.name} must be a finite number > 0, got {value}")
 
 
 def _nonneg(_inst: object, attribute: attrs.Attribute[Any], value: float) -> None:
@@ -51,9 +49,8 @@ def _bucket_field() -> Any:
     return attrs.field(default=None, converter=_buckets, validator=_increasing)
 
 
-def _optional_positive(_inst: object, attribute: attrs.Attribute[Any], value: float | None) -> None:
-    if value is not None:
-        _positive(_inst, attribute, value)
+# Written out per field: mypy's attrs plugin reads a converter only there.
+_POSITIVE = duration_check(positive=True)
 
 
 @attrs.frozen(kw_only=True)
@@ -108,18 +105,34 @@ class FleetSettings:
       histograms, as in GitLab. ``None``: fleetkit's defaults.
     """
 
-    update_interval: float = attrs.field(default=60.0, validator=_positive)
-    update_interval_when_expecting: float = attrs.field(default=2.0, validator=_positive)
-    deletion_retry_interval: float = attrs.field(default=60.0, validator=_positive)
+    update_interval: Duration = attrs.field(
+        default=Duration(60.0), converter=to_duration, validator=_POSITIVE
+    )
+    update_interval_when_expecting: Duration = attrs.field(
+        default=Duration(2.0), converter=to_duration, validator=_POSITIVE
+    )
+    deletion_retry_interval: Duration = attrs.field(
+        default=Duration(60.0), converter=to_duration, validator=_POSITIVE
+    )
     delete_instances_on_shutdown: bool = False
-    shutdown_deletion_interval: float = attrs.field(default=10.0, validator=_positive)
+    shutdown_deletion_interval: Duration = attrs.field(
+        default=Duration(10.0), converter=to_duration, validator=_POSITIVE
+    )
     shutdown_deletion_retries: int = attrs.field(default=3, validator=_nonneg)
     cancel_acquisitions_on_shutdown: bool = False
-    shutdown_timeout: float | None = attrs.field(default=None, validator=_optional_positive)
+    shutdown_timeout: Duration | None = attrs.field(
+        default=None, converter=to_optional_duration, validator=_POSITIVE
+    )
     instance_ready_command: str | None = None
-    ready_command_timeout: float = attrs.field(default=300.0, validator=_positive)
-    ready_backoff_initial: float = attrs.field(default=5.0, validator=_positive)
-    ready_backoff_max: float = attrs.field(default=300.0, validator=_positive)
+    ready_command_timeout: Duration = attrs.field(
+        default=Duration(300.0), converter=to_duration, validator=_POSITIVE
+    )
+    ready_backoff_initial: Duration = attrs.field(
+        default=Duration(5.0), converter=to_duration, validator=_POSITIVE
+    )
+    ready_backoff_max: Duration = attrs.field(
+        default=Duration(300.0), converter=to_duration, validator=_POSITIVE
+    )
 
     @ready_backoff_max.validator
     def _check_backoff(self, _attribute: attrs.Attribute[float], value: float) -> None:
@@ -129,20 +142,30 @@ class FleetSettings:
                 f"ready_backoff_initial ({self.ready_backoff_initial})"
             )
 
-    heartbeat_interval: float | None = attrs.field(default=None, validator=_optional_positive)
+    heartbeat_interval: Duration | None = attrs.field(
+        default=None, converter=to_optional_duration, validator=_POSITIVE
+    )
     heartbeat_command: str = "exit 0"
-    heartbeat_timeout: float = attrs.field(default=30.0, validator=_positive)
+    heartbeat_timeout: Duration = attrs.field(
+        default=Duration(30.0), converter=to_duration, validator=_POSITIVE
+    )
     acquire_heartbeats: bool = False
     scale_throttle_limit: int = 0
     scale_throttle_burst: int | None = None
     reservation_throttling: bool = True
-    acquire_timeout: float = attrs.field(default=900.0, validator=_positive)
-    requested_timeout: float = attrs.field(default=600.0, validator=_positive)
+    acquire_timeout: Duration = attrs.field(
+        default=Duration(900.0), converter=to_duration, validator=_POSITIVE
+    )
+    requested_timeout: Duration = attrs.field(
+        default=Duration(600.0), converter=to_duration, validator=_POSITIVE
+    )
     state_storage_dir: Path | None = attrs.field(
         default=None, converter=attrs.converters.optional(Path)
     )
     keep_instance_with_acquisitions: bool = False
-    wake_coalesce: float = attrs.field(default=0.01, validator=_nonneg)
+    wake_coalesce: Duration = attrs.field(
+        default=Duration(0.01), converter=to_duration, validator=duration_check()
+    )
     owner_id: str | None = None
     instance_operation_time_buckets: tuple[float, ...] | None = _bucket_field()
     instance_creation_time_buckets: tuple[float, ...] | None = _bucket_field()

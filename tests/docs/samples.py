@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import anyio
 from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 

@@ -33,7 +33,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 
 from fleetkit._settings import FleetSettings
 from fleetkit.connector import Connector
-from fleetkit.errors import AcquireTimeout, FleetError, ProviderError, Throttled
+from fleetkit.errors import AcquireTimeout, FleetError, InstanceLost, ProviderError, Throttled
 from fleetkit.fleet._calls import GroupCalls
 from fleetkit.fleet._clock import WallClock, anchored_wall_clock, loop_time
 from fleetkit.fleet._events import FleetEvent
@@ -42,7 +42,7 @@ from fleetkit.fleet._probe import Probe, ReadyCheck
 from fleetkit.fleet._slots import Slot, SlotOwner
 from fleetkit.fleet._state import Effects, FleetState, Grant
 from fleetkit.fleet._state_store import StateStore
-from fleetkit.model import Limits
+from fleetkit.model import Duration, Limits
 from fleetkit.policy import Policy, Schedule
 from fleetkit.provider import InstanceGroup
 
@@ -365,7 +365,7 @@ class Driver:
                 return slot
         self._give_up(key, slot, timed_out=True)
         self.wake()
-        raise AcquireTimeout(f"no slot for {key!r} became ready within {limit:.0f}s")
+        raise AcquireTimeout(f"no slot for {key!r} became ready within {Duration(limit)}")
 
     async def _healthy(self, slot: Slot) -> bool:
         s = self.settings
@@ -408,12 +408,18 @@ class Driver:
         )
 
     async def refresh(self, slot: Slot) -> None:
-        """Renew the slot's connect info when its credentials have expired."""
-        info = slot.connect_info
-        if info is None or info.expires_at is None or not self.probe.expired(info):
+        """Fetch the slot's connect info when the fleet has none yet, or renew it
+        when its credentials have expired; a provider that cannot say makes the
+        instance lost for this acquisition."""
+        info = slot.known_connect_info
+        if info is not None and (info.expires_at is None or not self.probe.expired(info)):
             return
-        if slot.instance_id in self.state.records:
+        if info is not None and slot.instance_id not in self.state.records:
+            return
+        try:
             slot.connect_info = await self.probe.connect_info(slot.instance_id)
+        except ProviderError as exc:
+            raise InstanceLost(slot.instance_id, f"no connect info: {exc}") from exc
 
     def reserve(self, key: str) -> None:
         """Reserve capacity for ``key`` (raises ``NoCapacity``/``FleetClosed``)."""

@@ -41,8 +41,9 @@ import anyio
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream
 
+from fleetkit._duration import DurationLike, optional_duration
 from fleetkit._settings import FleetSettings
-from fleetkit.connector import Connector
+from fleetkit.connector import Connector, check_event_loop
 from fleetkit.errors import ConfigError, FleetError, Problem
 from fleetkit.fleet._clock import WallClock
 from fleetkit.fleet._driver import Driver, log
@@ -87,7 +88,12 @@ class Fleet:
         name: str = "fleet",
         ready_check: ReadyCheck | None = None,
     ) -> None:
+        _check_type("limits", limits, Limits)
+        _check_type("schedule", schedule, (Schedule, Policy))
+        if settings is not None:
+            _check_type("settings", settings, FleetSettings)
         self.settings = settings or FleetSettings()
+        self._connector = connector
         if self.settings.instance_ready_command and connector is None:
             raise ConfigError(
                 [Problem("instance_ready_command", "is set but the fleet has no connector")]
@@ -115,6 +121,9 @@ class Fleet:
         if self._stack is not None:
             raise FleetError(f"fleet {self.name!r} cannot be entered twice")
         driver = self._driver
+        # Refused here, once: a connector that cannot run on this loop would
+        # otherwise fail every ready-up and heartbeat against healthy instances.
+        check_event_loop(self._connector)
         stack = AsyncExitStack()
         await driver.start()
         # Unwound in reverse: stop granting (settle held slots), stop the
@@ -160,17 +169,19 @@ class Fleet:
 
     # --- public API ---------------------------------------------------------
 
-    def acquire(self, key: str, *, timeout: float | None = None) -> Acquisition:
+    def acquire(self, key: str, *, timeout: DurationLike | None = None) -> Acquisition:
         """Hold a slot for ``key`` while the ``async with`` block runs.
 
-        Waits up to ``timeout`` seconds (default ``settings.acquire_timeout``;
-        ``math.inf`` waits for ever) for a slot on a ready, healthy instance,
+        Waits up to ``timeout`` (seconds or a timedelta; default
+        ``settings.acquire_timeout``; ``math.inf`` waits for ever) for a slot
+        on a ready, healthy instance,
         then raises :class:`~fleetkit.errors.AcquireTimeout`. A reservation
         under ``key`` is converted. If the instance is lost while the block
         runs, the block is cancelled and :class:`~fleetkit.errors.InstanceLost`
         is raised from it. The slot is released when the block ends.
         """
-        return Acquisition(self, key, timeout)
+        wait = optional_duration(timeout, "Fleet.acquire.timeout", infinite=True)
+        return Acquisition(self, key, wait)
 
     def reserve(self, key: str) -> None:
         """Reserve capacity for ``key`` (a job request in flight).
@@ -237,3 +248,10 @@ async def _leave(tg: TaskGroup) -> None:
 
 def _as_schedule(schedule: Schedule | Policy) -> Schedule:
     return schedule if isinstance(schedule, Schedule) else Schedule([schedule])
+
+
+def _check_type(name: str, value: object, expected: type | tuple[type, ...]) -> None:
+    if not isinstance(value, expected):
+        kinds = expected if isinstance(expected, tuple) else (expected,)
+        wanted = " or ".join(k.__name__ for k in kinds)
+        raise TypeError(f"Fleet.{name}: expected {wanted}, got {type(value).__name__}")

@@ -39,15 +39,16 @@ class Slot:
     """One acquired slot: ``key`` holds slot ``number`` of ``instance_id``.
 
     ``connect_info`` says how to reach the instance (its secrets are masked in
-    every repr).
+    every repr); a slot from ``fleet.acquire`` always has it, fetched from the
+    provider before the block starts when the fleet had none yet.
     """
 
     __slots__ = (
+        "_info",
         "_lost_error",
         "_lost_event",
         "_owner",
         "_scopes",
-        "connect_info",
         "failed",
         "instance_id",
         "key",
@@ -66,7 +67,7 @@ class Slot:
         self.key = key
         self.instance_id = instance_id
         self.number = number
-        self.connect_info = connect_info
+        self._info = connect_info
         self.failed = False
         self._lost_error: FleetError | None = None
         self._lost_event: anyio.Event | None = None
@@ -75,6 +76,22 @@ class Slot:
     def __repr__(self) -> str:
         lost = f", lost={self._lost_error}" if self._lost_error else ""
         return f"Slot({self.key!r} on {self.instance_id!r} slot {self.number}{lost})"
+
+    @property
+    def connect_info(self) -> ConnectInfo:
+        """How to reach the instance (refreshed when its credentials expire)."""
+        if self._info is None:
+            raise FleetError(f"{self!r} has no connect info yet: use it inside fleet.acquire()")
+        return self._info
+
+    @connect_info.setter
+    def connect_info(self, info: ConnectInfo) -> None:
+        self._info = info
+
+    @property
+    def known_connect_info(self) -> ConnectInfo | None:
+        """The connect info if the fleet has it (``None`` before ``acquire`` fetched it)."""
+        return self._info
 
     @property
     def lost(self) -> anyio.Event:
@@ -154,14 +171,16 @@ class Acquisition:
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> bool:
+    ) -> None:
+        # Never swallows: the only cancel this scope catches is the fleet's for
+        # a lost instance, which becomes the slot's lost_error. Typed ``None``
+        # so that a `return` inside the block is seen as the function's end.
         assert self._slot is not None
         assert self._scope is not None
         try:
-            swallowed = bool(self._scope.__exit__(exc_type, exc, tb))
+            self._scope.__exit__(exc_type, exc, tb)
         finally:
             self._source._release(self._slot)
         lost = self._slot.lost_error
         if lost is not None and self._scope.cancelled_caught:
             raise lost
-        return swallowed
