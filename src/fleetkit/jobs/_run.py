@@ -317,7 +317,8 @@ class _Run:
 
     async def _announced(self, stdout: anyio.abc.ByteReceiveStream) -> bytes:
         """Read the wrapper's announcement (the job's session) from the first
-        line of output; return what followed it, which is the job's."""
+        line of output; return what followed it, which is the job's. Never
+        raises (a raise here would arrive wrapped in an ExceptionGroup)."""
         buffer = b""
         with anyio.move_on_after(_STEP_TIMEOUT):
             try:
@@ -328,7 +329,12 @@ class _Run:
         line, _, rest = buffer.partition(b"\n")
         self.session = _script.parse_announcement(line)
         if self.session is None:
-            raise _SystemFailure("the job's wrapper did not start on the instance")
+            # Not fleetkit's wrapper on the far side (a scripted connector, or
+            # a wrapper that failed to start): everything is the job's output,
+            # and ending the job is left to the connector. A job cannot cause
+            # this: the announcement is printed before any of its code runs.
+            logger.debug("%s: no session announced by the job's wrapper", self._where())
+            return buffer
         return rest
 
     async def _wait(
