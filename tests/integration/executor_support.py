@@ -106,6 +106,18 @@ def remove_lost_build_dirs(instance_id: str) -> None:
 FLEETKIT = [sys.executable, "-m", "fleetkit.cli"]
 
 
+def interrupt_if_running(proc: subprocess.Popen[str]) -> None:
+    """Let a `fleetkit` that is still running delete what it made (SIGINT), even
+    when a test failed, and kill it only if that does not end it."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+
+
 def run_fleetkit(*args: str | Path, timeout: float = 90) -> subprocess.CompletedProcess[str]:
     """Run the `fleetkit` command to its end and return what it did.
 

@@ -19,6 +19,7 @@ import pytest
 
 from tests.integration.executor_support import (
     FLEETKIT,
+    interrupt_if_running,
     kill_instance,
     local_config,
     remove_lost_build_dirs,
@@ -166,14 +167,7 @@ def test_sigint_leaves_no_instance_process_or_temp_dir(
             proc.send_signal(signal.SIGINT)
             out, err = proc.communicate(timeout=60)
         finally:
-            if proc.poll() is None:
-                # Let the command delete what it made even when the test failed.
-                proc.send_signal(signal.SIGINT)
-                try:
-                    proc.communicate(timeout=60)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.communicate()
+            interrupt_if_running(proc)
     assert proc.returncode == 130, err
     text = out
     assert "interrupted" in text

@@ -102,7 +102,7 @@ async def test_relative_nesting_host_is_taken_from_the_login_directory(
 ) -> None:
     """``unix:rel/path`` reaches the daemon relative to the instance login's directory."""
     async with ssh.connect(instance.info()) as conn:
-        login = (await conn.run('printf %s "$PWD"')).stdout_text
+        login = (await conn.run('printf %s "${HOME:-$PWD}"')).stdout_text
     relative = posixpath.relpath(instance.socket, login)
     slot = _Slot("inst-1", 0, instance.info())
     async with (

@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fleetkit.connector import Connection
+from fleetkit.connector.local import LocalConnection
 from fleetkit.errors import CommandTimeout, ConfigError, ConnectorError
 from tests.integration.conftest import cmdlines_containing
 
@@ -311,12 +312,13 @@ async def test_unix_socket_tunnel(conn: Connection) -> None:
 
 
 @pytest.mark.anyio
-async def test_relative_unix_socket_is_taken_from_the_command_directory(
+async def test_relative_unix_socket_is_taken_from_home_or_the_working_directory(
     conn: Connection,
 ) -> None:
-    """A relative socket path means the same as for a command: relative to the
-    directory commands start in (sshd alone would use its own directory)."""
-    start = (await conn.run('printf %s "$PWD"')).stdout_text
+    """A relative socket path is taken from the login user's HOME over SSH (sshd
+    alone would use its own directory), from the working directory locally."""
+    base = "$PWD" if isinstance(conn, LocalConnection) else "$HOME"
+    start = (await conn.run(f'printf %s "{base}"')).stdout_text
     async with _unix_echo() as path:
         stream = await conn.open_tunnel(posixpath.relpath(path, start))
         async with stream:

@@ -224,8 +224,8 @@ class Connection(Protocol):
         """A byte stream to ``target`` as seen from the instance: ``(host, port)``
         for TCP or a unix socket path. The caller closes it.
 
-        A relative socket path is taken from the directory commands start in
-        (the login directory over SSH, the working directory locally). Raises
+        A relative socket path is taken from the login user's home directory
+        over SSH (``$HOME``), from the working directory locally. Raises
         :class:`~fleetkit.errors.ConnectorError` when the far side cannot
         reach ``target`` (the connection stays usable), or
         :class:`~fleetkit.errors.ConnectionLost` when the connection broke."""

@@ -442,7 +442,7 @@ class SSHConnection(ConnectionBase):
 
     async def _login_dir(self) -> str:
         if self._login is None:
-            result = await self.run('printf %s "$PWD"', timeout=_TERM_GRACE * 6)
+            result = await self.run('printf %s "${HOME:-$PWD}"', timeout=_TERM_GRACE * 6)
             if not result.ok or not result.stdout_text.startswith("/"):
                 raise ConnectorError(
                     f"instance {self._info.id}: could not read the login directory"
@@ -455,8 +455,9 @@ class SSHConnection(ConnectionBase):
         direct-streamlocal channel); closing it frees the pooled connection.
 
         sshd would resolve a relative socket path against its own working
-        directory, which no client knows; the login directory is used instead,
-        as for the local connector's working directory."""
+        directory, which no client knows; the login user's home directory
+        (``$HOME`` on the far side) is used instead, as the local connector
+        uses its working directory."""
         if isinstance(target, str) and not target.startswith("/"):
             target = posixpath.normpath(posixpath.join(await self._login_dir(), target))
         link = await self._pool.acquire_hold()

@@ -79,6 +79,7 @@ from fleetkit._sshd import (
 from fleetkit.config import parse_duration
 from fleetkit.errors import ConfigError, InstanceNotFound, Problem, ProviderError, RetryLater
 from fleetkit.model import ConnectInfo, ConnectorConfig, ProviderState, mask_secret
+from fleetkit.provider import _local_nesting
 from fleetkit.provider._protocol import InstanceGroupFactory, InstanceStatus, ProviderInfo
 
 if TYPE_CHECKING:
@@ -99,7 +100,7 @@ _SWEEP_GRACE = 2.0
 _RECORD = "instance.json"
 _PROC = Path("/proc/self")
 _LOCK = ".lock"
-_KNOWN_KEYS = frozenset({"root", "max_instances", "boot_delay", "use_sshd"})
+_KNOWN_KEYS = frozenset({"root", "max_instances", "boot_delay", "use_sshd", "nesting"})
 # Go's GOARCH names, which ConnectInfo.arch uses (fleeting's convention).
 _GOARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
 
@@ -160,6 +161,7 @@ class _Instance:
     state: ProviderState
     boot_until: float
     machine: _Machine | None = None
+    nesting: anyio.abc.Process | None = None
     starting: bool = True
     delete_requested: bool = False
     removing: bool = False
@@ -171,6 +173,7 @@ class _Settings:
     max_instances: int
     boot_delay: float
     use_sshd: bool
+    nesting: str | None = None
 
 
 @attrs.define
@@ -212,10 +215,13 @@ class LocalInstanceGroup:
         use_sshd: bool | None = None,
         connector_config: ConnectorConfig | None = None,
         owner: str | None = None,
+        nesting: str | None = None,
     ) -> None:
         """Prefer :meth:`from_config`, which validates its input; this
         constructor takes the values already typed. ``use_sshd=None`` means
-        "when ``/usr/sbin/sshd`` is installed"."""
+        "when ``/usr/sbin/sshd`` is installed". ``nesting`` names the
+        hypervisor of a nesting daemon started in each instance (see
+        :mod:`fleetkit.provider._local_nesting`)."""
         base = Path(root).expanduser() if root is not None else Path(tempfile.gettempdir())
         if root is None:
             base = base / f"fleetkit-local-{_slug(owner)}"
@@ -224,6 +230,7 @@ class LocalInstanceGroup:
             max_instances=max_instances,
             boot_delay=boot_delay,
             use_sshd=sshd_available(SSHD_PATH) if use_sshd is None else use_sshd,
+            nesting=nesting,
         )
         self._connector = connector_config or ConnectorConfig()
         self._owner = owner
@@ -253,7 +260,7 @@ class LocalInstanceGroup:
         owner: str | None = None,
     ) -> Self:
         """Validate ``plugin_config`` (keys ``root``, ``max_instances``,
-        ``boot_delay``, ``use_sshd``) and build the group.
+        ``boot_delay``, ``use_sshd``, ``nesting``) and build the group.
 
         Raises :class:`~fleetkit.errors.ConfigError` naming each bad key as
         ``plugin_config.<key>``.
@@ -283,6 +290,7 @@ class LocalInstanceGroup:
             use_sshd = None
         elif use_sshd and not sshd_available(SSHD_PATH):
             bad("use_sshd", f"is true but {SSHD_PATH} or ssh-keygen is not installed")
+        nesting = _local_nesting.hypervisor_option(plugin_config.get("nesting"), bad)
         if problems:
             raise ConfigError(problems)
         return cls(
@@ -292,6 +300,7 @@ class LocalInstanceGroup:
             use_sshd=use_sshd,
             connector_config=connector_config,
             owner=owner,
+            nesting=nesting,
         )
 
     # --- the verbs ------------------------------------------------------
@@ -439,6 +448,8 @@ class LocalInstanceGroup:
             internal_addr=str(instance.sandbox),
             protocol="local",
             username=session.login_user,
+            # For the nesting daemon's VMs (the local connector needs none).
+            key=session.private_key,
             **common,
         )
 
@@ -507,8 +518,9 @@ class LocalInstanceGroup:
             # GitLab reads key_path at init whatever the credentials, and fails
             # init when it cannot: so does this group, naming the file.
             await anyio.to_thread.run_sync(_readable_key, Path(cc.key_path))
-        if not self._settings.use_sshd:
+        if not self._settings.use_sshd and not self._settings.nesting:
             return cc.username or getpass.getuser(), None, None
+        # With sshd, or for the VMs of the nesting daemons (which are sshds).
         login_user = cc.username
         if login_user is None:
             login_user = await anyio.to_thread.run_sync(ensure_login_user)
@@ -555,6 +567,21 @@ class LocalInstanceGroup:
                 await self._remove(instance)
 
     async def _launch(self, session: _Session, instance: _Instance) -> _Machine:
+        machine = await self._launch_machine(session, instance)
+        if self._settings.nesting is not None:
+            try:
+                instance.nesting = await _local_nesting.start_daemon(
+                    instance.sandbox,
+                    self._settings.nesting,
+                    session.login_user,
+                    session.public_key,
+                )
+            except BaseException:
+                await machine.stop()
+                raise
+        return machine
+
+    async def _launch_machine(self, session: _Session, instance: _Instance) -> _Machine:
         if not self._settings.use_sshd:
             return await _Keeper.start(instance.sandbox)
         work = await anyio.to_thread.run_sync(_make_work_dir, instance.sandbox, session.login_user)
@@ -564,6 +591,10 @@ class LocalInstanceGroup:
         # when the login user can reach the sandbox (a private root, such as a
         # test's temp dir, leaves TMPDIR alone rather than break every job).
         extra = {"SetEnv": f'"TMPDIR={work}"'} if work is not None else {}
+        if work is not None and self._settings.nesting is not None:
+            # nesting_host "unix:nesting.sock" is taken from HOME; jobs run in
+            # the VMs, which have homes of their own.
+            extra = {"SetEnv": f'"TMPDIR={work}" "HOME={instance.sandbox}"'}
         return await SSHDaemon.start(
             instance.sandbox / "sshd",
             address=f"127.0.0.{instance.host}",
@@ -581,6 +612,8 @@ class LocalInstanceGroup:
         instance.removing = True
         with anyio.CancelScope(shield=True):
             instance.state = ProviderState.DELETING
+            if instance.nesting is not None:
+                await _local_nesting.stop_daemon(instance.nesting)
             if instance.machine is not None:
                 await instance.machine.stop()
             # Deleting a machine ends everything on it. The machine's stop()
