@@ -91,6 +91,7 @@ def compose(
     # configured one. Checked against the event loop when the executor starts.
     protocol = getattr(group, "protocol", None) or auto.connector_config.protocol or "ssh"
     connector = ProtocolConnector(connector_factories(auto.connector_config), expect=[protocol])
+    isolator = _isolator(entry, auto)
     fleet = Fleet(
         group,
         auto.limits(),
@@ -98,6 +99,8 @@ def compose(
         connector=connector,
         settings=fleet_config,
         name=entry.name or f"runners[{index}]",
+        # With isolation an instance is ready only when its nesting daemon answers.
+        ready_check=isolator.ready_check(connector) if isolator is not None else None,
     )
 
     def reload() -> Schedule:
@@ -107,7 +110,7 @@ def compose(
     return Composition(
         fleet=fleet,
         connector=connector,
-        isolator=_isolator(entry, auto),
+        isolator=isolator,
         concurrent=_concurrent(config, entry, auto),
         builds_dir=entry.builds_dir or "builds",
         variables=_environment(entry, index),

@@ -68,6 +68,7 @@ __all__ = [
     "IsolationSettings",
     "Isolator",
     "Note",
+    "ReadyProbe",
     "parse_nesting_host",
 ]
 
@@ -181,6 +182,14 @@ class IsolatedVM:
     image: str
     slot: int
     stomped_vm_id: str | None = None
+
+
+class ReadyProbe(Protocol):
+    """**Protocol:** what :meth:`Isolator.ready_check` returns: called with an
+    instance's connect info, ``None`` when its daemon answers, else why not
+    (the shape of :class:`fleetkit.fleet.ReadyCheck`)."""
+
+    def __call__(self, info: ConnectInfo) -> Awaitable[str | None]: ...
 
 
 class _Slot(Protocol):
@@ -476,9 +485,7 @@ class Isolator(AsyncResource):
         deletes the VM. So :func:`fleetkit.jobs.run_job` runs the job in the VM."""
         return _VMConnector(self, connector, slot, image, note)
 
-    def ready_check(
-        self, connector: Connector, *, within: float = 60.0
-    ) -> Callable[[ConnectInfo], Awaitable[str | None]]:
+    def ready_check(self, connector: Connector, *, within: float = 60.0) -> ReadyProbe:
         """A ready-up step for :class:`fleetkit.fleet.Fleet`: ``None`` once the
         instance's nesting daemon answers (a ``List``, which sends no ``Init``),
         else, after ``within`` seconds of trying, why not."""
