@@ -24,11 +24,11 @@ hypervisor's state dir), ``authorized_keys`` (list of public key lines),
 a dedicated ``fleetkit`` user as root), ``address`` (a loopback address,
 default ``127.0.0.1``), ``max_vms`` (default 16).
 
-Each VM is recorded in ``STATE_DIR/vms/ID.json`` (its directory and sshd pid)
-before its sshd starts, so :meth:`SandboxHypervisor.recover` finds what a
-killed daemon left: it ends each recorded sshd with its whole tree (after
-checking from ``/proc`` that the pid still runs that VM's config) and removes
-the directories.
+Each VM is recorded in ``STATE_DIR/vms/ID.json`` (its directory, later its
+sshd pid) before anything of it exists, so :meth:`SandboxHypervisor.recover`
+finds what a killed daemon left, even mid-create: it ends each VM's sshd (the
+processes whose arguments name that VM's sshd config, read from ``/proc``)
+with its whole tree, sessions included, and removes the directories.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ import re
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import attrs
@@ -64,6 +64,9 @@ from fleetkit.errors import (
     UnknownImage,
 )
 from fleetkit.nesting._protocol import VM
+
+if TYPE_CHECKING:
+    from fleetkit.nesting._protocol import HypervisorFactory
 
 __all__ = ["SandboxHypervisor"]
 
@@ -161,6 +164,7 @@ class SandboxHypervisor:
         self._settings: _Settings | None = None
         self._login_user = ""
         self._vms: dict[str, _SandboxVM] = {}
+        self._starting = 0  # creates under way, counted against max_vms
 
     def __repr__(self) -> str:
         return f"<SandboxHypervisor state_dir={str(self._state_dir)!r} vms={len(self._vms)}>"
@@ -170,9 +174,10 @@ class SandboxHypervisor:
         records = await anyio.to_thread.run_sync(_read_records, self._records)
         for vm_id, record in records.items():
             directory = Path(record.get("directory", ""))
-            pid = record.get("pid")
-            if isinstance(pid, int) and await anyio.to_thread.run_sync(_runs_vm, pid, directory):
-                await end_tree([pid], grace=_SWEEP_GRACE)
+            # Found by the config path in their arguments, not by the recorded
+            # pid: that may be missing (killed mid-create) or reused since.
+            pids = await anyio.to_thread.run_sync(_sshds_of, directory)
+            await end_tree(pids, grace=_SWEEP_GRACE)
             await anyio.to_thread.run_sync(_remove_vm_files, self._records, vm_id, directory)
         if records:
             log.warning(
@@ -233,15 +238,24 @@ class SandboxHypervisor:
         """Copy the image into a new VM directory and start its sshd."""
         settings = self._ready()
         source = self._image(settings, image)
-        if len(self._vms) >= settings.max_vms:
+        if len(self._vms) + self._starting >= settings.max_vms:
             raise HypervisorFull(f"the sandbox holds its maximum of {settings.max_vms} VMs")
+        self._starting += 1
+        try:
+            return await self._start(settings, vm_id, image, source)
+        finally:
+            self._starting -= 1
+
+    async def _start(self, settings: _Settings, vm_id: str, image: str, source: Path | None) -> VM:
         base = settings.working_directory or self._state_dir / "work"
         directory = base / vm_id
         keys = list(settings.authorized_keys)
         try:
+            # Recorded before anything exists, so that recover() finds every
+            # step of a create that a killed daemon left half done.
+            await anyio.to_thread.run_sync(_write_record, self._records, vm_id, directory, None)
             home = await anyio.to_thread.run_sync(_make_home, directory, source, self._login_user)
             keys += await anyio.to_thread.run_sync(_image_keys, source)
-            await anyio.to_thread.run_sync(_write_record, self._records, vm_id, directory, None)
             env = {"SetEnv": f'"HOME={home}" "TMPDIR={home}"'} if home is not None else {}
             sshd = await SSHDaemon.start(
                 directory / "sshd",
@@ -295,6 +309,10 @@ class SandboxHypervisor:
         if self._settings is None:
             raise HypervisorError("the sandbox hypervisor was not initialized")
         return self._settings
+
+
+if TYPE_CHECKING:
+    _check_factory: HypervisorFactory = SandboxHypervisor
 
 
 def _host(address: str) -> str:
@@ -359,16 +377,20 @@ def _read_records(records: Path) -> dict[str, dict[str, Any]]:
     return found
 
 
-def _runs_vm(pid: int, directory: Path) -> bool:
-    """Whether ``pid`` is still the sshd of the VM in ``directory`` (a pid may
-    have been reused since the record was written)."""
+def _sshds_of(directory: Path) -> list[int]:
+    """The processes started with the sshd config of the VM in ``directory``
+    (sshd retitles its listener, but keeps ``-f CONFIG`` in it)."""
     if not directory.is_absolute():
-        return False
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-    return os.fsencode(directory / "sshd" / "sshd_config") in cmdline
+        return []
+    config = os.fsencode(directory / "sshd" / "sshd_config")
+    found = []
+    for entry in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if config in entry.read_bytes().replace(b"\0", b" ").split():
+                found.append(int(entry.parent.name))
+        except (OSError, ValueError):
+            continue  # ended meanwhile
+    return found
 
 
 def _remove_vm_files(records: Path, vm_id: str, directory: Path) -> None:
