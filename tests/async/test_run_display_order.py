@@ -29,6 +29,8 @@ class _Executor:
         self.ledger = InstanceLedger()
         stats = SimpleNamespace(instances={})
         self.fleet = SimpleNamespace(stats=lambda: stats)
+        self.fleets = (self.fleet,)
+        self.lanes = (SimpleNamespace(name="r"),)
 
     def counts(self) -> JobCounts:
         return JobCounts(0, 0, 0)

@@ -58,13 +58,12 @@ def _config(tmp_path: Path, text: str = TWO_RUNNERS) -> Path:
     return path
 
 
-def test_runner_must_be_chosen_when_several_are_driven(tmp_path: Path) -> None:
-    """With two autoscaled runners and none named, the error lists both."""
-    with pytest.raises(ConfigError) as info:
-        InstanceExecutor.from_config(_config(tmp_path))
-    message = str(info.value)
-    assert "[1] 'small'" in message
-    assert "[2] 'big'" in message
+def test_several_driven_runners_are_all_served_when_none_is_named(tmp_path: Path) -> None:
+    """With two autoscaled runners and none named, one executor serves both, each with
+    its own fleet (it used to refuse and ask for one: GitLab serves them all)."""
+    executor = InstanceExecutor.from_config(_config(tmp_path))
+    assert [lane.name for lane in executor.lanes] == ["small", "big"]
+    assert executor.fleets[0] is not executor.fleets[1]
 
 
 def test_runner_by_name_sets_limits_settings_and_variables(tmp_path: Path) -> None:
@@ -83,7 +82,8 @@ def test_runner_by_name_sets_limits_settings_and_variables(tmp_path: Path) -> No
     assert executor.builds_dir == "/srv/builds"
     assert executor.variables == {"REGION": "eu", "MODE": "a=b"}
     assert executor.retries == 1
-    assert (executor.log_internal_ip, executor.log_external_ip) == (True, False)
+    (lane,) = executor.lanes
+    assert (lane.log_internal_ip, lane.log_external_ip) == (True, False)
 
 
 def test_runner_by_index_and_not_driven_runner(tmp_path: Path) -> None:

@@ -125,8 +125,8 @@ def add_fleet_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--runner",
         metavar="NAME_OR_INDEX",
-        help="the [[runners]] entry to use, by name or index (default: the only one "
-        "with executor 'instance' and an autoscaler section)",
+        help="the [[runners]] entry to use, by name or index (default: for run, every "
+        "runner with executor 'instance' and an autoscaler section; otherwise the only one)",
     )
     parser.add_argument(
         "--keep-instances",

@@ -77,7 +77,11 @@ def choose_display(args: argparse.Namespace, executor: InstanceExecutor, *, tota
 
 
 def _instances(executor: InstanceExecutor) -> dict[str, int]:
-    counts = executor.fleet.stats().instances
+    # Every runner's fleet together.
+    counts: dict[str, int] = {}
+    for fleet in executor.fleets:
+        for state, n in fleet.stats().instances.items():
+            counts[state] = counts.get(state, 0) + n
     return {state: counts.get(state, 0) for state in _STATES if counts.get(state, 0)}
 
 
@@ -85,18 +89,21 @@ def _instance_text(counts: dict[str, int]) -> str:
     return ", ".join(f"{state} {n}" for state, n in counts.items()) or "none"
 
 
-def _result_line(result: JobResult, now: float) -> str:
-    return f"[{now:6.1f}s] {_result_text(result)}"
+def _result_line(result: JobResult, now: float, *, runner: bool = False) -> str:
+    return f"[{now:6.1f}s] {_result_text(result, runner=runner)}"
 
 
-def _result_text(result: JobResult) -> str:
+def _result_text(result: JobResult, *, runner: bool = False) -> str:
+    """The job's line; with ``runner`` (several runners in the run) it names its runner."""
     status = "ok" if result.ok else result.status.value
     if not result.ok and result.allow_failure and result.status.value != "cancelled":
         status += " (allowed)"
     where = f"{result.instance_id} slot {result.slot}" if result.instance_id else "-"
     retried = f", after {len(result.earlier)} system failure(s)" if result.earlier else ""
     return (
-        f"{status:<16} {result.name:<24} on {where}  "
+        f"{status:<16} {result.name:<24} on {where}"
+        + (f" ({result.runner})" if runner and result.runner else "")
+        + "  "
         f"wait {seconds(result.wait)}  took {seconds(result.duration)}{retried}"
     )
 
@@ -181,7 +188,8 @@ class PlainDisplay:
 
     def finished(self, result: JobResult) -> None:
         """One line for the finished job, at the time it finished."""
-        self._emit(result.finished_at, _result_text(result))
+        several = len(self.executor.lanes) > 1
+        self._emit(result.finished_at, _result_text(result, runner=several))
 
     def note(self, text: str) -> None:
         """A line of its own, now."""
@@ -258,11 +266,14 @@ class RichDisplay:
         """One line per instance: its state and its slots, busy ones filled."""
         from rich.text import Text
 
-        capacity = self.executor.fleet.limits.capacity_per_instance
         styles = {"ready": "green", "draining": "yellow", "deleting": "red"}
         rows = []
-        instances = self.executor.fleet.snapshot().instances
-        for instance in instances[:_INSTANCE_ROWS]:
+        instances = [
+            (fleet.limits.capacity_per_instance, instance)
+            for fleet in self.executor.fleets
+            for instance in fleet.snapshot().instances
+        ]
+        for capacity, instance in instances[:_INSTANCE_ROWS]:
             state = instance.state.value
             busy = len(instance.slots_in_use)
             slots = "■" * busy + "□" * max(capacity - busy, 0)
@@ -287,7 +298,8 @@ class RichDisplay:
 
     def finished(self, result: JobResult) -> None:
         """Add the job's line to the panel."""
-        self.lines.append(_result_line(result, self._now()))
+        several = len(self.executor.lanes) > 1
+        self.lines.append(_result_line(result, self._now(), runner=several))
 
     def note(self, text: str) -> None:
         """Show a note under the panel's last lines."""

@@ -93,7 +93,8 @@ def _split(args: argparse.Namespace) -> list[str] | None:
 @interruptible
 def run(args: argparse.Namespace) -> int:
     """Run the command; returns the exit status."""
-    from fleetkit.executor import build
+    from fleetkit.config import load
+    from fleetkit.executor import build, select_runner
 
     command = _split(args)
     if command is None:
@@ -103,11 +104,11 @@ def run(args: argparse.Namespace) -> int:
         return 2
     target: str | list[str] = command[0] if len(command) == 1 else command
     try:
-        executor = build(
-            args.config,
-            runner_choice(args.runner),
-            delete_instances_on_shutdown=not args.keep_instances,
+        # One runner's fleet: the one named, or the only one fleetkit drives.
+        index, _, _ = select_runner(
+            load(args.config), runner_choice(args.runner), source=str(args.config)
         )
+        executor = build(args.config, index, delete_instances_on_shutdown=not args.keep_instances)
         return run_async(_main, executor, target, args.timeout)
     except FleetkitError as exc:
         return fail("exec", exc, FLEETKIT_FAILED)

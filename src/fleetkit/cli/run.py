@@ -119,6 +119,8 @@ def run(args: argparse.Namespace) -> int:
             keep_build_dir=args.keep_build_dir,
             delete_instances_on_shutdown=not args.keep_instances,
         )
+        # A job no runner takes is refused before any instance is made.
+        executor.check_jobs(jobs)
         listen = args.metrics_listen or load(args.config).listen_address
     except FleetkitError as exc:
         return fail("run", exc, 1)
@@ -171,12 +173,13 @@ async def _main(
 def _metrics_server(executor: InstanceExecutor, listen: tuple[str, int]) -> MetricsServer:
     from fleetkit.executor import MetricsServer
 
-    fleet = executor.fleet
-    owner = fleet.settings.owner_id or fleet.name
     # GitLab's `runner` label is a short token; a digest of the runner's identity
     # serves the same purpose without any part of the token.
-    runner = owner.removeprefix("fleetkit-")[:8]
-    return MetricsServer(listen, [(fleet, runner, fleet.name)])
+    fleets = [
+        (fleet, (fleet.settings.owner_id or fleet.name).removeprefix("fleetkit-")[:8], fleet.name)
+        for fleet in executor.fleets
+    ]
+    return MetricsServer(listen, fleets)
 
 
 async def _run_jobs(

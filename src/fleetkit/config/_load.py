@@ -433,6 +433,14 @@ class _Shape:
                         f"belongs in {_where(homes[key])}, not directly under [[runners]]",
                     )
                 )
+            elif key in ("tags", "run_untagged"):
+                self.warnings.append(
+                    _Issue(
+                        (*path, key),
+                        "is not a GitLab Runner key (GitLab takes it when a runner registers); "
+                        "fleetkit reads it to send the jobs of a jobs file to this runner",
+                    )
+                )
             else:
                 self.warnings.append(
                     _Issue(

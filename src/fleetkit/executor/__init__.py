@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from fleetkit.executor._executor import JobCounts as JobCounts
     from fleetkit.executor._executor import JobResults as JobResults
     from fleetkit.executor._executor import LogFactory as LogFactory
+    from fleetkit.executor._executor import RunnerLane as RunnerLane
     from fleetkit.executor._executor import build as build
     from fleetkit.executor._ledger import InstanceLedger as InstanceLedger
     from fleetkit.executor._ledger import LedgerFigures as LedgerFigures
@@ -42,6 +43,7 @@ _WHERE = {
     "JobCounts": "_executor",
     "JobResults": "_executor",
     "LogFactory": "_executor",
+    "RunnerLane": "_executor",
     "InstanceLedger": "_ledger",
     "LedgerFigures": "_ledger",
     "MetricsServer": "_metrics_server",
@@ -71,6 +73,7 @@ __all__ = [
     "LogFactory",
     "MetricsServer",
     "ProtocolConnector",
+    "RunnerLane",
     "build",
     "check_runners",
     "connector_factories",

@@ -48,6 +48,11 @@ class Composition:
     shell: str
     pre_build_script: str | None
     post_build_script: str | None
+    name: str = ""
+    limit: int | None = None
+    max_slots: int | None = None
+    tags: tuple[str, ...] = ()
+    run_untagged: bool = True
 
 
 def compose(
@@ -107,6 +112,8 @@ def compose(
         _, _, fresh = select_runner(load(source), index, source=str(source))
         return fresh.schedule()
 
+    tags, run_untagged = _routing(entry, index)
+
     return Composition(
         fleet=fleet,
         connector=connector,
@@ -121,7 +128,28 @@ def compose(
         shell=entry.job_shell,
         pre_build_script=entry.pre_build_script,
         post_build_script=entry.post_build_script,
+        name=fleet.name,
+        limit=entry.limit or None,
+        max_slots=auto.max_instances * auto.capacity_per_instance or None,
+        tags=tags,
+        run_untagged=run_untagged,
     )
+
+
+def _routing(entry: Runner, index: int) -> tuple[tuple[str, ...], bool]:
+    """The runner's ``tags`` and ``run_untagged``: GitLab takes them at
+    registration, not from config.toml; fleetkit reads them there (when
+    written) to send the jobs of a jobs file. Untagged jobs go to a runner
+    without tags, or one with ``run_untagged = true``, as GitLab's default."""
+    raw = entry.extra.get("tags", [])
+    if isinstance(raw, str):
+        raw = [t.strip() for t in raw.split(",") if t.strip()]
+    if not isinstance(raw, list) or not all(isinstance(t, str) and t for t in raw):
+        raise ConfigError([Problem(f"runners[{index}].tags", "expected a list of tags (strings)")])
+    untagged = entry.extra.get("run_untagged", not raw)
+    if not isinstance(untagged, bool):
+        raise ConfigError([Problem(f"runners[{index}].run_untagged", "expected true or false")])
+    return tuple(raw), untagged
 
 
 def fleet_settings(

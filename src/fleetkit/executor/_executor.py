@@ -36,17 +36,20 @@ from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from fleetkit._resource import AsyncResource
+from fleetkit.config import load
 from fleetkit.connector import Connector, check_event_loop
 from fleetkit.errors import (
     AcquireTimeout,
+    ConfigError,
     ConnectorError,
     FleetClosed,
     FleetError,
     FleetkitError,
     ImageRejected,
     InstanceLost,
+    Problem,
 )
-from fleetkit.executor._compose import compose
+from fleetkit.executor._compose import Composition, compose
 from fleetkit.executor._ledger import InstanceLedger, LedgerFigures
 from fleetkit.fleet import Fleet, InstanceDeleted
 from fleetkit.jobs import Job, JobResult, JobStatus, LogSink, MemoryLog, run_job
@@ -148,6 +151,55 @@ class JobCounts:
     done: int
 
 
+def _tag_set(value: Iterable[str]) -> frozenset[str]:
+    # A named converter: mypy's attrs plugin cannot bind frozenset's parameter.
+    return frozenset(value)
+
+
+@attrs.define(kw_only=True, eq=False)
+class RunnerLane:
+    """One runner an :class:`InstanceExecutor` serves: its fleet and connector, the
+    job options of its ``[[runners]]`` entry, and which jobs it takes.
+
+    A job naming a runner (``Job.runner``) goes to the lane of that ``name``; a
+    job with ``tags`` to a lane whose ``tags`` include them all; a job with
+    neither to a lane that runs untagged jobs. ``limit`` caps this lane's jobs
+    in flight (the runner's ``limit``; ``None``: no cap of its own).
+    """
+
+    name: str
+    fleet: Fleet
+    connector: Connector
+    tags: frozenset[str] = attrs.field(factory=frozenset, converter=_tag_set)
+    run_untagged: bool = True
+    limit: int | None = None
+    builds_dir: str = "builds"
+    variables: Mapping[str, str] = attrs.field(factory=dict)
+    reload: Callable[[], Schedule] | None = None
+    log_internal_ip: bool = False
+    log_external_ip: bool = False
+    common_build_dir: bool = False
+    isolator: Isolator | None = None
+    shell: str = "bash"
+    pre_build_script: str | None = None
+    post_build_script: str | None = None
+    _slots: anyio.Semaphore | None = attrs.field(default=None, init=False, repr=False)
+    _load: int = attrs.field(default=0, init=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"RunnerLane.limit must be >= 1 or None, got {self.limit}")
+        self._slots = anyio.Semaphore(self.limit) if self.limit else None
+
+    def takes(self, job: Job) -> bool:
+        """Whether this lane may run ``job`` (by runner name, else by tags)."""
+        if job.runner is not None:
+            return job.runner == self.name
+        if job.tags:
+            return set(job.tags) <= self.tags
+        return self.run_untagged
+
+
 class InstanceExecutor:
     """Runs jobs on an autoscaled fleet; the composition root of fleetkit.
 
@@ -177,6 +229,12 @@ class InstanceExecutor:
     ``shell`` runs jobs that name no shell of their own (the runner's ``shell``,
     GitLab's default ``bash``); ``pre_build_script`` and ``post_build_script``
     run before and after each job's script, in that shell, as GitLab does.
+
+    Several runners (GitLab Runner serves every ``[[runners]]`` of a config in
+    one process): :meth:`serving` takes one :class:`RunnerLane` each, with a
+    fleet of its own, under one ``concurrent``; ``from_config`` builds them all
+    when no ``runner`` is named. Each job goes to a lane that takes it
+    (:meth:`route`); a job none takes is refused before anything runs.
     """
 
     def __init__(
@@ -200,28 +258,81 @@ class InstanceExecutor:
         pre_build_script: str | None = None,
         post_build_script: str | None = None,
     ) -> None:
+        lane = RunnerLane(
+            name=fleet.name,
+            fleet=fleet,
+            connector=connector,
+            builds_dir=builds_dir,
+            variables=dict(variables or {}),
+            reload=reload,
+            log_internal_ip=log_internal_ip,
+            log_external_ip=log_external_ip,
+            common_build_dir=common_build_dir,
+            isolator=isolator,
+            shell=shell,
+            pre_build_script=pre_build_script,
+            post_build_script=post_build_script,
+        )
+        self._setup(
+            (lane,),
+            concurrent=concurrent,
+            retries=retries,
+            log_factory=log_factory,
+            keep_build_dir=keep_build_dir,
+            acquire_timeout=acquire_timeout,
+        )
+
+    @classmethod
+    def serving(
+        cls,
+        lanes: Iterable[RunnerLane],
+        *,
+        concurrent: int | None = None,
+        retries: int = 1,
+        log_factory: LogFactory = _memory_logs,
+        keep_build_dir: bool = False,
+        acquire_timeout: float | None = None,
+    ) -> InstanceExecutor:
+        """An executor for several runners, each with its own fleet, all under
+        ``concurrent`` (GitLab's global ``concurrent``; each lane's ``limit``
+        caps its own jobs)."""
+        executor = cls.__new__(cls)
+        executor._setup(
+            tuple(lanes),
+            concurrent=concurrent,
+            retries=retries,
+            log_factory=log_factory,
+            keep_build_dir=keep_build_dir,
+            acquire_timeout=acquire_timeout,
+        )
+        return executor
+
+    def _setup(
+        self,
+        lanes: tuple[RunnerLane, ...],
+        *,
+        concurrent: int | None,
+        retries: int,
+        log_factory: LogFactory,
+        keep_build_dir: bool,
+        acquire_timeout: float | None,
+    ) -> None:
         if retries < 0:
             raise ValueError(f"retries must be >= 0, got {retries}")
         if concurrent is not None and concurrent < 1:
             raise ValueError(f"concurrent must be >= 1, got {concurrent}")
-        self.fleet = fleet
-        self.connector = connector
+        if not lanes:
+            raise ValueError("an executor needs at least one runner lane")
+        names = [lane.name for lane in lanes]
+        if len(set(names)) != len(names):
+            raise ValueError(f"runner lanes need distinct names, got {names}")
+        self.lanes = lanes
         self.concurrent = concurrent
         self.retries = retries
         self.log_factory = log_factory
-        self.builds_dir = builds_dir
         self.keep_build_dir = keep_build_dir
-        self.variables = dict(variables or {})
         self.acquire_timeout = acquire_timeout
-        self.log_internal_ip = log_internal_ip
-        self.log_external_ip = log_external_ip
-        self.common_build_dir = common_build_dir
-        self.isolator = isolator
-        self.shell = shell
-        self.pre_build_script = pre_build_script
-        self.post_build_script = post_build_script
         self.ledger = InstanceLedger()
-        self._reload = reload
         self._admission = anyio.Semaphore(concurrent if concurrent else 2**31 - 1)
         self._tg: TaskGroup | None = None
         self._keys = itertools.count(1)
@@ -237,10 +348,77 @@ class InstanceExecutor:
 
     def __repr__(self) -> str:
         c = self.counts()
-        return (
-            f"<InstanceExecutor {self.fleet.name!r} queued={c.queued} running={c.running} "
-            f"done={c.done}>"
+        names = ", ".join(repr(lane.name) for lane in self.lanes)
+        return f"<InstanceExecutor {names} queued={c.queued} running={c.running} done={c.done}>"
+
+    # The first (or only) runner's parts and options, as the one-runner
+    # executor always had them.
+    @property
+    def fleet(self) -> Fleet:
+        """The first runner's fleet (the only one, for a one-runner executor)."""
+        return self.lanes[0].fleet
+
+    @property
+    def fleets(self) -> tuple[Fleet, ...]:
+        """Every runner's fleet, in config order."""
+        return tuple(lane.fleet for lane in self.lanes)
+
+    @property
+    def connector(self) -> Connector:
+        """The first runner's connector."""
+        return self.lanes[0].connector
+
+    @property
+    def builds_dir(self) -> str:
+        """The first runner's builds directory."""
+        return self.lanes[0].builds_dir
+
+    @property
+    def variables(self) -> Mapping[str, str]:
+        """The first runner's ``environment``."""
+        return self.lanes[0].variables
+
+    @property
+    def common_build_dir(self) -> bool:
+        """Whether the first runner's jobs share one build directory per instance."""
+        return self.lanes[0].common_build_dir
+
+    @property
+    def isolator(self) -> Isolator | None:
+        """The first runner's VM isolation, if any."""
+        return self.lanes[0].isolator
+
+    def route(self, job: Job) -> RunnerLane:
+        """The lane that runs ``job``: of those that take it, the least busy (the
+        first in config order on a tie). Raises :class:`~fleetkit.errors.ConfigError`
+        naming the job when none does."""
+        takers = [lane for lane in self.lanes if lane.takes(job)]
+        if not takers:
+            raise ConfigError([self._no_runner(job)])
+        return min(takers, key=lambda lane: lane._load)
+
+    def check_jobs(self, jobs: Iterable[Job]) -> None:
+        """Raise :class:`~fleetkit.errors.ConfigError` listing every job no runner
+        takes, before any of them runs."""
+        problems = [
+            self._no_runner(job) for job in jobs if not any(l.takes(job) for l in self.lanes)
+        ]
+        if problems:
+            raise ConfigError(problems)
+
+    def _no_runner(self, job: Job) -> Problem:
+        where = f"job {job.name!r}"
+        known = ", ".join(
+            f"{lane.name!r}" + (f" (tags {', '.join(sorted(lane.tags))})" if lane.tags else "")
+            for lane in self.lanes
         )
+        if job.runner is not None:
+            return Problem(f"{where}.runner", f"no runner named {job.runner!r} (runners: {known})")
+        if job.tags:
+            return Problem(
+                f"{where}.tags", f"no runner has every tag of {sorted(job.tags)} (runners: {known})"
+            )
+        return Problem(where, f"has no tags and no runner takes untagged jobs (runners: {known})")
 
     @classmethod
     def from_config(
@@ -267,18 +445,27 @@ class InstanceExecutor:
         # A connector that cannot run on this loop is refused here, once,
         # rather than failing every job against healthy instances.
         try:
-            check_event_loop(self.connector)
+            for lane in self.lanes:
+                check_event_loop(lane.connector)
         except BaseException:
             await self._close_connector()
             raise
         tg = anyio.create_task_group()
         await tg.__aenter__()
+        entered: list[Fleet] = []
         try:
-            await tg.start(self._follow_fleet)
-            await self.fleet.__aenter__()
-        except BaseException:
-            # Not inside a scope of ours: the task group must be left from the
-            # scope it was entered in. Its only task ends at once when cancelled.
+            for lane in self.lanes:
+                await tg.start(self._follow_fleet, lane)
+            for lane in self.lanes:
+                await lane.fleet.__aenter__()
+                entered.append(lane.fleet)
+        except BaseException as exc:
+            # Fleets already open are shut in reverse order. Not inside a scope
+            # of ours: the task group must be left from the scope it was entered
+            # in; its tasks end once their fleets have shut down.
+            with anyio.CancelScope(shield=True):
+                for fleet in reversed(entered):
+                    await fleet.__aexit__(type(exc), exc, exc.__traceback__)
             tg.cancel_scope.cancel()
             await tg.__aexit__(None, None, None)
             await self._close_connector()
@@ -306,9 +493,11 @@ class InstanceExecutor:
                 if self._active:
                     self._drained = anyio.Event()
                     await self._drained.wait()
-            # Not inside a scope of ours: the fleet's task group was entered
-            # outside it (and the fleet shields its own teardown).
-            await self.fleet.__aexit__(exc_type, exc, tb)
+            # Not inside a scope of ours: the fleets' task groups were entered
+            # outside it (and each fleet shields its own teardown). Last opened,
+            # first shut.
+            for lane in reversed(self.lanes):
+                await lane.fleet.__aexit__(exc_type, exc, tb)
         finally:
             try:
                 # The jobs have ended and the fleet's event stream with the
@@ -320,24 +509,27 @@ class InstanceExecutor:
 
     async def _close_connector(self) -> None:
         with anyio.CancelScope(shield=True):
-            if self.isolator is not None:
-                await self.isolator.aclose()
-            close = getattr(self.connector, "aclose", None)
-            if close is not None:
-                await close()
+            for lane in self.lanes:
+                if lane.isolator is not None:
+                    await lane.isolator.aclose()
+                close = getattr(lane.connector, "aclose", None)
+                if close is not None:
+                    await close()
 
-    async def _follow_fleet(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+    async def _follow_fleet(
+        self, lane: RunnerLane, *, task_status: anyio.abc.TaskStatus[None]
+    ) -> None:
         # Subscribed before the fleet opens, so instances adopted or created at
         # start are booked too; the stream ends when the fleet has shut down.
-        async with self.fleet.events(max_buffer=100_000) as events:
+        async with lane.fleet.events(max_buffer=100_000) as events:
             task_status.started()
             async for event in events:
                 self.ledger.record(event)
                 if isinstance(event, InstanceDeleted):
-                    await self._forget(event.instance_id)
+                    await self._forget(lane, event.instance_id)
 
-    async def _forget(self, instance_id: str) -> None:
-        forget = getattr(self.connector, "forget", None)
+    async def _forget(self, lane: RunnerLane, instance_id: str) -> None:
+        forget = getattr(lane.connector, "forget", None)
         if forget is not None:
             with contextlib.suppress(ConnectorError):
                 await forget(instance_id)
@@ -360,6 +552,7 @@ class InstanceExecutor:
         if self._tg is None:
             raise FleetClosed("the executor is not open: use `async with executor:`")
         _check_job(job, "run: job")
+        self.check_jobs([job])
         return await self._run(job, queued_at)
 
     async def _run(self, job: Job, queued_at: float | None) -> JobResult:
@@ -370,14 +563,29 @@ class InstanceExecutor:
         try:
             if self._stopping:
                 return self._never_started(job, queued, "the executor is stopping")
-            async with self._admission:
-                return await self._attempts(job, queued)
+            lane = self.route(job)
+            result = await self._in_lane(lane, job, queued)
+            return attrs.evolve(result, runner=lane.name)
         finally:
             self._queued -= 1
             self._done += 1
             self._active -= 1
             if not self._active and self._drained is not None:
                 self._drained.set()
+
+    async def _in_lane(self, lane: RunnerLane, job: Job, queued: float) -> JobResult:
+        # Counted from here, so that jobs submitted together spread over the
+        # lanes that take them. Admission as GitLab's: the global concurrent,
+        # then the runner's limit.
+        lane._load += 1
+        try:
+            async with self._admission:
+                if lane._slots is None:
+                    return await self._attempts(lane, job, queued)
+                async with lane._slots:
+                    return await self._attempts(lane, job, queued)
+        finally:
+            lane._load -= 1
 
     def submit(self, jobs: Iterable[Job]) -> JobResults:
         """Start ``jobs`` and give their results as they finish.
@@ -391,6 +599,8 @@ class InstanceExecutor:
         batch = list(jobs)
         for index, job in enumerate(batch):
             _check_job(job, f"submit: jobs[{index}]")
+        # A job no runner takes is refused before any job of the batch runs.
+        self.check_jobs(batch)
         send, receive = anyio.create_memory_object_stream[JobResult](max(len(batch), 1))
         results = JobResults(receive, expected=len(batch))
         self._results = {r for r in self._results if not r.closed}
@@ -438,21 +648,25 @@ class InstanceExecutor:
         restart. Raises :class:`~fleetkit.errors.ConfigError` when the file is
         now invalid (the running policies stay).
         """
-        if self._reload is None:
+        if any(lane.reload is None for lane in self.lanes):
             raise FleetError("this executor was not built from a config file; use set_schedule")
-        schedule = self._reload()
-        self.fleet.set_schedule(schedule)
-        return schedule
+        # Every runner's policies are read before any is applied: a file now
+        # invalid leaves all of them as they were.
+        fresh = [(lane, lane.reload()) for lane in self.lanes if lane.reload is not None]
+        for lane, schedule in fresh:
+            lane.fleet.set_schedule(schedule)
+        return fresh[0][1]
 
     def set_schedule(self, schedule: Schedule | Policy) -> None:
-        """Apply new idle policies without a restart."""
-        self.fleet.set_schedule(schedule)
+        """Apply new idle policies to every runner's fleet without a restart."""
+        for lane in self.lanes:
+            lane.fleet.set_schedule(schedule)
 
-    async def _attempts(self, job: Job, queued: float) -> JobResult:
+    async def _attempts(self, lane: RunnerLane, job: Job, queued: float) -> JobResult:
         image: str | None = None
-        if self.isolator is not None:
+        if lane.isolator is not None:
             try:
-                image = self._image(job, self.isolator)
+                image = self._image(lane, job, lane.isolator)
             except ImageRejected as exc:
                 return await self._refused(job, queued, exc)
         earlier: list[JobResult] = []
@@ -461,7 +675,7 @@ class InstanceExecutor:
             if self._stopping:
                 result = self._never_started(job, queued, "the executor is stopping", attempt)
             else:
-                result, internal = await self._attempt(job, attempt, queued, image)
+                result, internal = await self._attempt(lane, job, attempt, queued, image)
             # Only a failure of an instance is retried: when no slot came within
             # the acquire timeout, another wait as long would rarely end better,
             # and a programming error would only happen again.
@@ -484,7 +698,7 @@ class InstanceExecutor:
             earlier.append(result)
         raise AssertionError("unreachable: the last attempt always returns")
 
-    def _image(self, job: Job, isolator: Isolator) -> str:
+    def _image(self, lane: RunnerLane, job: Job, isolator: Isolator) -> str:
         # The variables a user controls, plus the predefined ones known before
         # a slot is taken (GitLab expands the image with all of the job's).
         variables = {
@@ -492,7 +706,7 @@ class InstanceExecutor:
             "GITLAB_CI": "true",
             "CI_JOB_ID": str(job.id),
             "CI_JOB_NAME": job.name,
-            **self.variables,
+            **lane.variables,
             **job.environment(),
         }
         where = f"job {job.id} ({job.name!r})"
@@ -507,7 +721,7 @@ class InstanceExecutor:
         return self._unfinished(job, 1, queued, None, None, JobStatus.FAILED, str(exc), log)
 
     async def _attempt(
-        self, job: Job, attempt: int, queued: float, image: str | None = None
+        self, lane: RunnerLane, job: Job, attempt: int, queued: float, image: str | None = None
     ) -> tuple[JobResult, bool]:
         """One attempt's result, and whether it ended in a programming error."""
         key = f"job-{job.id}-{attempt}-{next(self._keys)}"
@@ -520,14 +734,14 @@ class InstanceExecutor:
             self._attempt_scopes.add(scope)
             try:
                 log = self.log_factory(job, attempt)
-                async with self.fleet.acquire(key, timeout=self.acquire_timeout) as slot:
+                async with lane.fleet.acquire(key, timeout=self.acquire_timeout) as slot:
                     where = (slot.instance_id, slot.number)
                     started = anyio.current_time()
                     self._queued -= 1
                     self._running += 1
-                    connector = self.connector
-                    if self.isolator is not None and image is not None:
-                        connector = self.isolator.connector_for(
+                    connector = lane.connector
+                    if lane.isolator is not None and image is not None:
+                        connector = lane.isolator.connector_for(
                             connector, slot=slot.number, image=image, note=log.write
                         )
                     try:
@@ -536,17 +750,17 @@ class InstanceExecutor:
                             job,
                             connector,
                             log=log,
-                            builds_dir=self.builds_dir,
+                            builds_dir=lane.builds_dir,
                             keep_build_dir=self.keep_build_dir,
                             queued_at=queued,
                             attempt=attempt,
-                            variables=self.variables,
-                            log_internal_ip=self.log_internal_ip,
-                            log_external_ip=self.log_external_ip,
-                            common_build_dir=self.common_build_dir,
-                            shell=self.shell,
-                            pre_build_script=self.pre_build_script,
-                            post_build_script=self.post_build_script,
+                            variables=lane.variables,
+                            log_internal_ip=lane.log_internal_ip,
+                            log_external_ip=lane.log_external_ip,
+                            common_build_dir=lane.common_build_dir,
+                            shell=lane.shell,
+                            pre_build_script=lane.pre_build_script,
+                            post_build_script=lane.post_build_script,
                         )
                     finally:
                         self._running -= 1
@@ -643,23 +857,53 @@ def build(
     acquire_timeout: float | None = None,
     settings: Mapping[str, Any] | None = None,
 ) -> InstanceExecutor:
-    """Build the executor for one runner of the config at ``path``, from the parts
+    """Build the executor for the config at ``path``, from the parts
     :func:`~fleetkit.executor._compose.compose` makes (its arguments
     ``delete_instances_on_shutdown`` and ``settings`` are passed on); the rest
-    are :class:`InstanceExecutor`'s."""
+    are :class:`InstanceExecutor`'s.
+
+    ``runner`` names one ``[[runners]]`` entry (by name or index). Without
+    it, every runner fleetkit drives is served, each with its own fleet, under
+    the global ``concurrent`` (each runner's ``limit`` caps its own jobs).
+    """
+    if runner is None:
+        config = load(path)
+        driven = [index for index, _ in config.autoscaled_runners()]
+        if len(driven) > 1:
+            return _build_several(
+                path,
+                config.concurrent,
+                driven,
+                retries=retries,
+                log_factory=log_factory,
+                delete_instances_on_shutdown=delete_instances_on_shutdown,
+                keep_build_dir=keep_build_dir,
+                acquire_timeout=acquire_timeout,
+                settings=settings,
+            )
     parts = compose(
         path, runner, delete_instances_on_shutdown=delete_instances_on_shutdown, settings=settings
     )
-    return InstanceExecutor(
-        parts.fleet,
-        parts.connector,
+    return InstanceExecutor.serving(
+        [_lane(parts, limit=None)],
         concurrent=parts.concurrent,
         retries=retries,
         log_factory=log_factory,
-        builds_dir=parts.builds_dir,
         keep_build_dir=keep_build_dir,
-        variables=parts.variables,
         acquire_timeout=acquire_timeout,
+    )
+
+
+def _lane(parts: Composition, *, limit: int | None) -> RunnerLane:
+    return RunnerLane(
+        name=parts.name or parts.fleet.name,
+        fleet=parts.fleet,
+        connector=parts.connector,
+        tags=parts.tags,
+        run_untagged=parts.run_untagged,
+        limit=limit,
+        builds_dir=parts.builds_dir,
+        variables=parts.variables,
         reload=parts.reload,
         log_internal_ip=parts.log_internal_ip,
         log_external_ip=parts.log_external_ip,
@@ -668,4 +912,40 @@ def build(
         shell=parts.shell,
         pre_build_script=parts.pre_build_script,
         post_build_script=parts.post_build_script,
+    )
+
+
+def _build_several(
+    path: str | Path,
+    concurrent: int | None,
+    indexes: list[int],
+    *,
+    delete_instances_on_shutdown: bool | None,
+    settings: Mapping[str, Any] | None,
+    **options: Any,
+) -> InstanceExecutor:
+    # Every runner's parts are checked before any is kept: one report names
+    # every problem of every runner.
+    problems: list[Problem] = []
+    composed: list[Composition] = []
+    for index in indexes:
+        try:
+            composed.append(
+                compose(
+                    path,
+                    index,
+                    delete_instances_on_shutdown=delete_instances_on_shutdown,
+                    settings=settings,
+                )
+            )
+        except ConfigError as exc:
+            problems += exc.problems
+    if problems:
+        raise ConfigError(problems, source=str(path))
+    if concurrent is None:
+        # GitLab requires concurrent; without it, the runners' capacities together.
+        slots = [parts.max_slots for parts in composed]
+        concurrent = sum(s for s in slots if s) if all(slots) else None
+    return InstanceExecutor.serving(
+        [_lane(parts, limit=parts.limit) for parts in composed], concurrent=concurrent, **options
     )

@@ -70,6 +70,12 @@ def _kind(value: object) -> str:
     return type(value).__name__
 
 
+def _to_tags(value: Iterable[str]) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return (value,)
+    return tuple(value)
+
+
 def _check_types(job: Job, where: str) -> list[Problem]:
     # Read as plain objects: a caller without a type checker may pass anything.
     fields: dict[str, object] = attrs.asdict(job, recurse=False)
@@ -96,6 +102,11 @@ def _check_types(job: Job, where: str) -> list[Problem]:
     image = fields["image"]
     if image is not None and not isinstance(image, str):
         problems.append(Problem(where + ".image", f"expected a string, got {_kind(image)}"))
+    runner = fields["runner"]
+    if runner is not None and not isinstance(runner, str):
+        problems.append(Problem(where + ".runner", f"expected a string, got {_kind(runner)}"))
+    if not all(isinstance(t, str) and t for t in fields["tags"]):  # type: ignore[attr-defined]
+        problems.append(Problem(where + ".tags", "expected a list of non-empty strings"))
     variables = fields["variables"]
     if not isinstance(variables, tuple) or not all(isinstance(v, Variable) for v in variables):
         problems.append(
@@ -165,7 +176,10 @@ class Job:
     masked ones) are exported to the script after fleetkit's own ``CI_*``
     variables, so a job may override those. ``timeout`` ends the job (and every
     process it started) when exceeded. ``image`` selects the nested VM image
-    when VM isolation is on; it is not used otherwise.
+    when VM isolation is on; it is not used otherwise. ``runner`` names the
+    ``[[runners]]`` entry that must run the job; else ``tags`` pick a runner
+    whose tags include them all (as GitLab matches job and runner tags); with
+    neither, any runner that runs untagged jobs takes it.
 
     Every argument is checked when the job is made: a bad one raises
     :class:`~fleetkit.errors.ConfigError` naming the job and the field
@@ -180,6 +194,8 @@ class Job:
     timeout: Duration = attrs.field(default=DEFAULT_TIMEOUT, converter=to_duration)
     allow_failure: bool = False
     image: str | None = None
+    runner: str | None = None
+    tags: tuple[str, ...] = attrs.field(default=(), converter=_to_tags)
 
     def __attrs_post_init__(self) -> None:
         _check_job(self)
@@ -227,7 +243,8 @@ class JobResult:
     where the log can be read (a path) when the sink keeps one. ``message``
     explains a failure that is not the script's own exit code; it never holds a
     secret. ``earlier`` holds the attempts before this one that ended in a
-    system failure and were retried.
+    system failure and were retried. ``runner`` names the runner (its
+    :class:`~fleetkit.executor.RunnerLane`) that ran it, when an executor did.
     """
 
     job_id: int
@@ -244,6 +261,7 @@ class JobResult:
     allow_failure: bool = False
     message: str | None = None
     earlier: tuple[JobResult, ...] = ()
+    runner: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -292,4 +310,5 @@ class JobResult:
             "message": self.message,
             "failure_reason": self.failure_reason,
             "earlier": [e.to_dict() for e in self.earlier],
+            "runner": self.runner,
         }

@@ -8,6 +8,8 @@
 
     [[job]]
     name = "unit tests"
+    runner = "linux"           # optional: the [[runners]] entry by name; or
+    tags = ["docker"]          # a runner whose tags include these
     script = ["make test"]     # a string, or a list of lines as in .gitlab-ci.yml
     parallel = 3               # three jobs, "unit tests 1/3" ... with CI_NODE_INDEX
     allow_failure = false
@@ -43,6 +45,8 @@ _JOB_KEYS = {
     "allow_failure",
     "image",
     "parallel",
+    "runner",
+    "tags",
 }
 _DEFAULT_KEYS = _JOB_KEYS - {"id", "name", "parallel", "script"}
 # GitLab's bounds for `parallel:`.
@@ -141,6 +145,14 @@ def _jobs_of(
     image = merged.get("image")
     if image is not None and not isinstance(image, str):
         problems.append(Problem(where("image"), "expected a string"))
+    runner = merged.get("runner")
+    if runner is not None and (not isinstance(runner, str) or not runner):
+        problems.append(Problem(where("runner"), "expected a runner's name (a string)"))
+        runner = None
+    tags = merged.get("tags", [])
+    if not isinstance(tags, list) or not all(isinstance(t, str) and t for t in tags):
+        problems.append(Problem(where("tags"), "expected a list of tags (strings)"))
+        tags = []
     variables = _variables(merged.get("variables", {}), path, table, problems)
     parallel = table.get("parallel", 1)
     if (
@@ -179,6 +191,8 @@ def _jobs_of(
                     timeout=timeout,
                     allow_failure=allow_failure,
                     image=image,
+                    runner=runner,
+                    tags=tags,
                 )
             )
         except ConfigError as exc:
