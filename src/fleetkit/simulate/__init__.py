@@ -24,7 +24,7 @@ from fleetkit.simulate._api import Result, simulate, simulate_one
 from fleetkit.simulate._boot import PRESETS, BootTime, parse_boot_time, parse_seconds
 from fleetkit.simulate._config import FleetConfig
 from fleetkit.simulate._figures import JSON_KEYS, Figures, Series, figures, lower_bound_minutes
-from fleetkit.simulate._provider import CloudFaults, CloudGroup, Life, ReadyConnector
+from fleetkit.simulate._provider import CloudFaults, CloudGroup, Life, ReadyUp
 from fleetkit.simulate._replay import Options, Replay, replay
 from fleetkit.simulate._trace import (
     DEFAULT_START,
@@ -48,7 +48,7 @@ __all__ = [
     "Life",
     "Options",
     "Poisson",
-    "ReadyConnector",
+    "ReadyUp",
     "Replay",
     "Result",
     "Series",

@@ -9,39 +9,26 @@ which is what the cloud bills, for the figures afterwards. Instances are
 dropped from the live table once reported gone, so a week of churn costs each
 ``update`` only the instances alive now.
 
-:class:`ReadyConnector` answers the fleet's ``instance_ready_command`` after
-a fixed time, failing with a seeded probability (taskscaler#26's failing ready
-command); it runs nothing.
+:class:`ReadyUp` stands in for the ready command: it takes a fixed time and
+fails with a seeded probability (taskscaler#26's failing ready command).
 """
 
 from __future__ import annotations
 
 import math
 import random
-from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from pathlib import Path
+from collections.abc import Sequence
 
 import anyio
-import anyio.abc
 import attrs
 from anyio.lowlevel import checkpoint
 
-from fleetkit.connector import (
-    Command,
-    CommandResult,
-    Connection,
-    RunningCommand,
-    StderrMode,
-    TunnelTarget,
-)
-from fleetkit.connector._streams import ConnectionBase
-from fleetkit.errors import ConnectorError, InstanceNotFound
-from fleetkit.model import ConnectInfo, DurationLike, ProviderState
+from fleetkit.errors import InstanceNotFound
+from fleetkit.model import ConnectInfo, ProviderState
 from fleetkit.provider import InstanceStatus, ProviderInfo
 from fleetkit.simulate._boot import BootTime
 
-__all__ = ["CloudFaults", "CloudGroup", "Life", "ReadyConnector"]
+__all__ = ["CloudFaults", "CloudGroup", "Life", "ReadyUp"]
 
 
 def _probability(_inst: object, attribute: attrs.Attribute[float], value: float) -> None:
@@ -184,7 +171,12 @@ class CloudGroup:
 
     async def init(self) -> ProviderInfo:
         """Describe the group."""
-        return ProviderInfo(id=f"simulate/{self.owner}", max_size=self.max_size, version="1")
+        return ProviderInfo(
+            id=f"simulate/{self.owner}",
+            max_size=self.max_size,
+            version="1",
+            capabilities=frozenset({"heartbeat"}),
+        )
 
     async def update(self) -> Sequence[InstanceStatus]:
         """Every live instance once; a gone one is reported once, then dropped."""
@@ -274,11 +266,14 @@ class CloudGroup:
         """Nothing to clean up."""
 
 
-class ReadyConnector:
-    """A connector whose commands take ``faults.ready_time`` and fail at ``faults.ready_failure``.
+class ReadyUp:
+    """The ready-up step of a simulated instance, as the fleet's ``ready_check``.
 
-    Only ``run`` is simulated (ready commands and heartbeats); the other
-    connection verbs raise :class:`~fleetkit.errors.ConnectorError`.
+    Takes ``faults.ready_time`` and fails at ``faults.ready_failure``, drawn
+    per instance and attempt (not from one shared stream), so the outcome does
+    not depend on which of two simultaneous ready-ups ran first. It stands in
+    for ``instance_ready_command``: a connector and a command run nothing in a
+    simulation.
     """
 
     def __init__(self, faults: CloudFaults, *, seed: int = 0) -> None:
@@ -286,68 +281,16 @@ class ReadyConnector:
         self.seed = seed
         self._runs: dict[str, int] = {}
 
-    def connect(
-        self, info: ConnectInfo, *, via: Connection | None = None
-    ) -> AbstractAsyncContextManager[Connection]:
-        """A connection to the simulated instance ``info`` names (``via`` is ignored)."""
-        return self._connect(info.id)
-
-    @asynccontextmanager
-    async def _connect(self, instance_id: str) -> AsyncIterator[Connection]:
-        yield _ReadyConnection(self, instance_id)
-
-    def _fails(self, instance_id: str) -> bool:
-        # Drawn per instance and run, not from one shared stream, so the outcome
-        # does not depend on which of two simultaneous ready-ups ran first.
-        if not self.faults.ready_failure:
-            return False
-        run = self._runs.get(instance_id, 0)
-        self._runs[instance_id] = run + 1
-        draw = random.Random(f"{self.seed}-ready-{instance_id}-{run}").random()
-        return draw < self.faults.ready_failure
-
-
-class _ReadyConnection(ConnectionBase):
-    # ConnectionBase supplies the verbs the simulation never calls (forward,
-    # async with), so this class keeps up with the Connection protocol.
-    def __init__(self, owner: ReadyConnector, instance_id: str) -> None:
-        self._owner = owner
-        self._instance_id = instance_id
-
-    async def run(
-        self,
-        command: Command,
-        *,
-        env: Mapping[str, str] | None = None,
-        stdin: bytes | str | None = None,
-        timeout: DurationLike | None = None,  # noqa: ASYNC109 - the Connection protocol's signature
-        stderr: StderrMode = "pipe",
-    ) -> CommandResult:
-        faults = self._owner.faults
+    async def __call__(self, info: ConnectInfo) -> str | None:
+        """``None`` when the instance is ready, else why not."""
+        faults = self.faults
         if faults.ready_time:
             await anyio.sleep(faults.ready_time)
         else:
             await checkpoint()
-        failed = self._owner._fails(self._instance_id)
-        return CommandResult(1 if failed else 0, b"", b"simulated failure" if failed else b"")
-
-    def _stream(
-        self,
-        command: Command,
-        *,
-        env: Mapping[str, str] | None,
-        timeout: float | None,
-    ) -> AbstractAsyncContextManager[RunningCommand]:
-        raise ConnectorError("the simulated connector runs no streams")
-
-    async def upload(self, local: Path, remote: str) -> None:
-        raise ConnectorError("the simulated connector copies no files")
-
-    async def download(self, remote: str, local: Path) -> None:
-        raise ConnectorError("the simulated connector copies no files")
-
-    async def open_tunnel(self, target: TunnelTarget) -> anyio.abc.ByteStream:
-        raise ConnectorError("the simulated connector opens no tunnels")
-
-    async def aclose(self) -> None:
-        """Nothing to close."""
+        if not faults.ready_failure:
+            return None
+        run = self._runs.get(info.id, 0)
+        self._runs[info.id] = run + 1
+        draw = random.Random(f"{self.seed}-ready-{info.id}-{run}").random()
+        return "the ready command failed (simulated)" if draw < faults.ready_failure else None

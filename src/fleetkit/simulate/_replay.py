@@ -33,7 +33,7 @@ from fleetkit.fleet import Fleet, FleetEvent, InstanceDraining, InstanceReady, a
 from fleetkit.policy import idle_target
 from fleetkit.simulate._boot import PRESETS, BootTime
 from fleetkit.simulate._config import FleetConfig
-from fleetkit.simulate._provider import CloudFaults, CloudGroup, Life, ReadyConnector
+from fleetkit.simulate._provider import CloudFaults, CloudGroup, Life, ReadyUp
 from fleetkit.simulate._trace import Trace
 
 __all__ = ["Options", "Replay", "replay"]
@@ -129,7 +129,15 @@ async def _run(config: FleetConfig, trace: Trace, options: Options) -> Replay:
     t0 = anyio.current_time()
     limits = config.limits
     group = CloudGroup(options.boot, faults=options.faults, seed=options.seed, owner=_OWNER)
-    settings = attrs.evolve(config.settings, state_storage_dir=None, owner_id=_OWNER)
+    # The simulated ready-up replaces the ready command (nothing runs
+    # commands here); without a command it runs only when faults ask for it.
+    ready_up = None
+    faults = options.faults
+    if config.settings.instance_ready_command or faults.ready_failure or faults.ready_time:
+        ready_up = ReadyUp(faults, seed=options.seed)
+    settings = attrs.evolve(
+        config.settings, state_storage_dir=None, owner_id=_OWNER, instance_ready_command=None
+    )
     schedule = config.schedule
     if options.warm:
         wanted = math.ceil(
@@ -138,12 +146,11 @@ async def _run(config: FleetConfig, trace: Trace, options: Options) -> Replay:
         if limits.max_instances:
             wanted = min(wanted, limits.max_instances)
         group.preload(wanted)
-    connector = ReadyConnector(options.faults, seed=options.seed)
     fleet = Fleet(
         group,
         limits,
         schedule,
-        connector=connector,
+        ready_check=ready_up,
         settings=settings,
         wall_clock=anchored_wall_clock(trace.start, at=t0),
         name=config.name,
