@@ -14,6 +14,7 @@ import secrets
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -196,3 +197,20 @@ async def test_a_dead_daemon_fails_the_instance_and_the_job_runs_elsewhere(root:
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+def test_the_isolated_fleet_example_runs_and_leaves_nothing() -> None:
+    """examples/isolated_fleet.py opens a VM on a fleet's slot, runs in it, and is refused
+    an image a variable expands to; no instance, daemon or VM outlives it."""
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / "isolated_fleet.py")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert re.search(r"^in \S+/vms/vm-[0-9a-f]+/home$", done.stdout, re.MULTILINE), done.stdout
+    assert "refused: " in done.stdout
+    assert "image 'x/y' (written '$IMAGE') is not allowed" in done.stdout
+    assert processes_with("isolated-example") == []
