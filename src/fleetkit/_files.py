@@ -7,9 +7,11 @@ from __future__ import annotations
 import errno
 import os
 
-__all__ = ["MiB", "read_bounded"]
+__all__ = ["MAX_KEY_BYTES", "MiB", "read_bounded"]
 
 MiB = 1 << 20
+#: A private key file is a few kilobytes; ``key_path = "/dev/zero"`` is not one.
+MAX_KEY_BYTES = 1 * MiB
 
 
 def read_bounded(path: str | os.PathLike[str], limit: int) -> bytes:
@@ -22,7 +24,7 @@ def read_bounded(path: str | os.PathLike[str], limit: int) -> bytes:
     with open(path, "rb") as handle:
         data = handle.read(limit + 1)
     if len(data) > limit:
-        raise OSError(errno.EFBIG, f"larger than {_size(limit)}, too large to be one")
+        raise OSError(errno.EFBIG, f"larger than {_size(limit)}")
     return data
 
 

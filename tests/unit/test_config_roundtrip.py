@@ -35,8 +35,10 @@ CONFIGS = Path(__file__).parent / "configs"
 
 # --- TOML values as tomllib returns them -------------------------------------
 
-text = st.text(max_size=12)
-keys = st.text(max_size=8)
+# No NUL: a config string holding one is refused (no name, path or command can).
+_chars = st.characters(blacklist_characters="\x00")
+text = st.text(_chars, max_size=12)
+keys = st.text(_chars, max_size=8)
 int64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
 offsets = st.integers(min_value=-1439, max_value=1439).map(
     lambda minutes: timezone(timedelta(minutes=minutes))
@@ -98,7 +100,7 @@ buckets = st.none() | st.lists(st.floats(min_value=0, max_value=1e6), max_size=4
 )
 autoscalers = st.builds(
     AutoscalerConfig,
-    plugin=st.text(min_size=1, max_size=12).filter(str.strip),
+    plugin=st.text(_chars, min_size=1, max_size=12).filter(str.strip),
     plugin_config=tables,
     capacity_per_instance=st.integers(min_value=1, max_value=64),
     max_use_count=counts,

@@ -154,7 +154,7 @@ def test_a_device_as_state_file_is_refused_by_size(tmp_path: Path) -> None:
     """/dev/zero where state.json should be ends in an error, not in filling memory."""
     store = StateStore(tmp_path)
     store.path.symlink_to("/dev/zero")
-    with pytest.raises(StateStoreError, match="too large"):
+    with pytest.raises(StateStoreError, match="cannot read: larger than 64 MiB"):
         store.load()
 
 

@@ -18,11 +18,14 @@ from collections.abc import Sequence
 
 from fleetkit import __version__
 
-__all__ = ["COMMANDS", "STDOUT_CLOSED", "build_parser", "main"]
+__all__ = ["COMMANDS", "INTERRUPTED", "STDOUT_CLOSED", "build_parser", "main"]
 
 #: Exit status when stdout's reader went away: 128 + SIGPIPE, what a shell
 #: reports for a tool the signal ended.
 STDOUT_CLOSED = 128 + 13
+
+#: Exit status after Ctrl-C, as a shell reports a tool SIGINT ended.
+INTERRUPTED = 128 + 2
 
 #: Subcommand modules under ``fleetkit.cli``, in the order ``--help`` lists them.
 COMMANDS: tuple[str, ...] = ("validate", "plan", "run", "exec", "nesting", "simulate")
@@ -47,7 +50,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``fleetkit`` command with ``argv`` (default: ``sys.argv[1:]``).
 
     Returns the exit status; argparse exits with 2 itself on bad arguments.
-    A closed stdout ends the command quietly with :data:`STDOUT_CLOSED`.
+    A closed stdout ends the command quietly with :data:`STDOUT_CLOSED`; a
+    Ctrl-C before a command has taken over signals (while it starts up) with
+    :data:`INTERRUPTED`, also quietly.
     """
     try:
         try:
@@ -57,6 +62,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             # Output still buffered goes now, where a closed pipe is handled,
             # not at interpreter exit, which would print the error.
             sys.stdout.flush()
+    except KeyboardInterrupt:
+        return INTERRUPTED
+    except BaseExceptionGroup as group:
+        # A Ctrl-C inside a task group that had not started watching signals.
+        if group.subgroup(lambda e: not isinstance(e, KeyboardInterrupt | BaseExceptionGroup)):
+            raise
+        return INTERRUPTED
     except BrokenPipeError:
         # Python ignores SIGPIPE, so a reader that went away (`| head`) is this
         # error. As the Python docs' "Note on SIGPIPE" says: point stdout at

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import sys
 
-from fleetkit.cli import main
+try:
+    from fleetkit.cli import main
+except KeyboardInterrupt:  # Ctrl-C while the command's modules load
+    sys.exit(130)
 
 sys.exit(main())

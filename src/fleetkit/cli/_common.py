@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, TypeVar, TypeVarTuple, Unpack
 
 from fleetkit._localzone import local_zone
+from fleetkit._text import printable
 from fleetkit.errors import FleetkitError
 
 if TYPE_CHECKING:
@@ -30,6 +31,7 @@ __all__ = [
     "interruptible",
     "now_here",
     "percentile",
+    "positive_seconds",
     "run_async",
     "runner_choice",
     "seconds",
@@ -53,7 +55,29 @@ def instant(text: str) -> datetime:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not an ISO 8601 date and time (e.g. 2026-03-02T09:00+01:00)"
         ) from None
+    # Near year 1 or 9999 a time zone's offset or a day's step leaves the range
+    # datetime can hold.
+    if not _FIRST_YEAR <= at.year <= _LAST_YEAR:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is outside the years {_FIRST_YEAR}-{_LAST_YEAR} fleetkit plans for"
+        )
     return at if at.tzinfo else at.replace(tzinfo=local_zone().zone)
+
+
+_FIRST_YEAR, _LAST_YEAR = 1900, 9000
+
+
+def positive_seconds(text: str) -> float:
+    """``--timeout SECONDS``: a finite number of seconds above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(
+            f"expected a number of seconds > 0 (leave the option out for no limit), got {text!r}"
+        )
+    return value
 
 
 def now_here() -> datetime:
@@ -62,8 +86,13 @@ def now_here() -> datetime:
 
 
 def fail(command: str, error: object, status: int) -> int:
-    """Report ``error`` on stderr as ``fleetkit COMMAND: error``; returns ``status``."""
-    print(f"fleetkit {command}: {error}", file=sys.stderr)
+    """Report ``error`` on stderr as ``fleetkit COMMAND: error``; returns ``status``.
+
+    Errors quote others' text (a provider's message, a file's name): each line
+    reaches the terminal with its control characters shown as escapes.
+    """
+    text = "\n".join(printable(line) for line in str(error).split("\n"))
+    print(f"fleetkit {command}: {text}", file=sys.stderr)
     return status
 
 

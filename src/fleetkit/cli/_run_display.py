@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 import anyio
 
+from fleetkit._text import printable
 from fleetkit.cli._common import seconds
 from fleetkit.jobs import JobResult
 
@@ -100,7 +101,7 @@ def _result_text(result: JobResult, *, runner: bool = False) -> str:
         status += " (allowed)"
     where = f"{result.instance_id} slot {result.slot}" if result.instance_id else "-"
     retried = f", after {len(result.earlier)} system failure(s)" if result.earlier else ""
-    return (
+    return printable(
         f"{status:<16} {result.name:<24} on {where}"
         + (f" ({result.runner})" if runner and result.runner else "")
         + "  "
@@ -161,7 +162,8 @@ class PlainDisplay:
         zero = self.start if self.start is not None else 0.0
         while self._pending and self._pending[0][0] <= upto:
             at, _, text = heapq.heappop(self._pending)
-            print(f"[{at - zero:6.1f}s] {text}", file=self.out, flush=True)
+            # Notes carry others' text (job names, provider messages): shown as data.
+            print(f"[{at - zero:6.1f}s] {printable(text)}", file=self.out, flush=True)
 
     async def refresh_loop(self, start: float) -> None:
         """Print the fleet's instance counts and happenings when they change."""
@@ -250,7 +252,9 @@ class RichDisplay:
             f"{figures.created} created · {figures.deleted} deleted · "
             f"{figures.instance_minutes:.2f} instance-minutes",
         )
-        notes = [note.text for note in list(self.executor.ledger.notes)[-4:]] + list(self.notes)
+        notes = [printable(note.text) for note in list(self.executor.ledger.notes)[-4:]] + [
+            printable(n) for n in self.notes
+        ]
         body = Group(
             table,
             Text(""),
@@ -277,7 +281,7 @@ class RichDisplay:
             state = instance.state.value
             busy = len(instance.slots_in_use)
             slots = "■" * busy + "□" * max(capacity - busy, 0)
-            line = Text(f"  {instance.id:<22} ", no_wrap=True, overflow="ellipsis")
+            line = Text(f"  {printable(instance.id):<22} ", no_wrap=True, overflow="ellipsis")
             line.append(f"{state:<9}", style=styles.get(state, "blue"))
             line.append(f" {slots}  {busy}/{capacity} busy, {instance.use_count} jobs so far")
             rows.append(line)

@@ -26,6 +26,7 @@ from fleetkit.cli._common import (
     add_fleet_arguments,
     fail,
     interruptible,
+    positive_seconds,
     run_async,
     runner_choice,
     watch_signals,
@@ -53,8 +54,8 @@ def _add_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--timeout",
         metavar="SECONDS",
-        type=float,
-        help="end the command after this long (exit status 124, as timeout(1))",
+        type=positive_seconds,
+        help="end the command after this many seconds (> 0; exit status 124, as timeout(1))",
     )
 
 

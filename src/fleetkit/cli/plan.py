@@ -75,13 +75,18 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
     parser.set_defaults(run=run)
 
 
+#: The largest count ``plan`` describes: ten times the fleet its benchmark plans
+#: in milliseconds; a fleet of 9223372036854775807 would only fill memory.
+MAX_COUNT = 100_000
+
+
 def _count(text: str) -> int:
     try:
-        value = int(text)
+        value = int(text) if len(text) <= 20 else -1
     except ValueError:
         value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a count >= 0, got {text!r}")
+    if not 0 <= value <= MAX_COUNT:
+        raise argparse.ArgumentTypeError(f"expected a count 0..{MAX_COUNT}, got {text[:40]!r}")
     return value
 
 

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import attrs
 
+from fleetkit._text import printable
 from fleetkit.cli._common import (
     INTERRUPTED,
     add_fleet_arguments,
@@ -100,7 +101,7 @@ def _listen(text: str) -> tuple[str, int]:
 def run(args: argparse.Namespace) -> int:
     """Run the command; returns the exit status."""
     from fleetkit.cli._run_display import choose_display, warnings_to
-    from fleetkit.cli._run_logs import JobLogs
+    from fleetkit.cli._run_logs import JobLogs, LogDirectoryError
     from fleetkit.config import load
     from fleetkit.executor import build
     from fleetkit.jobs import load_jobs
@@ -108,9 +109,15 @@ def run(args: argparse.Namespace) -> int:
     if args.retries < 0:
         print("fleetkit run: --retries must be >= 0", file=sys.stderr)
         return 2
-    logs = JobLogs(args.logs)
     try:
         jobs = load_jobs(args.jobs)
+    except FleetkitError as exc:
+        return fail("run", exc, 1)
+    try:
+        logs = JobLogs(args.logs)
+    except LogDirectoryError as exc:
+        return fail("run", f"--logs {args.logs}: {exc}", 2)
+    try:
         executor = build(
             args.config,
             runner_choice(args.runner),
@@ -123,6 +130,7 @@ def run(args: argparse.Namespace) -> int:
         executor.check_jobs(jobs)
         listen = args.metrics_listen or load(args.config).listen_address
     except FleetkitError as exc:
+        logs.close()
         return fail("run", exc, 1)
     display = choose_display(args, executor, total=len(jobs))
     try:
@@ -314,10 +322,14 @@ def print_summary(summary: Summary, results: list[JobResult], logs: JobLogs, out
                 continue
             allowed = " (allowed to fail)" if attempt.allow_failure else ""
             where = f" on {attempt.instance_id}" if attempt.instance_id else ""
+            # The names and the log tail are others' text: a terminal gets
+            # their control characters as escapes, never as commands.
             print(
-                f"{attempt.status.value}{allowed}: {attempt.name} (job {attempt.job_id}, "
-                f"attempt {attempt.attempt}{where}): {attempt.message}",
+                printable(
+                    f"{attempt.status.value}{allowed}: {attempt.name} (job {attempt.job_id}, "
+                    f"attempt {attempt.attempt}{where}): {attempt.message}"
+                ),
                 file=out,
             )
             for line in logs.tail(attempt.job_id, attempt.attempt, lines=5):
-                print(f"    | {line}", file=out)
+                print(f"    | {printable(line)}", file=out)

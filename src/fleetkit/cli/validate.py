@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from fleetkit._localzone import LocalZone, local_zone
+from fleetkit._text import printable
 from fleetkit.cli._common import instant, now_here
 from fleetkit.config import Config, Runner, VMIsolation, check, format_duration
 from fleetkit.errors import Problem
@@ -72,18 +73,19 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
         *(p for p in parts if p.path not in {q.path for q in found.problems}),
     ]
     if problems:
-        print(f"{path}: {_count(problems, 'problem')}", file=err)
+        print(printable(f"{path}: {_count(problems, 'problem')}"), file=err)
         for problem in problems:
-            print(f"  - {problem}", file=err)
+            print(printable(f"  - {problem}"), file=err)
         for line in _warnings(found.warnings):
-            print(line, file=err)
+            print(printable(line), file=err)
         return 1
     assert found.config is not None
     config = found.config
     at: datetime = args.at or now_here()
-    print(f"OK {path}", file=out)
+    print(printable(f"OK {path}"), file=out)
     for line in summary(config, at):
-        print(line, file=out)
+        # The config is anyone's text (a url, a name): shown as data.
+        print(printable(line), file=out)
     return 0
 
 

@@ -36,6 +36,7 @@ from typing import Any
 import attrs
 import cattrs
 
+from fleetkit._files import MiB, read_bounded
 from fleetkit.config._duration import parse_duration
 from fleetkit.config._schema import (
     AUTOSCALER_EXECUTORS,
@@ -788,7 +789,7 @@ def _read(path_or_text: str | os.PathLike[str]) -> tuple[str, str | None]:
         return path_or_text, None
     path = Path(path_or_text)
     try:
-        return path.read_text(encoding="utf-8-sig"), str(path)
+        return read_bounded(path, _MAX_BYTES).decode("utf-8-sig"), str(path)
     except FileNotFoundError:
         raise ConfigError([Problem("", "no such file")], source=str(path)) from None
     except IsADirectoryError:
@@ -804,6 +805,36 @@ def _read(path_or_text: str | os.PathLike[str]) -> tuple[str, str | None]:
         raise ConfigError(
             [Problem("", f"not a usable path: {exc}")], source=repr(str(path))
         ) from None
+
+
+# A config.toml is a few kilobytes; this bound stops /dev/zero or a log named
+# by mistake from filling memory.
+_MAX_BYTES = 16 * MiB
+# GitLab's deepest section is four tables down; plugin_config may nest a little.
+_MAX_DEPTH = 32
+_TOO_DEEP = f"nested more than {_MAX_DEPTH} arrays or tables deep: not a GitLab Runner config"
+_NUL = "contains a NUL character (\\u0000), which no name, path or command can hold"
+
+
+def _hostile_values(doc: dict[str, Any]) -> list[_Issue]:
+    """Values nothing downstream can take: nesting beyond :data:`_MAX_DEPTH` (the
+    first such path) and strings or keys holding NUL. Walked without recursion."""
+    issues: list[_Issue] = []
+    stack: list[tuple[tuple[PathPart, ...], object]] = [((), doc)]
+    while stack:
+        path, value = stack.pop()
+        if len(path) > _MAX_DEPTH:
+            return [_Issue(path[: _MAX_DEPTH + 1], _TOO_DEEP)]
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if "\0" in key:
+                    issues.append(_Issue((*path, key), _NUL))
+                stack.append(((*path, key), item))
+        elif isinstance(value, list):
+            stack.extend(((*path, index), item) for index, item in enumerate(value))
+        elif isinstance(value, str) and "\0" in value:
+            issues.append(_Issue(path, _NUL))
+    return sorted(issues, key=lambda i: render_path(i.path))
 
 
 def _looks_like_path(text: str) -> bool:
@@ -849,9 +880,14 @@ def check(path_or_text: str | os.PathLike[str]) -> Findings:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         return Findings(None, (_syntax_problem(exc, text),), (), source)
+    except RecursionError:
+        return Findings(None, (Problem("", _TOO_DEEP),), (), source)
+    hostile = _hostile_values(doc)
+    if any(issue.message == _TOO_DEEP for issue in hostile):
+        return Findings(None, tuple(_to_problem(i) for i in hostile), (), source)
     shape = _Shape()
     shape.document(doc)
-    issues = list(shape.errors)
+    issues = [*hostile, *shape.errors]
     config: Config | None = None
     try:
         config = _CONVERTER.structure(doc, Config)

@@ -59,6 +59,7 @@ import anyio.abc
 import asyncssh
 import attrs
 
+from fleetkit._files import MAX_KEY_BYTES, read_bounded
 from fleetkit.connector import (
     Command,
     ExitStatus,
@@ -642,7 +643,12 @@ class SSHConnector:
         where = f"instance {info.id}"
         key_bytes = info.key
         if key_bytes is None and self.key_path is not None:
-            key_bytes = self.key_path.read_bytes()
+            try:
+                key_bytes = read_bounded(self.key_path, MAX_KEY_BYTES)
+            except OSError as exc:
+                raise ConfigError(
+                    [Problem(f"{where}.key_path", f"cannot read {self.key_path}: {exc.strerror}")]
+                ) from None
         options: dict[str, object] = {"client_keys": None, "password": info.password}
         if key_bytes is not None:
             try:

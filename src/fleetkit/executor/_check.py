@@ -14,6 +14,7 @@ import os
 from collections.abc import Iterable, Sequence
 
 from fleetkit import provider
+from fleetkit._files import MAX_KEY_BYTES, read_bounded
 from fleetkit.config import AutoscalerConfig, Runner
 from fleetkit.errors import ConfigError, FleetkitError, PluginNotFound, Problem
 from fleetkit.executor._connectors import connector_factories, connector_problems
@@ -52,8 +53,7 @@ def key_path_problem(path: str, key_path: str | None) -> Problem | None:
         return None
     file = os.path.expanduser(key_path)
     try:
-        with open(file, "rb") as handle:
-            handle.read(1)
+        read_bounded(file, MAX_KEY_BYTES)
     except OSError as exc:
         return Problem(path, f"cannot read the key file {key_path}: {exc.strerror}")
     return None

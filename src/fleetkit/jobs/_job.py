@@ -15,6 +15,7 @@ from typing import Any
 import attrs
 
 from fleetkit._duration import Duration, duration_problem, to_duration
+from fleetkit._text import control_characters, key_path
 from fleetkit.errors import ConfigError, Problem
 
 __all__ = ["SHELLS", "Job", "JobResult", "JobStatus", "Variable", "is_variable_name"]
@@ -118,6 +119,11 @@ def _check_types(job: Job, where: str) -> list[Problem]:
     return problems
 
 
+def _variable_path(where: str, key: object) -> str:
+    # A key may hold anything (a newline): quoted unless a plain word.
+    return key_path(f"{where}.variables", key)
+
+
 def _check_job(job: Job) -> None:
     named = isinstance(job.name, str) and job.name
     where = f"job {job.name!r}" if named else f"job {job.id!r}"
@@ -126,6 +132,16 @@ def _check_job(job: Job) -> None:
         raise ConfigError(problems)
     if not job.name.strip():
         problems.append(Problem(where + ".name", "must not be empty"))
+    controls = control_characters(job.name, tab=True)
+    if controls:
+        # A newline in a name would forge lines in the log and the output
+        # ("ERROR: Job failed"), an escape would drive the terminal.
+        problems.append(
+            Problem(
+                where + ".name",
+                f"must be one line of text without control characters, got {', '.join(controls)}",
+            )
+        )
     if not job.script.strip():
         problems.append(Problem(where + ".script", "must not be empty"))
     if job.shell is not None and job.shell not in SHELLS:
@@ -144,18 +160,18 @@ def _check_job(job: Job) -> None:
         if not isinstance(key, str) or not isinstance(value, str):
             # Named by key only: the value may be a secret.
             problems.append(
-                Problem(f"{where}.variables.{var.key}", "name and value must be strings")
+                Problem(_variable_path(where, var.key), "name and value must be strings")
             )
             continue
         if "\0" in var.value:
             # Named only: the value may be a secret.
             problems.append(
-                Problem(f"{where}.variables.{var.key}", "value contains a NUL character")
+                Problem(_variable_path(where, var.key), "value contains a NUL character")
             )
         if not is_variable_name(var.key):
-            problems.append(Problem(f"{where}.variables.{var.key}", _NAME_RULE))
+            problems.append(Problem(_variable_path(where, var.key), _NAME_RULE))
         if var.key in seen:
-            problems.append(Problem(f"{where}.variables.{var.key}", "given twice"))
+            problems.append(Problem(_variable_path(where, var.key), "given twice"))
         seen.add(var.key)
     if problems:
         raise ConfigError(problems)

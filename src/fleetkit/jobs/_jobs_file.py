@@ -29,6 +29,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from fleetkit._files import MiB, read_bounded
+from fleetkit._text import key_path
 from fleetkit.config import parse_duration
 from fleetkit.errors import ConfigError, Problem
 from fleetkit.jobs._job import DEFAULT_TIMEOUT, SHELLS, Job, Variable, is_variable_name
@@ -49,6 +51,10 @@ _JOB_KEYS = {
     "tags",
 }
 _DEFAULT_KEYS = _JOB_KEYS - {"id", "name", "parallel", "script"}
+# A jobs file of 10,000 jobs is a few megabytes; /dev/zero is not a jobs file.
+_MAX_BYTES = 16 * MiB
+# Go's time.Duration range, as for every other duration fleetkit reads.
+_MAX_SECONDS = ((1 << 63) - 1) // 10**9
 # GitLab's bounds for `parallel:`.
 _MAX_PARALLEL = 200
 
@@ -58,9 +64,18 @@ def load_jobs(path: str | Path) -> list[Job]:
     file and every problem in it (a missing file included)."""
     source = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        raw = read_bounded(path, _MAX_BYTES)
     except OSError as exc:
         raise ConfigError(f"cannot read jobs file: {exc.strerror}", source=source) from exc
+    except ValueError as exc:  # a NUL in the path
+        raise ConfigError(f"not a usable path: {exc}", source=repr(source)) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"not UTF-8 text (byte {exc.start}): a jobs file is TOML, which is UTF-8",
+            source=source,
+        ) from None
     return parse_jobs(text, source=source)
 
 
@@ -70,15 +85,21 @@ def parse_jobs(text: str, *, source: str | None = None) -> list[Job]:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"not valid TOML: {exc}", source=source) from exc
+    except RecursionError:
+        raise ConfigError(
+            "arrays or tables nested too deeply to be a jobs file", source=source
+        ) from None
     problems: list[Problem] = []
     for key in sorted(set(doc) - {"job", "defaults"}):
-        problems.append(Problem(key, "unknown key (expected [[job]] tables and [defaults])"))
+        problems.append(
+            Problem(key_path("", key), "unknown key (expected [[job]] tables and [defaults])")
+        )
     defaults = doc.get("defaults", {})
     if not isinstance(defaults, dict):
         problems.append(Problem("defaults", "expected a table"))
         defaults = {}
     for key in sorted(set(defaults) - _DEFAULT_KEYS):
-        problems.append(Problem(f"defaults.{key}", _unknown(key, _DEFAULT_KEYS)))
+        problems.append(Problem(key_path("defaults", key), _unknown(key, _DEFAULT_KEYS)))
     tables = doc.get("job", [])
     if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
         problems.append(Problem("job", "expected [[job]] tables"))
@@ -102,7 +123,8 @@ def parse_jobs(text: str, *, source: str | None = None) -> list[Job]:
 
 
 def _unknown(key: str, allowed: set[str]) -> str:
-    return f"unknown key {key!r} (expected one of {', '.join(sorted(allowed))})"
+    shown = key if len(key) <= 40 else key[:37] + "..."
+    return f"unknown key {shown!r} (expected one of {', '.join(sorted(allowed))})"
 
 
 def _jobs_of(
@@ -114,7 +136,7 @@ def _jobs_of(
 ) -> list[Job]:
     before = len(problems)
     for key in sorted(set(table) - _JOB_KEYS):
-        problems.append(Problem(f"{path}.{key}", _unknown(key, _JOB_KEYS)))
+        problems.append(Problem(key_path(path, key), _unknown(key, _JOB_KEYS)))
     merged = {**defaults, **table}
     # A default table of variables is merged key by key, not replaced.
     if isinstance(defaults.get("variables"), dict) and isinstance(table.get("variables"), dict):
@@ -136,8 +158,9 @@ def _jobs_of(
         )
         script = ""
     shell = merged.get("shell")  # None: the runner's shell
-    if shell is not None and shell not in SHELLS:
-        problems.append(Problem(where("shell"), f"expected one of {sorted(SHELLS)}, got {shell!r}"))
+    if shell is not None and (not isinstance(shell, str) or shell not in SHELLS):
+        shown = repr(shell[:40]) if isinstance(shell, str) else f"a {type(shell).__name__}"
+        problems.append(Problem(where("shell"), f"expected one of {sorted(SHELLS)}, got {shown}"))
     timeout = _timeout(merged.get("timeout"), where("timeout"), problems)
     allow_failure = merged.get("allow_failure", False)
     if not isinstance(allow_failure, bool):
@@ -213,6 +236,9 @@ def _timeout(value: Any, path: str, problems: list[Problem]) -> timedelta | floa
             problems.append(Problem(path, str(exc)))
             return DEFAULT_TIMEOUT
     elif isinstance(value, int) and not isinstance(value, bool):
+        if value > _MAX_SECONDS:
+            problems.append(Problem(path, f"{value} seconds is out of range (about 292 years)"))
+            return DEFAULT_TIMEOUT
         parsed = timedelta(seconds=value)
     else:
         problems.append(Problem(path, 'expected a duration like "90s" or "1h", or seconds'))
@@ -232,7 +258,7 @@ def _variables(
         return []
     out = []
     for key, raw in value.items():
-        where = f"{base}.{key}"
+        where = key_path(base, key)
         if not is_variable_name(key):
             problems.append(
                 Problem(

@@ -5,6 +5,7 @@ The log a sink receives is already masked: secrets never reach a sink.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Protocol, Self
@@ -59,18 +60,27 @@ class MemoryLog:
 
 
 class FileLog:
-    """Writes the log to a file (created with its parent directories, mode 0600).
+    """Writes the log to a new file, mode 0600 (its parent directories are made
+    when missing).
 
-    Use as a context manager, or call :meth:`close`.
+    The file is created new and never through a symbolic link: when anything is
+    already at ``path`` (a link, or a file someone prepared for fleetkit to
+    write into, as root) this raises :class:`FileExistsError`. ``dir_fd``, an
+    open directory, makes ``path`` a name inside it (nothing is made then), so
+    a caller that checked the directory once keeps writing to that one even if
+    its path is swapped. Use as a context manager, or call :meth:`close`.
     """
 
     __slots__ = ("_file", "path")
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, dir_fd: int | None = None) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.touch(mode=0o600)
-        self._file: IO[str] = self.path.open("a", encoding="utf-8")
+        if dir_fd is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        target = self.path.name if dir_fd is not None else self.path
+        fd = os.open(target, flags, 0o600, dir_fd=dir_fd)
+        self._file: IO[str] = os.fdopen(fd, "a", encoding="utf-8")
 
     def __repr__(self) -> str:
         return f"<FileLog {str(self.path)!r}>"

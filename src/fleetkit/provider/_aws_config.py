@@ -15,6 +15,7 @@ from typing import Any
 
 import attrs
 
+from fleetkit._text import key_path
 from fleetkit.config._suggest import did_you_mean
 from fleetkit.errors import ConfigError, Problem
 from fleetkit.model import ConnectorConfig
@@ -51,7 +52,7 @@ def parse_aws_config(
         if key not in _KEYS:
             problems.append(
                 Problem(
-                    f"{_ROOT}.{key}",
+                    key_path(_ROOT, key),
                     f"unknown key{did_you_mean(str(key), _KEYS)}; "
                     f"the AWS provider takes {', '.join(_KEYS)}",
                 )
@@ -62,8 +63,10 @@ def parse_aws_config(
         if value is None:
             values[key] = None
         elif not isinstance(value, str) or not value.strip():
+            # Described by type only: credentials_file, profile or an endpoint
+            # with user:password@ may be where someone pasted a secret.
             problems.append(
-                Problem(f"{_ROOT}.{key}", f"expected a non-empty string, got {value!r}")
+                Problem(f"{_ROOT}.{key}", f"expected a non-empty string, got {_kind(value)}")
             )
         else:
             values[key] = value
@@ -73,7 +76,8 @@ def parse_aws_config(
     if endpoint and not endpoint.startswith(("http://", "https://")):
         problems.append(
             Problem(
-                f"{_ROOT}.endpoint_url", f"expected an http:// or https:// URL, got {endpoint!r}"
+                f"{_ROOT}.endpoint_url",
+                "expected an http:// or https:// URL, got a string starting otherwise",
             )
         )
     problems += _connector_problems(connector_config)
@@ -87,6 +91,21 @@ def parse_aws_config(
         credentials_file=values["credentials_file"],
         endpoint_url=endpoint,
     )
+
+
+def _kind(value: object) -> str:
+    match value:
+        case str():
+            return "an empty string" if not value.strip() else "a string"
+        case bool():
+            return "a boolean"
+        case int() | float():
+            return "a number"
+        case dict():
+            return "a table"
+        case list():
+            return "an array"
+    return type(value).__name__
 
 
 def _connector_problems(connector: ConnectorConfig) -> list[Problem]:

@@ -34,6 +34,7 @@ from botocore.exceptions import BotoCoreError
 from botocore.loaders import create_loader
 
 import fleetkit
+from fleetkit._files import MAX_KEY_BYTES, read_bounded
 from fleetkit.errors import (
     ConfigError,
     InstanceNotFound,
@@ -618,7 +619,8 @@ class AWSInstanceGroup:
             # GitLab reads key_path at init with static and dynamic credentials
             # alike, and fails init when it cannot.
             try:
-                key = await (await anyio.Path(cc.key_path).expanduser()).read_bytes()
+                path = await anyio.Path(cc.key_path).expanduser()
+                key = await anyio.to_thread.run_sync(read_bounded, path, MAX_KEY_BYTES)
             except OSError as exc:
                 raise ConfigError(
                     [

@@ -67,6 +67,7 @@ import anyio.abc
 import attrs
 
 from fleetkit import __version__
+from fleetkit._files import MAX_KEY_BYTES, read_bounded
 from fleetkit._procs import end_process, end_tree, exists
 from fleetkit._sshd import (
     SSHDaemon,
@@ -76,6 +77,7 @@ from fleetkit._sshd import (
     reachable_by_others,
     sshd_available,
 )
+from fleetkit._text import key_path
 from fleetkit.config import parse_duration
 from fleetkit.errors import ConfigError, InstanceNotFound, Problem, ProviderError, RetryLater
 from fleetkit.model import ConnectInfo, ConnectorConfig, ProviderState, mask_secret
@@ -268,7 +270,7 @@ class LocalInstanceGroup:
         problems: list[Problem] = []
 
         def bad(key: str, message: str) -> None:
-            problems.append(Problem(f"plugin_config.{key}", message))
+            problems.append(Problem(key_path("plugin_config", key), message))
 
         for key in sorted(set(plugin_config) - _KNOWN_KEYS):
             bad(key, f"unknown key; the local provider takes {', '.join(sorted(_KNOWN_KEYS))}")
@@ -635,12 +637,16 @@ if TYPE_CHECKING:
 # --- configuration ------------------------------------------------------------
 
 
+# inf or 1e300 seconds would make every instance "creating" forever.
+_MAX_BOOT_DELAY = 24 * 3600
+
+
 def _boot_delay(value: object, bad: Callable[[str, str], None]) -> float:
     if isinstance(value, bool):
         pass
-    elif isinstance(value, int | float) and value >= 0:
+    elif isinstance(value, int | float) and 0 <= value < _MAX_BOOT_DELAY:
         return float(value)
-    elif isinstance(value, timedelta) and value >= timedelta(0):
+    elif isinstance(value, timedelta) and timedelta(0) <= value < timedelta(days=1):
         return value.total_seconds()
     elif isinstance(value, str):
         try:
@@ -648,9 +654,10 @@ def _boot_delay(value: object, bad: Callable[[str, str], None]) -> float:
         except ValueError as exc:
             bad("boot_delay", str(exc))
             return 0.0
-        if parsed >= timedelta(0):
+        if timedelta(0) <= parsed < timedelta(days=1):
             return parsed.total_seconds()
-    bad("boot_delay", f'expected a non-negative Go duration like "30s", got {value!r}')
+    shown = repr(value) if isinstance(value, str | int | float) else type(value).__name__
+    bad("boot_delay", f'expected a Go duration from "0s" to under "24h" like "30s", got {shown}')
     return 0.0
 
 
@@ -725,10 +732,10 @@ def _ephemeral_keypair(path: Path) -> tuple[bytes, str]:
         path.with_name(path.name + ".pub").unlink(missing_ok=True)
 
 
-def _readable_key(key_path: Path) -> None:
+def _readable_key(key_path: Path) -> bytes:
+    """The bytes of ``key_path`` (bounded: /dev/zero is not a key)."""
     try:
-        with key_path.expanduser().open("rb") as handle:
-            handle.read(1)
+        return read_bounded(key_path.expanduser(), MAX_KEY_BYTES)
     except OSError as exc:
         raise ConfigError(
             [
@@ -743,7 +750,7 @@ def _readable_key(key_path: Path) -> None:
 def _static_key(key_path: Path) -> tuple[bytes, str]:
     """The configured private key and its public line (``ssh-keygen -y``)."""
     key_path = key_path.expanduser()
-    private = key_path.read_bytes()
+    private = _readable_key(key_path)
     done = subprocess.run(
         ["ssh-keygen", "-y", "-f", str(key_path)], capture_output=True, check=False
     )
