@@ -46,11 +46,39 @@ def test_pure_module_source_imports_no_clock_or_io(module: str) -> None:
     """The pure core's own source imports no clock, randomness or I/O module."""
     found = []
     for path in _sources(module):
-        for node in ast.walk(ast.parse(path.read_text())):
-            names = []
-            if isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module:
-                names = [node.module]
-            found += [f"{path.name}: {n}" for n in names if n.split(".")[0] in FORBIDDEN_IMPORTED]
+        found += [
+            f"{path.name}: {n}" for n in _imports(path) if n.split(".")[0] in FORBIDDEN_IMPORTED
+        ]
+    assert found == []
+
+
+def _imports(path: Path) -> list[str]:
+    names = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.append(node.module)
+    return names
+
+
+# The fleet state is the runtime's pure core (h11's shape): it and the modules
+# it builds on import no event loop, clock or I/O, and none of the driver's
+# modules. StoredInstance is the one value it takes from the state store module.
+FLEET_PURE = ["_state", "_table", "_events", "_stats"]
+FLEET_IO = {"_driver", "_hub", "_probe", "_calls", "_clock", "_fleet", "_slots", "_metrics"}
+
+
+@pytest.mark.parametrize("name", FLEET_PURE)
+def test_fleet_state_imports_no_clock_io_or_driver(name: str) -> None:
+    """The fleet state's modules import no anyio, clock or I/O, and no driver module."""
+    spec = importlib.util.find_spec("fleetkit.fleet")
+    assert spec is not None
+    assert spec.origin is not None
+    path = Path(spec.origin).parent / f"{name}.py"
+    found = [
+        n
+        for n in _imports(path)
+        if n.split(".")[0] in FORBIDDEN_IMPORTED or n.split(".")[-1] in FLEET_IO
+    ]
     assert found == []
