@@ -701,11 +701,16 @@ class FleetState:
         if not (self.dirty or force):
             return None
         self.dirty = False
+        # An instance on its way out is not stored: were it, a restart would
+        # take it for a known idle one and adopt it, undoing the removal (and,
+        # for one removed for its unknown past, the use count it stood for).
+        # Unstored, a restart finds it with no data and removes it again.
         return {
             r.id: StoredInstance(
                 id=r.id, owner=r.owner, use_count=r.use_count, acquisitions=dict(r.slots)
             )
             for r in self.records.values()
+            if not r.we_deleted
         }
 
     # --- the moves, each in one place ---------------------------------------
