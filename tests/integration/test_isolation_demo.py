@@ -104,10 +104,11 @@ def test_the_demo_runs_jobs_in_vms_and_exits_0(root: Path, mode: str) -> None:
         assert "allowed_images" in results[name]["message"]
     assert "'ci/a/b' (written 'ci/$TARGET')" in results["variable smuggling a path"]["message"]
     build = (logs / f"job-{results['build']['job_id']}-1.log").read_text()
-    vm = re.search(r"VM (vm-[0-9a-f]+) \(default\) at 127\.0\.0\.1:\d+ connected", build)
+    vm = re.search(r"VM (vm-[0-9a-f]+) created at 127\.0\.0\.1:\d+\n", build)
     assert vm is not None, build
     assert re.search(rf"home: \S+/vms/{vm.group(1)}/home\n", build), build
-    assert f"VM {vm.group(1)} deleted" in build
+    assert f"VM {vm.group(1)} (default) connected\n" in build
+    assert f"Deleting VM {vm.group(1)}...\nVM {vm.group(1)} deleted\n" in build
     homes = [
         re.search(r"in its VM: (\S+)", (logs / f"job-{j['job_id']}-1.log").read_text())
         for n, j in results.items()

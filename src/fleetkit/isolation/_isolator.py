@@ -314,6 +314,7 @@ class Isolator(AsyncResource):
             await _say(note, f"Creating VM from image {image} in slot {slot}...\n")
             created = await client.create(image, slot=slot)
             vm = created.vm
+            await _say(note, f"VM {vm.id} created at {vm.addr}\n")
             try:
                 if created.stomped_vm_id:
                     log.warning(
@@ -329,7 +330,7 @@ class Isolator(AsyncResource):
                     )
                 info = await self._vm_info(vm, instance)
                 async with self._connector().connect(info, via=conn) as vm_conn:
-                    await _say(note, f"VM {vm.id} ({vm.name}) at {vm.addr} connected\n")
+                    await _say(note, f"VM {vm.id} ({vm.name}) connected\n")
                     yield IsolatedVM(
                         vm=vm,
                         connection=vm_conn,
@@ -349,6 +350,7 @@ class Isolator(AsyncResource):
         note: Note | None,
         redial: Redial | None,
     ) -> None:
+        await _say(note, f"Deleting VM {vm.id}...\n")
         with anyio.move_on_after(self.settings.delete_timeout) as bound:
             try:
                 try:
