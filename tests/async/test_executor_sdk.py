@@ -13,9 +13,9 @@ import trio.testing
 from fleetkit.connector import CommandResult
 from fleetkit.connector.ssh import SSHConnector
 from fleetkit.errors import FleetkitError, UnsupportedEventLoop
-from fleetkit.executor import InstanceExecutor, JobResults
+from fleetkit.executor import InstanceExecutor, JobResults, register_job_metrics
 from fleetkit.fleet import Fleet, FleetSettings
-from fleetkit.jobs import Job, JobResult, JobStatus, LogSink, MemoryLog
+from fleetkit.jobs import OUTPUT_LIMIT, Job, JobResult, JobStatus, LogSink, MemoryLog
 from fleetkit.model import Limits
 from fleetkit.policy import Policy
 from fleetkit.testing.connector import FakeConnector
@@ -119,3 +119,57 @@ async def test_an_exception_leaves_the_executor_block_as_raised() -> None:
 
     with pytest.raises(Boom):
         await body()
+
+
+@pytest.mark.anyio
+async def test_job_output_is_on_the_result_and_bounded() -> None:
+    """JobResult.output holds the job's log (masked, as the log is), its last
+    OUTPUT_LIMIT characters when longer, without a log factory."""
+    fake = FakeConnector()
+    fake.on(r"^sh -s$", CommandResult(0, b"0\n/b\n/b/i/0/1\n", b""))
+    fake.on(
+        r"fleetkit-job.*",
+        CommandResult(0, b"fleetkit-job 4242 session\n" + b"x" * 100_000 + b"\nthe end\n", b""),
+    )
+    fleet, _ = _fleet()
+    async with InstanceExecutor(fleet, fake) as executor:
+        result = await executor.run(_jobs(1)[0])
+    assert result.ok
+    assert len(result.output) == OUTPUT_LIMIT
+    assert result.output.endswith("x\nthe end\nJob succeeded\n")
+    assert "output" not in repr(result)
+
+
+@pytest.mark.anyio
+async def test_job_stats_and_their_prometheus_metrics() -> None:
+    """job_stats() counts finished jobs by outcome and failure reason, with wait and
+    duration histograms; register_job_metrics serves them under their names."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    def logs(job: Job, attempt: int) -> LogSink:
+        if job.id == 3:
+            raise OSError("disk full")  # job 3 ends in a (not retried) system failure
+        return MemoryLog()
+
+    fleet, _ = _fleet()
+    registry = CollectorRegistry()
+    async with InstanceExecutor(fleet, _connector(), log_factory=logs) as executor:
+        register_job_metrics(executor, registry, labels={"runner": "r1"})
+        before = executor.job_stats()
+        results = [r async for r in executor.submit(_jobs(3))]
+        stats = executor.job_stats()
+    assert (before.queued, before.running, before.done) == (0, 0, 0)
+    assert len(results) == 3
+    assert (stats.queued, stats.running, stats.done) == (0, 0, 3)
+    assert (stats.finished["success"], stats.finished["system_failure"]) == (2, 1)
+    assert stats.failure_reasons == {"runner_system_failure": 1}
+    assert (stats.wait.count, stats.duration.count) == (2, 2)  # job 3 never started
+    text = generate_latest(registry).decode()
+    assert 'fleetkit_jobs{runner="r1",state="queued"} 0.0' in text
+    assert 'fleetkit_jobs_finished_total{outcome="success",runner="r1"} 2.0' in text
+    assert (
+        'gitlab_runner_failed_jobs_total{failure_reason="runner_system_failure",runner="r1"} 1.0'
+        in text
+    )
+    assert 'gitlab_runner_job_duration_seconds_count{runner="r1"} 2.0' in text
+    assert 'fleetkit_job_wait_seconds_bucket{le="+Inf",runner="r1"} 2.0' in text

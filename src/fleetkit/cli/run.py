@@ -187,7 +187,9 @@ def _metrics_server(executor: InstanceExecutor, listen: tuple[str, int]) -> Metr
         (fleet, (fleet.settings.owner_id or fleet.name).removeprefix("fleetkit-")[:8], fleet.name)
         for fleet in executor.fleets
     ]
-    return MetricsServer(listen, fleets)
+    # The executor's job figures go with its first runner's families.
+    jobs = [executor.job_stats] + [None] * (len(fleets) - 1)
+    return MetricsServer(listen, fleets, jobs=jobs)
 
 
 async def _run_jobs(

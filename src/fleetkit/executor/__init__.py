@@ -23,6 +23,9 @@ if TYPE_CHECKING:
     from fleetkit.executor._executor import LogFactory as LogFactory
     from fleetkit.executor._executor import RunnerLane as RunnerLane
     from fleetkit.executor._executor import build as build
+    from fleetkit.executor._job_stats import JobCollector as JobCollector
+    from fleetkit.executor._job_stats import JobStats as JobStats
+    from fleetkit.executor._job_stats import register_job_metrics as register_job_metrics
     from fleetkit.executor._ledger import InstanceLedger as InstanceLedger
     from fleetkit.executor._ledger import LedgerFigures as LedgerFigures
     from fleetkit.executor._metrics_server import MetricsServer as MetricsServer
@@ -44,6 +47,9 @@ _WHERE = {
     "JobResults": "_executor",
     "LogFactory": "_executor",
     "RunnerLane": "_executor",
+    "JobCollector": "_job_stats",
+    "JobStats": "_job_stats",
+    "register_job_metrics": "_job_stats",
     "InstanceLedger": "_ledger",
     "LedgerFigures": "_ledger",
     "MetricsServer": "_metrics_server",
@@ -67,8 +73,10 @@ def __dir__() -> list[str]:
 __all__ = [
     "InstanceExecutor",
     "InstanceLedger",
+    "JobCollector",
     "JobCounts",
     "JobResults",
+    "JobStats",
     "LedgerFigures",
     "LogFactory",
     "MetricsServer",
@@ -79,5 +87,6 @@ __all__ = [
     "connector_factories",
     "fleet_settings",
     "owner_id",
+    "register_job_metrics",
     "select_runner",
 ]

@@ -50,9 +50,10 @@ from fleetkit.errors import (
     Problem,
 )
 from fleetkit.executor._compose import Composition, compose
+from fleetkit.executor._job_stats import JobStats, JobTally
 from fleetkit.executor._ledger import InstanceLedger, LedgerFigures
 from fleetkit.fleet import Fleet, InstanceDeleted
-from fleetkit.jobs import Job, JobResult, JobStatus, LogSink, MemoryLog, run_job
+from fleetkit.jobs import Job, JobResult, JobStatus, LogSink, MemoryLog, TeeLog, run_job
 from fleetkit.policy import Policy, Schedule
 
 if TYPE_CHECKING:
@@ -343,6 +344,7 @@ class InstanceExecutor:
         self._queued = 0
         self._running = 0
         self._done = 0
+        self._tally = JobTally()
         # Open result streams, closed at exit when a loop over one was left early.
         self._results: set[JobResults] = set()
 
@@ -540,6 +542,11 @@ class InstanceExecutor:
         """Jobs queued (admission or slot), running, and done, right now."""
         return JobCounts(self._queued, self._running, self._done)
 
+    def job_stats(self) -> JobStats:
+        """Jobs queued and running now, finished by outcome and failure reason, and
+        wait and duration histograms (for :func:`~fleetkit.executor.register_job_metrics`)."""
+        return self._tally.stats(self._queued, self._running)
+
     def figures(self) -> LedgerFigures:
         """Instances created and deleted, and instance-seconds, so far."""
         return self.ledger.figures(anyio.current_time())
@@ -562,10 +569,13 @@ class InstanceExecutor:
         self._active += 1
         try:
             if self._stopping:
-                return self._never_started(job, queued, "the executor is stopping")
+                result = self._never_started(job, queued, "the executor is stopping")
+                self._tally.record(result)
+                return result
             lane = self.route(job)
-            result = await self._in_lane(lane, job, queued)
-            return attrs.evolve(result, runner=lane.name)
+            result = attrs.evolve(await self._in_lane(lane, job, queued), runner=lane.name)
+            self._tally.record(result)
+            return result
         finally:
             self._queued -= 1
             self._done += 1
@@ -714,7 +724,7 @@ class InstanceExecutor:
 
     async def _refused(self, job: Job, queued: float, exc: ImageRejected) -> JobResult:
         """A job whose image is refused or missing: failed before any slot or VM."""
-        log = self.log_factory(job, 1)
+        log = TeeLog(self.log_factory(job, 1))
         with anyio.CancelScope(shield=True):
             await log.write(f"ERROR: Job failed: {exc}\n")
         logger.warning("%s", exc, extra={"job_id": job.id})
@@ -725,7 +735,7 @@ class InstanceExecutor:
     ) -> tuple[JobResult, bool]:
         """One attempt's result, and whether it ended in a programming error."""
         key = f"job-{job.id}-{attempt}-{next(self._keys)}"
-        log: LogSink | None = None
+        log: TeeLog | None = None
         internal = False
         result: JobResult | None = None
         where: tuple[str, int] | None = None
@@ -733,7 +743,7 @@ class InstanceExecutor:
         with anyio.CancelScope() as scope:
             self._attempt_scopes.add(scope)
             try:
-                log = self.log_factory(job, attempt)
+                log = TeeLog(self.log_factory(job, attempt))
                 async with lane.fleet.acquire(key, timeout=self.acquire_timeout) as slot:
                     where = (slot.instance_id, slot.number)
                     started = anyio.current_time()
@@ -816,7 +826,7 @@ class InstanceExecutor:
         where: tuple[str, int] | None,
         status: JobStatus,
         message: str,
-        log: LogSink | None,
+        log: TeeLog | None,
     ) -> JobResult:
         return JobResult(
             job_id=job.id,
@@ -828,6 +838,7 @@ class InstanceExecutor:
             instance_id=where[0] if where else None,
             slot=where[1] if where else None,
             log=log.location if log is not None else None,
+            output=log.tail.text if log is not None else "",
             attempt=attempt,
             allow_failure=job.allow_failure,
             message=message,

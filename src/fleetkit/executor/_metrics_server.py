@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import socket
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Self
 
 import anyio
@@ -21,6 +21,7 @@ import anyio.lowlevel
 import anyio.to_thread
 
 from fleetkit.errors import ConfigError, Problem
+from fleetkit.executor._job_stats import JobCollector, JobStats
 from fleetkit.fleet import Fleet, FleetCollector
 
 __all__ = ["MetricsServer", "system_id"]
@@ -50,18 +51,45 @@ class _LoopCollector:
         yield from self._inner.families(stats)
 
 
+class _LoopJobCollector:
+    """One executor's job families, its figures read on the event loop."""
+
+    def __init__(self, read: Callable[[], JobStats], labels: dict[str, str], token: Any) -> None:
+        self._inner = JobCollector(read, labels)
+        self._read = read
+        self._token = token
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> Iterator[Any]:
+        try:
+            stats = anyio.from_thread.run_sync(self._read, token=self._token)
+        except RuntimeError:
+            return
+        yield from self._inner.families(stats)
+
+
 class MetricsServer:
     """prometheus_client's HTTP server for ``fleets`` on ``(host, port)``.
 
     ``fleets`` pairs each fleet with its runner's ``(runner, runner_name)``
-    labels. Start it inside the event loop (:meth:`start`); :meth:`close` stops
+    labels; ``jobs`` gives, per fleet, its executor's ``job_stats`` (job
+    metrics beside the fleet's, see :mod:`fleetkit.executor._job_stats`). Start it inside the event loop (:meth:`start`); :meth:`close` stops
     the server and joins its thread; ``with`` does both. ``port`` 0 picks a
     free port (:attr:`port` says which).
     """
 
-    def __init__(self, address: tuple[str, int], fleets: Sequence[tuple[Fleet, str, str]]) -> None:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        fleets: Sequence[tuple[Fleet, str, str]],
+        jobs: Sequence[Callable[[], JobStats] | None] = (),
+    ) -> None:
         self.address = address
         self.fleets = tuple(fleets)
+        # Per fleet, where its executor's job figures come from (None: no jobs).
+        self.jobs = tuple(jobs)
         self._server: Any = None
         self._thread: Any = None
 
@@ -92,9 +120,12 @@ class MetricsServer:
         token = anyio.lowlevel.current_token()
         registry = CollectorRegistry(auto_describe=False)
         sid = system_id()
-        for fleet, runner, name in self.fleets:
+        for index, (fleet, runner, name) in enumerate(self.fleets):
             labels = {"runner": runner, "runner_name": name, "system_id": sid}
             registry.register(_LoopCollector(fleet, labels, token))
+            read = self.jobs[index] if index < len(self.jobs) else None
+            if read is not None:
+                registry.register(_LoopJobCollector(read, labels, token))
         host, port = self.address
         try:
             self._server, self._thread = start_http_server(port, host, registry)

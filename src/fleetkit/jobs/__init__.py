@@ -13,9 +13,11 @@ from fleetkit.jobs._job import JobStatus as JobStatus
 from fleetkit.jobs._job import Variable as Variable
 from fleetkit.jobs._jobs_file import load_jobs as load_jobs
 from fleetkit.jobs._jobs_file import parse_jobs as parse_jobs
+from fleetkit.jobs._log import OUTPUT_LIMIT as OUTPUT_LIMIT
 from fleetkit.jobs._log import FileLog as FileLog
 from fleetkit.jobs._log import LogSink as LogSink
 from fleetkit.jobs._log import MemoryLog as MemoryLog
+from fleetkit.jobs._log import TeeLog as TeeLog
 from fleetkit.jobs._mask import MASK as MASK
 from fleetkit.jobs._mask import Masker as Masker
 from fleetkit.jobs._run import run_job as run_job
@@ -24,6 +26,7 @@ from fleetkit.jobs._slot import LosableSlot as LosableSlot
 
 __all__ = [
     "MASK",
+    "OUTPUT_LIMIT",
     "FileLog",
     "Job",
     "JobResult",
@@ -33,6 +36,7 @@ __all__ = [
     "LosableSlot",
     "Masker",
     "MemoryLog",
+    "TeeLog",
     "Variable",
     "load_jobs",
     "parse_jobs",

@@ -261,6 +261,9 @@ class JobResult:
     secret. ``earlier`` holds the attempts before this one that ended in a
     system failure and were retried. ``runner`` names the runner (its
     :class:`~fleetkit.executor.RunnerLane`) that ran it, when an executor did.
+    ``output`` is the end of the attempt's
+    log, masked as the log is: its last :data:`~fleetkit.jobs.OUTPUT_LIMIT`
+    (64 Ki) characters (the whole log goes to the log sink); not in the repr.
     """
 
     job_id: int
@@ -278,6 +281,7 @@ class JobResult:
     message: str | None = None
     earlier: tuple[JobResult, ...] = ()
     runner: str | None = None
+    output: str = attrs.field(default="", repr=False)
 
     @property
     def ok(self) -> bool:

@@ -10,7 +10,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Protocol, Self
 
-__all__ = ["FileLog", "LogSink", "MemoryLog"]
+__all__ = [
+    "OUTPUT_LIMIT",
+    "FileLog",
+    "LogSink",
+    "MemoryLog",
+    "TeeLog",
+]
 
 
 class LogSink(Protocol):
@@ -111,3 +117,29 @@ class FileLog:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+#: Characters of a job's log kept on its :class:`~fleetkit.jobs.JobResult` (the
+#: last ones; the whole log goes to the attempt's log sink).
+OUTPUT_LIMIT = 64 * 1024
+
+
+class TeeLog:
+    """Writes to ``sink`` and keeps the last ``limit`` characters in :attr:`tail`,
+    for :attr:`JobResult.output <fleetkit.jobs.JobResult.output>`."""
+
+    __slots__ = ("sink", "tail")
+
+    def __init__(self, sink: LogSink, limit: int = OUTPUT_LIMIT) -> None:
+        self.sink = sink
+        self.tail = MemoryLog(limit=limit)
+
+    @property
+    def location(self) -> str | None:
+        """The sink's location."""
+        return self.sink.location
+
+    async def write(self, text: str) -> None:
+        """Keep ``text``'s tail and pass it on."""
+        await self.tail.write(text)
+        await self.sink.write(text)

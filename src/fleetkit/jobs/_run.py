@@ -24,7 +24,7 @@ from fleetkit.connector import Connection, Connector, ExitStatus, RunningCommand
 from fleetkit.errors import ConnectorError, FleetError, ImageRejected, IsolationError
 from fleetkit.jobs import _script
 from fleetkit.jobs._job import Job, JobResult, JobStatus
-from fleetkit.jobs._log import LogSink
+from fleetkit.jobs._log import LogSink, TeeLog
 from fleetkit.jobs._mask import Masker
 from fleetkit.jobs._slot import JobSlot, LosableSlot
 from fleetkit.model import ConnectInfo
@@ -107,6 +107,8 @@ async def run_job(
     failed job skips post-build.
     """
     started = anyio.current_time()
+    tee = log if isinstance(log, TeeLog) else TeeLog(log)
+    log = tee
     run = _Run(slot, job, log, builds_dir, keep_build_dir, kill_grace, attempt, variables)
     run.shell = job.shell or shell
     run.script = _script.user_script(job.script, pre_build_script, post_build_script)
@@ -130,6 +132,7 @@ async def run_job(
         attempt=attempt,
         allow_failure=job.allow_failure,
         message=message,
+        output=tee.tail.text,
     )
 
 
