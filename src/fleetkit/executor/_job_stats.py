@@ -23,6 +23,7 @@ from typing import Any
 import attrs
 
 from fleetkit.fleet import HistogramSnapshot
+from fleetkit.fleet._metrics import _require, histogram_family
 from fleetkit.fleet._stats import Histogram
 from fleetkit.jobs import JobResult, JobStatus
 
@@ -82,16 +83,6 @@ class JobTally:
         )
 
 
-def _core() -> Any:
-    try:
-        from prometheus_client import core
-    except ImportError as exc:  # pragma: no cover - depends on the install
-        raise ImportError(
-            "fleetkit metrics need prometheus_client: pip install 'fleetkit[metrics]'"
-        ) from exc
-    return core
-
-
 class JobCollector:
     """A prometheus_client collector of one executor's :class:`JobStats`.
 
@@ -113,7 +104,7 @@ class JobCollector:
 
     def families(self, stats: JobStats) -> Iterator[Any]:
         """The metric families for ``stats``."""
-        core = _core()
+        core = _require()
         names = [*self._labels, ""]
         values = list(self._labels.values())
 
@@ -149,14 +140,7 @@ class JobCollector:
             ("fleetkit_job_wait_seconds", "Queued to started.", stats.wait),
             ("gitlab_runner_job_duration_seconds", "Started to finished.", stats.duration),
         ):
-            family = core.HistogramMetricFamily(name, doc, labels=list(self._labels))
-            buckets = [
-                (repr(float(bound)), count)
-                for bound, count in zip(snap.buckets, snap.cumulative, strict=False)
-            ]
-            buckets.append(("+Inf", snap.cumulative[-1]))
-            family.add_metric(values, buckets, snap.sum)
-            yield family
+            yield histogram_family(name, doc, self._labels, snap)
 
 
 def register_job_metrics(
@@ -165,7 +149,7 @@ def register_job_metrics(
     """Register a :class:`JobCollector` for ``executor`` (an
     :class:`~fleetkit.executor.InstanceExecutor`) on ``registry`` (default:
     prometheus_client's global registry) and return it. Needs the ``metrics`` extra."""
-    core = _core()
+    core = _require()
     collector = JobCollector(executor.job_stats, labels)
     (registry if registry is not None else core.REGISTRY).register(collector)
     return collector

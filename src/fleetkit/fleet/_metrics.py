@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from fleetkit.fleet._stats import FleetStats
+from fleetkit.fleet._stats import FleetStats, HistogramSnapshot
 
 if TYPE_CHECKING:
     from fleetkit.fleet._fleet import Fleet
@@ -43,6 +43,21 @@ _HISTOGRAMS = {
         "Creation to ready-up done.",
     ),
 }
+
+
+def histogram_family(
+    name: str, doc: str, labels: Mapping[str, str], snap: HistogramSnapshot
+) -> Any:
+    """A Prometheus histogram family of one snapshot, with constant ``labels``."""
+    core = _require()
+    family = core.HistogramMetricFamily(name, doc, labels=list(labels))
+    buckets = [
+        (repr(float(bound)), count)
+        for bound, count in zip(snap.buckets, snap.cumulative, strict=False)
+    ]
+    buckets.append(("+Inf", snap.cumulative[-1]))
+    family.add_metric(list(labels.values()), buckets, snap.sum)
+    return family
 
 
 def _require() -> Any:
@@ -147,15 +162,7 @@ class FleetCollector:
         missed.add_metric(values, stats.missed_updates)
         yield missed
         for key, (name, doc) in _HISTOGRAMS.items():
-            snap = stats.histograms[key]
-            family = core.HistogramMetricFamily(name, doc, labels=names)
-            buckets = [
-                (repr(float(bound)), count)
-                for bound, count in zip(snap.buckets, snap.cumulative, strict=False)
-            ]
-            buckets.append(("+Inf", snap.cumulative[-1]))
-            family.add_metric(values, buckets, snap.sum)
-            yield family
+            yield histogram_family(name, doc, self._labels, stats.histograms[key])
 
 
 def register_metrics(
