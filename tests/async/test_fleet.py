@@ -431,6 +431,37 @@ async def test_stats_and_prometheus_metrics_agree() -> None:
             assert sample(f"{readiness}_bucket", {**labels, "le": "5.0"}) == 2
 
 
+@pytest.mark.anyio
+async def test_reserve_failures_and_provider_calls_carry_gitlabs_metric_labels() -> None:
+    """A preemptive reserve with no idle slot counts reserve_available_capacity_failure,
+    a non-preemptive one past max_instances reserve_iop_capacity_failure (it was one
+    reserve_failure label); provider calls show in fleeting_provisioner_internal_operations."""
+    prometheus_client = pytest.importorskip("prometheus_client")
+    limits = Limits(capacity_per_instance=1, max_instances=1)
+    async with open_fleet(SimulatedGroup(), idle(0, preemptive_mode=True), limits) as fleet:
+        with pytest.raises(NoCapacity):
+            fleet.reserve("early")
+        fleet.set_schedule(idle(0, preemptive_mode=False))
+        async with fleet.acquire("job", timeout=60.0):
+            with pytest.raises(NoCapacity):
+                fleet.reserve("late")
+            registry = prometheus_client.CollectorRegistry()
+            register_metrics(fleet, registry)
+            stats = fleet.stats()
+    operations = stats.task_operations
+    assert operations["reserve_available_capacity_failure"] == 1
+    assert operations["reserve_iop_capacity_failure"] == 1
+    assert "reserve_failure" not in operations
+    assert stats.internal_operations["init"] == 1
+    assert stats.internal_operations["increase"] == 1
+    assert stats.internal_operations["update"] >= 1
+    sample = registry.get_sample_value
+    internal = "fleeting_provisioner_internal_operations_total"
+    assert sample(internal, {"operation": "increase"}) == 1
+    task = "fleeting_taskscaler_task_operations_total"
+    assert sample(task, {"operation": "reserve_iop_capacity_failure"}) == 1
+
+
 class _FullGroup(SimulatedGroup):
     """Accepts nothing, without raising: a quota or a full group."""
 

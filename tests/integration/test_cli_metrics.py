@@ -26,6 +26,7 @@ _NAMES = (
     "fleeting_provisioner_instances",
     "fleeting_provisioner_max_instances",
     "fleeting_provisioner_instance_operations_total",
+    "fleeting_provisioner_internal_operations_total",
     "fleeting_provisioner_missed_updates_total",
     "fleeting_provisioner_instance_creation_time_seconds_bucket",
 )

@@ -7,7 +7,9 @@ same verb; the fleet's ready-up and heartbeat tasks would otherwise call
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
 
 import anyio
 
@@ -16,16 +18,20 @@ from fleetkit.provider import InstanceGroup, InstanceStatus, ProviderInfo
 
 __all__ = ["GroupCalls"]
 
+_T = TypeVar("_T")
+
 
 class GroupCalls:
-    """Serialises calls per verb to one :class:`~fleetkit.provider.InstanceGroup`."""
+    """Serialises calls per verb to one :class:`~fleetkit.provider.InstanceGroup`,
+    counting each in ``operations`` (``fleeting_provisioner_internal_operations``)."""
 
-    __slots__ = ("_group", "_locks", "_shut")
+    __slots__ = ("_group", "_locks", "_shut", "operations")
 
-    def __init__(self, group: InstanceGroup) -> None:
+    def __init__(self, group: InstanceGroup, operations: Counter[str] | None = None) -> None:
         self._group = group
         self._locks: dict[str, anyio.Lock] = {}
         self._shut = False
+        self.operations: Counter[str] = operations if operations is not None else Counter()
 
     def _lock(self, verb: str) -> anyio.Lock:
         lock = self._locks.get(verb)
@@ -33,40 +39,43 @@ class GroupCalls:
             lock = self._locks[verb] = anyio.Lock()
         return lock
 
+    async def _call(self, verb: str, call: Callable[[], Awaitable[_T]]) -> _T:
+        async with self._lock(verb):
+            try:
+                result = await call()
+            except Exception:
+                self.operations[f"{verb}_failure"] += 1
+                raise
+            self.operations[verb] += 1
+            return result
+
     async def init(self) -> ProviderInfo:
         """The group's ``init``."""
-        async with self._lock("init"):
-            return await self._group.init()
+        return await self._call("init", self._group.init)
 
     async def update(self) -> Sequence[InstanceStatus]:
         """The group's ``update``."""
-        async with self._lock("update"):
-            return await self._group.update()
+        return await self._call("update", self._group.update)
 
     async def increase(self, n: int) -> int:
         """The group's ``increase``."""
-        async with self._lock("increase"):
-            return await self._group.increase(n)
+        return await self._call("increase", lambda: self._group.increase(n))
 
     async def decrease(self, ids: Sequence[str]) -> Sequence[str]:
         """The group's ``decrease``."""
-        async with self._lock("decrease"):
-            return await self._group.decrease(ids)
+        return await self._call("decrease", lambda: self._group.decrease(ids))
 
     async def connect_info(self, instance_id: str) -> ConnectInfo:
         """The group's ``connect_info``."""
-        async with self._lock("connect_info"):
-            return await self._group.connect_info(instance_id)
+        return await self._call("connect_info", lambda: self._group.connect_info(instance_id))
 
     async def heartbeat(self, instance_id: str) -> None:
         """The group's ``heartbeat``."""
-        async with self._lock("heartbeat"):
-            await self._group.heartbeat(instance_id)
+        await self._call("heartbeat", lambda: self._group.heartbeat(instance_id))
 
     async def shutdown(self) -> None:
         """The group's ``shutdown``, at most once."""
         if self._shut:
             return
         self._shut = True
-        async with self._lock("shutdown"):
-            await self._group.shutdown()
+        await self._call("shutdown", self._group.shutdown)

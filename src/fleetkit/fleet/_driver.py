@@ -85,7 +85,7 @@ class Driver:
         self.schedule = schedule
         self.connector = connector
         self.wall_clock = wall_clock
-        self.calls = GroupCalls(group)
+        self.calls = GroupCalls(group, self.state.book.internal_operations)
         self.probe = Probe(self.calls, connector, self.wall_now, ready_check=ready_check)
         self.store = StateStore(settings.state_storage_dir) if settings.state_storage_dir else None
         self.hub = EventHub()

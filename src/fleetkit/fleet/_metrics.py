@@ -156,6 +156,13 @@ class FleetCollector:
             "operation",
             stats.instance_operations,
         )
+        yield by_label(
+            core.CounterMetricFamily,
+            f"{_PROVISIONER}_internal_operations",
+            "Calls to the instance group by verb; failed ones as <verb>_failure.",
+            "operation",
+            stats.internal_operations,
+        )
         missed = core.CounterMetricFamily(
             f"{_PROVISIONER}_missed_updates", "Failed update cycles.", labels=names
         )

@@ -589,7 +589,14 @@ class FleetState:
             self.snapshot(), policy, self.limits, throttling=self.settings.reservation_throttling
         )
         if not decision.granted:
-            self.book.task_operations["reserve_failure"] += 1
+            # GitLab's labels: a preemptive reserve needs a ready idle slot now,
+            # a non-preemptive one potential capacity (instances yet to come).
+            failure = (
+                "reserve_available_capacity_failure"
+                if policy.preemptive
+                else "reserve_iop_capacity_failure"
+            )
+            self.book.task_operations[failure] += 1
             raise NoCapacity(f"no capacity to reserve {key!r}: {decision.reason}")
         self.reservations[key] = now
         self.book.task_operations["reserve"] += 1
@@ -691,6 +698,7 @@ class FleetState:
             task_operations=dict(book.task_operations),
             scale_operations=dict(book.scale_operations),
             instance_operations=dict(book.instance_operations),
+            internal_operations=dict(book.internal_operations),
             missed_updates=book.missed_updates,
             events_dropped=events_dropped,
             histograms=book.histograms(),

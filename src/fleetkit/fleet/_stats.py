@@ -74,6 +74,7 @@ class StatsBook:
         "creation_time",
         "deletion_time",
         "instance_operations",
+        "internal_operations",
         "is_running_time",
         "life_duration",
         "missed_updates",
@@ -88,6 +89,8 @@ class StatsBook:
         self.task_operations: Counter[str] = Counter()
         self.scale_operations: Counter[str] = Counter()
         self.instance_operations: Counter[str] = Counter()
+        # Calls to the instance group by verb, failed ones as "<verb>_failure".
+        self.internal_operations: Counter[str] = Counter()
         self.missed_updates = 0
         # GitLab: each operation histogram falls back to
         # instance_operation_time_buckets, the lifetime one to its own default.
@@ -164,3 +167,6 @@ class FleetStats:
     missed_updates: int
     events_dropped: int
     histograms: Mapping[str, HistogramSnapshot]
+    #: Calls to the instance group by verb (``update``, ``increase``, ...), and
+    #: ``<verb>_failure`` for those that raised.
+    internal_operations: Mapping[str, int] = attrs.field(factory=dict)
