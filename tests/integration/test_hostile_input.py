@@ -15,6 +15,7 @@ import os
 import secrets
 import signal
 import subprocess
+import sys
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -53,12 +54,15 @@ def _wait_for(condition: object, what: str, limit: float = 60.0) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def _start_run(config: Path, jobs: Path) -> subprocess.Popen[str]:
+def _start_run(
+    config: Path, jobs: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [*FLEETKIT, "run", str(config), str(jobs), "--plain"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env=env,
     )
 
 
@@ -666,16 +670,40 @@ def test_item_12_a_corrupt_state_file_stops_the_start_cleanly(
     assert "created" not in done.stdout
 
 
+_READY_HOOK = """
+import os, sys
+
+def _ready(event, args):
+    if event == "open" and str(args[0]).endswith("ctrl-c-jobs.toml"):
+        os.write(2, b"TEST-READY\\n")
+
+sys.addaudithook(_ready)
+"""
+
+
 def test_item_12_ctrl_c_during_start_up_exits_130_without_a_traceback(tmp_path: Path) -> None:
-    """SIGINT at moments spread over start-up (imports, config, provider, first
-    instance): every time exit 130, no traceback, nothing left running."""
+    """SIGINT at moments spread over start-up (subcommand imports, config, jobs,
+    provider, event loop, first instance): every time exit 130, no traceback,
+    nothing left running.
+
+    The moments count from the command's first read of its input (the jobs
+    file, seen through an audit hook), so that a slow machine does not move them
+    into the interpreter's start, where no code of fleetkit's runs yet to catch
+    a Ctrl-C.
+    """
     marker = str(1200 + secrets.randbelow(90))
-    jobs = _jobs_file(tmp_path, f'[[job]]\nname = "x"\nscript = "sleep 4.{marker}"\n')
+    jobs = _jobs_file(
+        tmp_path, f'[[job]]\nname = "x"\nscript = "sleep 4.{marker}"\n', "ctrl-c-jobs.toml"
+    )
     config = local_config(tmp_path, use_sshd=False, max_instances=1)
-    # From 0.1 s: before that the interpreter itself is still importing the
-    # command's package, where no code of fleetkit's can catch a Ctrl-C yet.
-    for delay in (0.1, 0.15, 0.2, 0.3, 0.45, 0.7, 1.0):
-        with _start_run(config, jobs) as proc:
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(_READY_HOOK)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(hook), *sys.path])}
+    for delay in (0.0, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.8):
+        with _start_run(config, jobs, env=env) as proc:
+            assert proc.stderr is not None
+            assert proc.stderr.readline() == "TEST-READY\n"
             time.sleep(delay)
             proc.send_signal(signal.SIGINT)
             _, err = _stop(proc)

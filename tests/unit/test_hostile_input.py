@@ -357,3 +357,34 @@ def test_edges_of_time_are_refused_by_plan_at() -> None:
         with pytest.raises(argparse.ArgumentTypeError, match="outside the years"):
             instant(text)
     assert instant("2026-03-02T09:00+01:00").utcoffset() == timedelta(hours=1)
+
+
+@pytest.mark.parametrize(
+    "interrupt",
+    [KeyboardInterrupt(), BaseExceptionGroup("task group", [KeyboardInterrupt()])],
+    ids=["bare", "in a task group"],
+)
+def test_ctrl_c_while_the_command_starts_is_a_quiet_130(
+    monkeypatch: pytest.MonkeyPatch, interrupt: BaseException
+) -> None:
+    """Item 12: a Ctrl-C while the parser is built (the subcommands import) or from
+    inside a task group that did not watch signals yet is exit 130, not a traceback."""
+    import fleetkit.cli
+
+    def interrupted() -> Any:
+        raise interrupt
+
+    monkeypatch.setattr(fleetkit.cli, "build_parser", interrupted)
+    assert fleetkit.cli.main(["validate", "x.toml"]) == 130
+
+
+def test_other_errors_in_a_group_are_not_taken_for_ctrl_c(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A group holding anything besides KeyboardInterrupt still propagates."""
+    import fleetkit.cli
+
+    def broken() -> Any:
+        raise BaseExceptionGroup("task group", [KeyboardInterrupt(), RuntimeError("bug")])
+
+    monkeypatch.setattr(fleetkit.cli, "build_parser", broken)
+    with pytest.raises(BaseExceptionGroup):
+        fleetkit.cli.main(["validate", "x.toml"])
