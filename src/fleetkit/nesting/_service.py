@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -161,18 +162,24 @@ class NestingService:
             raise NoSuchVM(f"no VM {vm_id!r}")
         await self._remove(vm_id)
 
-    async def _remove(self, vm_id: str) -> None:
+    async def _remove(self, vm_id: str, deadline: float = math.inf) -> None:
         # Forget it first: a slot is free, and List shows no VM, from the
         # moment its deletion starts, whatever the hypervisor then takes.
         self._vms.pop(vm_id, None)
         slot = self._slot_of.pop(vm_id, None)
         if slot is not None and self._in_slot.get(slot) == vm_id:
             del self._in_slot[slot]
-        with anyio.CancelScope(shield=True):
-            with anyio.move_on_after(self._delete_timeout) as bound:
-                await self._hypervisor.delete(vm_id)
+        # Shielded from the caller, bounded by the delete timeout or the
+        # caller's deadline (a stop's), whichever comes first.
+        bound = anyio.CancelScope(
+            deadline=min(anyio.current_time() + self._delete_timeout, deadline), shield=True
+        )
+        with bound:
+            await self._hypervisor.delete(vm_id)
         if bound.cancelled_caught:
-            raise HypervisorError(f"deleting VM {vm_id} took longer than {self._delete_timeout:g}s")
+            raise HypervisorError(
+                f"deleting VM {vm_id} did not finish in time ({self._delete_timeout:g}s at most)"
+            )
         log.info("deleted VM %s", vm_id)
 
     async def list(self) -> list[VM]:
@@ -191,16 +198,15 @@ class NestingService:
         with anyio.CancelScope(shield=True):  # a caller that hangs up stops nothing
             await self._delete_all()
 
-    async def _delete_all(self) -> None:
+    async def _delete_all(self, deadline: float = math.inf) -> None:
         failures: list[str] = []
 
         async def one(vm_id: str) -> None:
             try:
-                await self._remove(vm_id)
+                await self._remove(vm_id, deadline)
             except IsolationError as exc:
                 failures.append(str(exc))
 
-        # Not shielded as a whole (close() bounds it); each delete is.
         async with anyio.create_task_group() as tg:
             for vm_id in list(self._vms):
                 tg.start_soon(one, vm_id)
@@ -210,20 +216,24 @@ class NestingService:
     async def close(self, within: float) -> bool:
         """The daemon stops: refuse new work, delete every VM (each delete
         bounded), shut the hypervisor down, all within ``within`` seconds.
-        Shielded from outside cancellation. Returns whether all of it finished
-        in time; what did not is left for the next start's recovery."""
+        Shielded from outside cancellation. Returns whether all of it
+        succeeded in time; what did not is left for the next start's recovery."""
         if self._closed:
             return True
         self._closed = True
-        with anyio.CancelScope(shield=True), anyio.move_on_after(within) as bound:
+        done = True
+        deadline = anyio.current_time() + within
+        with anyio.CancelScope(deadline=deadline, shield=True) as bound:
             if self._vms:
                 log.info("stopping: deleting %d VM(s)", len(self._vms))
             try:
-                await self._delete_all()
+                await self._delete_all(deadline)
             except HypervisorError as exc:
                 log.error("stopping: %s", exc)
+                done = False
             if self._initialized:
                 await self._hypervisor.shutdown()
         if bound.cancelled_caught:
             log.error("stopping: not done within %gs; the next start removes what is left", within)
-        return not bound.cancelled_caught
+            done = False
+        return done
