@@ -244,3 +244,15 @@ def _sshd_pid(state: Path, vm_id: str) -> int:
     record = json.loads((state / "sandbox" / "vms" / f"{vm_id}.json").read_text())
     pid: int = record["pid"]
     return pid
+
+
+async def test_requests_no_daemon_could_serve_are_invalid_argument(short_dir: Path) -> None:
+    async with serving(short_dir) as (daemon, client):
+        await client.init(exist_ok=True)
+        for request in (
+            nesting_pb2.CreateRequest(name="default", slot=-1),
+            nesting_pb2.CreateRequest(name=""),
+        ):
+            error = await _raw(daemon.target, "Create", request, nesting_pb2.CreateResponse)
+            assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, request
+        assert await client.list() == []
