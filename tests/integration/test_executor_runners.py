@@ -5,6 +5,7 @@ can take is refused before anything runs."""
 from __future__ import annotations
 
 import itertools
+import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,7 +16,7 @@ import pytest
 from fleetkit.errors import ConfigError
 from fleetkit.executor import InstanceExecutor
 from fleetkit.jobs import Job, JobStatus
-from tests.integration.executor_support import sandbox_root
+from tests.integration.executor_support import run_fleetkit, sandbox_root
 from tests.integration.local_provider_support import leftovers
 
 pytestmark = pytest.mark.integration
@@ -124,8 +125,6 @@ def test_fleetkit_run_serves_every_runner_and_refuses_an_unroutable_job_first(
 ) -> None:
     """`fleetkit run` with two runners runs each job on its runner and names it; a jobs
     file with a job no runner takes exits 1 before any instance is made."""
-    from tests.integration.executor_support import run_fleetkit
-
     config = _config(tmp_path)
     jobs = tmp_path / "jobs.toml"
     jobs.write_text(
@@ -142,3 +141,18 @@ def test_fleetkit_run_serves_every_runner_and_refuses_an_unroutable_job_first(
     assert "job 'c'.tags: no runner has every tag of ['gpu']" in refused.stderr
     assert "instance" not in refused.stdout
     assert leftovers(sandbox_root(tmp_path)) == []
+
+
+def test_the_two_runner_example_runs() -> None:
+    """examples/runners.toml with its jobs file: each job on its runner, in its shell, with
+    the runner's pre- and post-build scripts."""
+    examples = Path(__file__).parents[2] / "examples"
+    done = run_fleetkit(
+        "run", examples / "runners.toml", examples / "runners-jobs.toml", "--plain", "--json"
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    runners = {job["name"]: job["runner"] for job in report["jobs"]}
+    assert {runners[f"compile {i}/3"] for i in (1, 2, 3)} == {"builder"}
+    assert {runners[f"unit tests {i}/4"] for i in (1, 2, 3, 4)} == {"tester"}
+    assert report["summary"]["ok"] == 7
