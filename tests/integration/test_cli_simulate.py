@@ -120,6 +120,15 @@ def test_bad_rows_fail_with_their_lines_and_no_traceback(tmp_path: Path) -> None
         (("--workload", "workday:fast=1"), "--workload workday:fast: expected KEY=VALUE"),
         (("--workload", "workday", "--wait-threshold", "5 min"), "--wait-threshold:"),
         (("--workload", "workday", "--never-ready", "2"), "never_ready must be within [0, 1]"),
+        (("--workload", "workday", "--price-per-hour", "-1"), "--price-per-hour: must be"),
+        (("--workload", "workday", "--workers", "0"), "--workers: must be >= 1"),
+        (
+            (
+                "--trace",
+                "/nonexistent/trace.csv",
+            ),
+            "cannot read the trace",
+        ),
     ],
 )
 def test_bad_options_are_one_line_errors(args: tuple[str, ...], says: str) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -158,6 +159,8 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.report is not None:
         require_matplotlib()
+    if not (math.isfinite(args.price_per_hour) and args.price_per_hour >= 0):
+        raise ConfigError([Problem("--price-per-hour", "must be a number >= 0")])
     if args.workers < 1:
         raise ConfigError([Problem("--workers", f"must be >= 1, got {args.workers}")])
     boot = parse_boot_time(args.boot_time)
