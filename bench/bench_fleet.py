@@ -9,7 +9,10 @@ doing ``async with fleet.acquire(key)`` / release 50,000 times after a warm-up;
 each held slot yields to the event loop once (as any job does), so the update
 loop runs as it would in production (releases wake it; a burst of wake-ups is
 served by one tick). The latency figures time ``__aenter__`` alone (the
-grant). Goals: >= 20,000/s and p99 < 1 ms.
+grant). Goals (issue 13, now that the hot path has no awaits to spare):
+>= 100,000/s and p99 < 50 us. The per-CPU-second figure divides by this
+process's CPU time instead of wall time: on a machine shared with other work,
+wall time also measures the wait for a core.
 
 Memory: 10,000 pre-existing instances carrying the fleet's owner tag are
 adopted at start; the figure is the traced memory the fleet holds once they are
@@ -57,7 +60,7 @@ async def throughput() -> None:
                 await checkpoint()
         latencies = []
         clock = time.perf_counter
-        started = clock()
+        started, cpu_started = clock(), time.process_time()
         for n in range(ROUNDS):
             acquisition = fleet.acquire(f"job-{n}")
             t0 = clock()
@@ -66,8 +69,12 @@ async def throughput() -> None:
             await checkpoint()
             await acquisition.__aexit__(None, None, None)
         elapsed = clock() - started
+        cpu = time.process_time() - cpu_started
     latencies.sort()
     print(f"BENCH fleet_acquire_release_per_second={ROUNDS / elapsed:.0f} ops/s")
+    # The same rounds per second of this process's CPU time: what the code costs
+    # when other processes share the cores (wall time then measures the queue).
+    print(f"BENCH fleet_acquire_release_per_cpu_second={ROUNDS / cpu:.0f} ops/s")
     print(f"BENCH fleet_acquire_p50={statistics.median(latencies) * 1e6:.1f} us")
     print(f"BENCH fleet_acquire_p99={latencies[int(len(latencies) * 0.99)] * 1e6:.1f} us")
 

@@ -32,10 +32,10 @@ This class is the public face: it builds the driver and enters it through an
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from types import TracebackType
-from typing import Any, Self
+from typing import Self
 
 import anyio
 from anyio.abc import TaskGroup
@@ -49,7 +49,7 @@ from fleetkit.fleet._clock import WallClock
 from fleetkit.fleet._driver import Driver, log
 from fleetkit.fleet._events import FleetEvent
 from fleetkit.fleet._probe import ReadyCheck
-from fleetkit.fleet._slots import Acquisition, Slot
+from fleetkit.fleet._slots import Acquisition
 from fleetkit.fleet._stats import FleetStats
 from fleetkit.model import Limits, Snapshot
 from fleetkit.policy import Policy, Schedule
@@ -107,7 +107,6 @@ class Fleet:
             settings=self.settings,
             wall_clock=wall_clock,
             name=name,
-            slot_owner=self,
             ready_check=ready_check,
         )
         self._stack: AsyncExitStack | None = None
@@ -151,22 +150,6 @@ class Fleet:
         assert self._stack is not None
         await self._stack.aclose()
 
-    # --- what Acquisition and Slot call -------------------------------------
-    # _acquire and _refresh hand back the coroutine rather than await it: one
-    # coroutine frame less on every acquire, which is the hot path.
-
-    def _acquire(self, key: str, wait: float | None) -> Coroutine[Any, Any, Slot]:
-        return self._driver.acquire(key, wait)
-
-    def _refresh(self, slot: Slot) -> Coroutine[Any, Any, None]:
-        return self._driver.refresh(slot)
-
-    def _release(self, slot: Slot) -> None:
-        self._driver.release(slot)
-
-    def _report_failure(self, slot: Slot) -> None:
-        self._driver.report_failure(slot)
-
     # --- public API ---------------------------------------------------------
 
     def acquire(self, key: str, *, timeout: DurationLike | None = None) -> Acquisition:
@@ -181,7 +164,7 @@ class Fleet:
         is raised from it. The slot is released when the block ends.
         """
         wait = optional_duration(timeout, "Fleet.acquire.timeout", infinite=True)
-        return Acquisition(self, key, wait)
+        return Acquisition(self._driver, key, wait)
 
     def reserve(self, key: str) -> None:
         """Reserve capacity for ``key`` (a job request in flight).

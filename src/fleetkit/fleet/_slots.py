@@ -103,6 +103,11 @@ class Slot:
         return self._lost_event
 
     @property
+    def is_lost(self) -> bool:
+        """Whether the slot was lost (cheaper than :attr:`lost_error` for a test)."""
+        return self._lost_error is not None
+
+    @property
     def lost_error(self) -> FleetError | None:
         """Why the slot was lost, or ``None`` while it holds."""
         return self._lost_error
@@ -155,11 +160,15 @@ class Acquisition:
     async def __aenter__(self) -> Slot:
         source = self._source
         slot = await source._acquire(self._key, self._timeout)
-        try:
-            await source._refresh(slot)
-        except BaseException:
-            source._release(slot)
-            raise
+        info = slot.connect_info
+        if info is not None and info.expires_at is not None:
+            # Only short-lived credentials need a look (no coroutine otherwise:
+            # this is the hot path).
+            try:
+                await source._refresh(slot)
+            except BaseException:
+                source._release(slot)
+                raise
         self._slot = slot
         scope = self._scope = anyio.CancelScope()
         slot.attach(scope)
@@ -177,10 +186,11 @@ class Acquisition:
         # so that a `return` inside the block is seen as the function's end.
         assert self._slot is not None
         assert self._scope is not None
+        slot = self._slot
         try:
             self._scope.__exit__(exc_type, exc, tb)
         finally:
-            self._source._release(self._slot)
-        lost = self._slot.lost_error
+            self._source._release(slot)
+        lost = slot._lost_error
         if lost is not None and self._scope.cancelled_caught:
             raise lost

@@ -67,7 +67,7 @@ from fleetkit.planner import Deprovision, Plan, TokenBucket, can_reserve, first_
 from fleetkit.policy import Policy
 from fleetkit.provider import InstanceStatus, ProviderInfo
 
-__all__ = ["GONE", "Effects", "FleetState", "Grant", "LogLine"]
+__all__ = ["GONE", "WAKE_ONLY", "Effects", "FleetState", "Grant", "LogLine"]
 
 S = InstanceState
 #: Provider states of an instance that no longer exists.
@@ -138,6 +138,12 @@ class Effects:
             if (value := getattr(self, name)) and name not in ("events", "logs")
         ]
         return f"Effects({', '.join(shown)})"
+
+
+#: The effects of a release with nothing to hand out or report: wake the loop.
+#: Shared, so never changed (the hot path builds no Effects of its own).
+WAKE_ONLY = Effects()
+WAKE_ONLY.wake = True
 
 
 class FleetState:
@@ -521,7 +527,8 @@ class FleetState:
         :attr:`Effects.grants`). A reservation under ``key`` is converted.
 
         The effects are ``None`` when there is nothing to do but wake the loop
-        (the hot path builds nothing it does not need)."""
+        (the hot path builds nothing it does not need); ``now`` only dates the
+        events, so a driver not publishing need not read its clock for it."""
         if self.closing or not self.is_open:
             raise FleetClosed(f"fleet {self.name!r} is not open")
         if key in self.held or key in self.pending:
@@ -561,10 +568,9 @@ class FleetState:
     ) -> Effects:
         """``key`` gave its slot back; a clean release (not ``failed``, not
         ``lost``) resets the instance's failure count. Waiting keys are served."""
-        fx = Effects()
         grant = self.held.pop(key, None)
         if grant is None:
-            return fx
+            return Effects()
         record = self.records.get(grant.instance_id)
         if record is not None and record.slots.get(grant.number) == key:
             record.free(grant.number, now)
@@ -572,6 +578,10 @@ class FleetState:
                 record.health_failures = 0
         self.book.task_operations["release"] += 1
         self.dirty = True
+        if serve and not self.publishing and not self.pending:
+            # The hot path: nothing to hand out or report, only the loop to wake.
+            return WAKE_ONLY
+        fx = Effects()
         if self.publishing:
             fx.events.append(SlotReleased(now, key, grant.instance_id, grant.number, failed))
         if serve:

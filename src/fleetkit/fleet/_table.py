@@ -179,13 +179,16 @@ class Record:
 
     def take(self, number: int, key: str) -> None:
         """Give slot ``number`` to acquisition ``key``."""
+        # Straight to the slots, past __setattr__: this is the acquire hot path.
         self.slots[number] = key
-        self.use_count += 1
+        _set(self, "use_count", self.use_count + 1)
+        _set(self, "_frozen", None)
 
     def free(self, number: int, now: float) -> None:
         """Free slot ``number``; the instance is idle (again) from ``now``."""
         del self.slots[number]
-        self.idle_since = now
+        _set(self, "idle_since", now)
+        _set(self, "_frozen", None)
 
     def freeze(self) -> Instance:
         """This record as the planner's frozen :class:`~fleetkit.model.Instance`.
@@ -212,6 +215,8 @@ class Record:
             drain_reason=self.drain_reason,
         )
 
+
+_set = object.__setattr__
 
 _FROZEN_FIELDS = frozenset(
     {
