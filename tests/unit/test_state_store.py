@@ -150,12 +150,31 @@ def test_corrupt_state_files_are_refused_with_a_state_store_error(
     assert "\n" not in str(caught.value)
 
 
-def test_a_device_as_state_file_is_refused_by_size(tmp_path: Path) -> None:
-    """/dev/zero where state.json should be ends in an error, not in filling memory."""
+def test_a_link_planted_as_state_file_is_not_followed(tmp_path: Path) -> None:
+    """A state.json that is a link (to /dev/zero, or to another fleet's table) is refused."""
     store = StateStore(tmp_path)
     store.path.symlink_to("/dev/zero")
+    with pytest.raises(StateStoreError, match=r"state\.json: cannot read: Too many levels"):
+        store.load()
+    store.close()
+
+
+def test_a_symlinked_state_directory_is_refused(tmp_path: Path) -> None:
+    """The state directory itself may not be a link (it could point anywhere)."""
+    (tmp_path / "real").mkdir(mode=0o700)
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    with pytest.raises(StateStoreError, match="its directory is a symbolic link"):
+        StateStore(tmp_path / "link").load()
+
+
+def test_a_huge_state_file_is_refused_by_size(tmp_path: Path) -> None:
+    """A state.json over 64 MiB is refused unread rather than parsed."""
+    store = StateStore(tmp_path)
+    with store.path.open("wb") as handle:
+        handle.truncate(64 * 1024 * 1024 + 1)
     with pytest.raises(StateStoreError, match="cannot read: larger than 64 MiB"):
         store.load()
+    store.close()
 
 
 @given(st.binary(max_size=300))

@@ -174,6 +174,16 @@ def _strict(kind: type, what: str) -> Callable[[object, type], Any]:
     return hook
 
 
+def _integer(value: object, _type: type) -> int:
+    # GitLab Runner decodes these into Go ints: 64 bits, as its TOML reader
+    # refuses anything larger.
+    if isinstance(value, int) and not isinstance(value, bool):
+        if -(1 << 63) <= value < (1 << 63):
+            return value
+        raise _Invalid([_Issue((), "expected an integer within Go's 64-bit range")])
+    raise _Invalid.expected("an integer", value)
+
+
 def _number(value: object, _type: type) -> float:
     if isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
@@ -308,7 +318,7 @@ def _is_mapping(tp: Any) -> bool:
 def _make_converter() -> cattrs.Converter:
     converter = cattrs.Converter()
     converter.register_structure_hook(str, _strict(str, "a string"))
-    converter.register_structure_hook(int, _strict(int, "an integer"))
+    converter.register_structure_hook(int, _integer)
     converter.register_structure_hook(bool, _strict(bool, "true or false"))
     converter.register_structure_hook(float, _number)
     converter.register_structure_hook(timedelta, _duration)

@@ -25,14 +25,15 @@ corrupt or hostile ``state.json`` must stop a start cleanly, not crash it.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
 import os
+import secrets
 import socket
 import stat
 import sys
-import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -40,7 +41,7 @@ from typing import Any, Self
 
 import attrs
 
-from fleetkit._files import MiB, read_bounded
+from fleetkit._files import MiB
 from fleetkit.errors import StateStoreError
 
 __all__ = ["StateStore", "StoredInstance"]
@@ -72,6 +73,7 @@ class StateStore:
     def __init__(self, directory: Path) -> None:
         self.path = Path(directory) / "state.json"
         self._lock_fd: int | None = None
+        self._dir_fd: int | None = None
 
     def __repr__(self) -> str:
         held = ", held" if self._lock_fd is not None else ""
@@ -96,36 +98,57 @@ class StateStore:
         store holds it, naming the holder, or when the directory is not private.
         """
         if self._lock_fd is None:
-            self._lock_fd = self._take_lock()
+            dir_fd = self._open_directory()
+            try:
+                self._lock_fd = self._take_lock(dir_fd)
+            except BaseException:
+                os.close(dir_fd)
+                raise
+            self._dir_fd = dir_fd
 
     def close(self) -> None:
         """Release the lock; idempotent."""
         fd, self._lock_fd = self._lock_fd, None
+        dir_fd, self._dir_fd = self._dir_fd, None
         if fd is not None:
             os.close(fd)  # closing the descriptor drops the flock
+        if dir_fd is not None:
+            os.close(dir_fd)
 
-    def _take_lock(self) -> int:
+    def _open_directory(self) -> int:
+        # Every file below is reached through this descriptor: once checked,
+        # the directory cannot be swapped for a link to somewhere else.
         directory = self.path.parent
         try:
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-            dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+            dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except OSError as exc:
+            if directory.is_symlink():
+                raise self._fail(
+                    "its directory is a symbolic link: name the directory itself"
+                ) from None
             raise self._fail(f"cannot create its directory: {exc.strerror}") from exc
+        except ValueError as exc:  # a NUL in the path
+            raise self._fail(f"not a usable directory: {exc}") from None
         try:
             self._check_private(os.fstat(dir_fd))
-            try:
-                # O_NOFOLLOW: a link planted here must not make us create or
-                # truncate a file elsewhere.
-                fd = os.open(
-                    _LOCK_NAME,
-                    os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
-                    0o600,
-                    dir_fd=dir_fd,
-                )
-            except OSError as exc:
-                raise self._fail(f"cannot open {_LOCK_NAME}: {exc.strerror}") from exc
-        finally:
+        except BaseException:
             os.close(dir_fd)
+            raise
+        return dir_fd
+
+    def _take_lock(self, dir_fd: int) -> int:
+        try:
+            # O_NOFOLLOW: a link planted here must not make us create or
+            # truncate a file elsewhere.
+            fd = os.open(
+                _LOCK_NAME,
+                os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+                0o600,
+                dir_fd=dir_fd,
+            )
+        except OSError as exc:
+            raise self._fail(f"cannot open {_LOCK_NAME}: {exc.strerror}") from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
@@ -160,8 +183,9 @@ class StateStore:
     def load(self) -> dict[str, StoredInstance]:
         """The stored instances (empty when there is no file yet); takes the lock."""
         self.open()
+        assert self._dir_fd is not None
         try:
-            raw = read_bounded(self.path, _MAX_BYTES)
+            raw = _read_at(self._dir_fd, self.path.name, _MAX_BYTES)
         except FileNotFoundError:
             return {}
         except OSError as exc:
@@ -189,27 +213,45 @@ class StateStore:
         temporary = self._lock_fd is None
         self.open()
         try:
-            self._write(payload)
+            self._write(json.dumps(payload, sort_keys=True).encode())
         finally:
             if temporary:
                 self.close()
 
-    def _write(self, payload: dict[str, Any]) -> None:
-        directory = self.path.parent
+    def _write(self, data: bytes) -> None:
+        dir_fd = self._dir_fd
+        assert dir_fd is not None
+        tmp = f".state-{secrets.token_hex(8)}.tmp"
         try:
-            # mkstemp creates the file 0600, before any byte is written.
-            fd, tmp = tempfile.mkstemp(prefix=".state-", suffix=".tmp", dir=directory)
+            # Created new (O_EXCL), 0600 before any byte is written.
+            fd = os.open(
+                tmp,
+                os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                0o600,
+                dir_fd=dir_fd,
+            )
             try:
-                with os.fdopen(fd, "w") as handle:
-                    json.dump(payload, handle, sort_keys=True)
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(data)
                     handle.flush()
                     os.fsync(handle.fileno())
-                os.replace(tmp, self.path)
+                os.replace(tmp, self.path.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
             except BaseException:
-                Path(tmp).unlink(missing_ok=True)
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp, dir_fd=dir_fd)
                 raise
         except OSError as exc:
             raise self._fail(f"cannot write: {exc.strerror}") from exc
+
+
+def _read_at(dir_fd: int, name: str, limit: int) -> bytes:
+    """``name`` inside ``dir_fd``, not through a link, at most ``limit`` bytes."""
+    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    with os.fdopen(fd, "rb") as handle:
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise OSError(errno.EFBIG, f"larger than {limit // MiB} MiB")
+    return data
 
 
 def _holder_text() -> str:
