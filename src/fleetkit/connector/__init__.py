@@ -38,7 +38,7 @@ import re
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
-from typing import Literal, Protocol, TypeAlias
+from typing import Literal, Protocol, TypeAlias, runtime_checkable
 
 import anyio.abc
 import attrs
@@ -56,11 +56,13 @@ STREAM_BUFFER = 1 << 20
 
 __all__ = [
     "STREAM_BUFFER",
+    "ClosingConnector",
     "Command",
     "CommandResult",
     "Connection",
     "Connector",
     "ExitStatus",
+    "ForgetsInstances",
     "RunningCommand",
     "StderrMode",
     "TunnelTarget",
@@ -275,6 +277,26 @@ class Connector(Protocol):
         also has ``check_event_loop()``, which raises
         :class:`~fleetkit.errors.UnsupportedEventLoop` on any other; see
         :func:`check_event_loop`."""
+        ...
+
+
+@runtime_checkable
+class ForgetsInstances(Protocol):
+    """**Protocol:** a connector that keeps something per instance (pooled
+    connections, a pinned host key) and drops it when the instance is deleted."""
+
+    async def forget(self, instance_id: str) -> None:
+        """Drop what is kept for ``instance_id``; unknown ids are ignored."""
+        ...
+
+
+@runtime_checkable
+class ClosingConnector(Protocol):
+    """**Protocol:** a connector holding resources (pooled connections) that
+    its owner closes when done with it."""
+
+    async def aclose(self) -> None:
+        """Close what the connector holds; idempotent."""
         ...
 
 

@@ -15,7 +15,13 @@ from typing import Any
 
 import anyio
 
-from fleetkit.connector import Connection, Connector, check_event_loop
+from fleetkit.connector import (
+    ClosingConnector,
+    Connection,
+    Connector,
+    ForgetsInstances,
+    check_event_loop,
+)
 from fleetkit.errors import ConnectorError, Problem
 from fleetkit.model import ConnectInfo, ConnectorConfig
 
@@ -74,18 +80,16 @@ class ProtocolConnector:
         """Drop what the connectors keep for a deleted instance (pooled connections,
         pinned host key), where they keep anything."""
         for connector in tuple(self._built.values()):
-            forget: Any = getattr(connector, "forget", None)
-            if forget is not None:
-                await forget(instance_id)
+            if isinstance(connector, ForgetsInstances):
+                await connector.forget(instance_id)
 
     async def aclose(self) -> None:
         """Close every connector built (pooled connections included); idempotent."""
         built, self._built = self._built, {}
         with anyio.CancelScope(shield=True):
             for connector in built.values():
-                close: Any = getattr(connector, "aclose", None)
-                if close is not None:
-                    await close()
+                if isinstance(connector, ClosingConnector):
+                    await connector.aclose()
 
 
 def connector_problems(config: ConnectorConfig) -> list[Problem]:

@@ -37,7 +37,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from fleetkit._resource import AsyncResource
 from fleetkit.config import load
-from fleetkit.connector import Connector, check_event_loop
+from fleetkit.connector import ClosingConnector, Connector, ForgetsInstances, check_event_loop
 from fleetkit.errors import (
     AcquireTimeout,
     ConfigError,
@@ -514,9 +514,8 @@ class InstanceExecutor:
             for lane in self.lanes:
                 if lane.isolator is not None:
                     await lane.isolator.aclose()
-                close = getattr(lane.connector, "aclose", None)
-                if close is not None:
-                    await close()
+                if isinstance(lane.connector, ClosingConnector):
+                    await lane.connector.aclose()
 
     async def _follow_fleet(
         self, lane: RunnerLane, *, task_status: anyio.abc.TaskStatus[None]
@@ -531,10 +530,9 @@ class InstanceExecutor:
                     await self._forget(lane, event.instance_id)
 
     async def _forget(self, lane: RunnerLane, instance_id: str) -> None:
-        forget = getattr(lane.connector, "forget", None)
-        if forget is not None:
+        if isinstance(lane.connector, ForgetsInstances):
             with contextlib.suppress(ConnectorError):
-                await forget(instance_id)
+                await lane.connector.forget(instance_id)
 
     # --- running jobs -------------------------------------------------------
 

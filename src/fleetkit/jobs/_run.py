@@ -21,12 +21,12 @@ import anyio.abc
 
 import fleetkit
 from fleetkit.connector import Connection, Connector, ExitStatus, RunningCommand
-from fleetkit.errors import ConnectorError, FleetError, ImageRejected, IsolationError
+from fleetkit.errors import ConnectorError, ImageRejected, IsolationError
 from fleetkit.jobs import _script
 from fleetkit.jobs._job import Job, JobResult, JobStatus
 from fleetkit.jobs._log import LogSink, TeeLog
 from fleetkit.jobs._mask import Masker
-from fleetkit.jobs._slot import JobSlot, LosableSlot
+from fleetkit.jobs._slot import ExplainsLoss, JobSlot, LosableSlot
 from fleetkit.model import ConnectInfo
 
 __all__ = ["run_job"]
@@ -226,8 +226,8 @@ class _Run:
         return text
 
     def _lost_reason(self) -> str:
-        error = getattr(self.slot, "lost_error", None)
-        return str(error) if isinstance(error, FleetError) else "the instance was lost"
+        error = self.slot.lost_error if isinstance(self.slot, ExplainsLoss) else None
+        return str(error) if error is not None else "the instance was lost"
 
     async def _system_failure(self, reason: str) -> tuple[JobStatus, int | None, str | None]:
         logger.warning("%s: system failure: %s", self._where(), reason)

@@ -11,6 +11,7 @@ from typing import Protocol, runtime_checkable
 
 import anyio
 
+from fleetkit.errors import FleetError
 from fleetkit.model import ConnectInfo
 
 __all__ = ["JobSlot", "LosableSlot"]
@@ -51,4 +52,16 @@ class LosableSlot(Protocol):
 
     def report_failure(self) -> None:
         """Tell the owner the instance failed this holder."""
+        ...
+
+
+@runtime_checkable
+class ExplainsLoss(Protocol):
+    """**Protocol:** a losable slot that says why it was lost (a fleet's
+    :class:`~fleetkit.fleet.Slot` does); :func:`~fleetkit.jobs.run_job` puts
+    the reason in the job's system failure."""
+
+    @property
+    def lost_error(self) -> FleetError | None:
+        """Why the slot was lost, or ``None`` while it holds."""
         ...
