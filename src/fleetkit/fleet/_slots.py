@@ -160,10 +160,10 @@ class Acquisition:
     async def __aenter__(self) -> Slot:
         source = self._source
         slot = await source._acquire(self._key, self._timeout)
-        info = slot.connect_info
-        if info is not None and info.expires_at is not None:
-            # Only short-lived credentials need a look (no coroutine otherwise:
-            # this is the hot path).
+        info = slot._info
+        if info is None or info.expires_at is not None:
+            # Only a missing connect info or short-lived credentials need a
+            # look (no coroutine otherwise: this is the hot path).
             try:
                 await source._refresh(slot)
             except BaseException:
