@@ -21,7 +21,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from fleetkit.fleet import FleetSettings
-from fleetkit.fleet._state import Effects, FleetState
+from fleetkit.fleet._effects import Effects
+from fleetkit.fleet._state import FleetState
 from fleetkit.fleet._state_store import StoredInstance
 from fleetkit.model import Limits, ProviderState
 from fleetkit.policy import Policy

@@ -37,11 +37,12 @@ from fleetkit.connector import Connector
 from fleetkit.errors import AcquireTimeout, FleetError, InstanceLost, ProviderError, Throttled
 from fleetkit.fleet._calls import GroupCalls
 from fleetkit.fleet._clock import WallClock, anchored_wall_clock, loop_clock, loop_time
+from fleetkit.fleet._effects import WAKE_ONLY, Effects, Grant
 from fleetkit.fleet._events import FleetEvent
 from fleetkit.fleet._hub import EventHub
 from fleetkit.fleet._probe import Probe, ReadyCheck
 from fleetkit.fleet._slots import Slot
-from fleetkit.fleet._state import WAKE_ONLY, Effects, FleetState, Grant
+from fleetkit.fleet._state import FleetState
 from fleetkit.fleet._state_store import StateStore
 from fleetkit.model import Duration, Limits
 from fleetkit.policy import Policy, Schedule
