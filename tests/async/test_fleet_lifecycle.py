@@ -249,3 +249,15 @@ def test_settings_reject_bad_values_naming_the_setting() -> None:
     ):
         FleetSettings(ready_backoff_initial=10.0, ready_backoff_max=5.0)
     assert FleetSettings(state_storage_dir="/tmp/x").state_storage_dir == Path("/tmp/x")
+
+
+def test_a_no_op_trigger_keeps_the_cached_frozen_copy() -> None:
+    """A sighting that does not move the record (running seen running) keeps its frozen
+    Instance, so a poll does not make the next snapshot rebuild every record."""
+    record = Record("i-1", InstanceState.CREATING, 0.0)
+    transition(record, Trigger.SEEN_RUNNING)
+    frozen = record.freeze()
+    assert transition(record, Trigger.SEEN_RUNNING) is InstanceState.RUNNING
+    assert record.freeze() is frozen
+    transition(record, Trigger.DRAIN)
+    assert record.freeze() is not frozen

@@ -707,6 +707,10 @@ class FleetState:
 
     def _observe(self, record: Record, status: InstanceStatus, now: float, fx: Effects) -> None:
         state = status.state
+        if state is ProviderState.RUNNING and record.state is not S.CREATING:
+            # The sighting of nearly every instance on every poll; the table
+            # keeps every other state on it (no move, nothing to do).
+            return
         if state is ProviderState.CREATING:
             self._move(record, Trigger.SEEN_CREATING)
         elif state is ProviderState.RUNNING:

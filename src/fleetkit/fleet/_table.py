@@ -236,11 +236,15 @@ def transition(record: Record, trigger: Trigger) -> InstanceState:
     """Move ``record`` by ``trigger`` per :data:`TRANSITIONS`; return the old state."""
     old = record.state
     try:
-        record.state = TRANSITIONS[old][trigger]
+        new = TRANSITIONS[old][trigger]
     except KeyError:
         raise LifecycleError(
             f"instance {record.id!r}: no transition from {old.value} on {trigger.value}"
         ) from None
+    if new is not old:
+        # Only a real move: setting the same state would drop the cached frozen
+        # copy, and every poll re-reports every instance (sim16 measured it).
+        record.state = new
     return old
 
 
