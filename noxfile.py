@@ -1,4 +1,4 @@
-"""Developer sessions: tests (default), lint, typecheck, proto and bench."""
+"""Developer sessions: tests (default), lint, typecheck, proto, docs and bench."""
 
 from __future__ import annotations
 
@@ -55,6 +55,16 @@ def proto(session: nox.Session) -> None:
         "--grpc_python_out=.",
         "fleetkit/_nesting_proto/nesting.proto",
     )
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Build the docs site into site/ with warnings as errors (`-- serve` to browse it)."""
+    session.install("-e", ".[test]")
+    if session.posargs[:1] == ["serve"]:
+        session.run("mkdocs", "serve", *session.posargs[1:])
+    else:
+        session.run("mkdocs", "build", "--strict", *session.posargs)
 
 
 @nox.session

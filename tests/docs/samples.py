@@ -91,5 +91,7 @@ def samples(docs: Path = DOCS) -> list[Sample]:
         for match in _BLOCK.finditer(text):
             line = text.count("\n", 0, match.start()) + 1
             code = textwrap.dedent(match.group("body"))
+            if code.lstrip().startswith("--8<--"):
+                continue  # a file under examples/ included whole: checked as itself
             found.append(Sample(str(page.relative_to(docs.parent)), line, code))
     return found

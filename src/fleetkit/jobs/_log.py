@@ -119,9 +119,9 @@ class FileLog:
         self.close()
 
 
-#: Characters of a job's log kept on its :class:`~fleetkit.jobs.JobResult` (the
-#: last ones; the whole log goes to the attempt's log sink).
 OUTPUT_LIMIT = 64 * 1024
+"""Characters of a job's log kept on its :class:`~fleetkit.jobs.JobResult` (the
+last ones; the whole log goes to the attempt's log sink)."""
 
 
 class TeeLog:
