@@ -63,14 +63,6 @@ def test_fleet_under_trio(tmp_path: Path) -> None:
     assert "instances: 1" in out
 
 
-def test_command_streams(tmp_path: Path) -> None:
-    """Both streams, merged, and stdout alone past 5 MB of stderr."""
-    out = _run("command_streams.py", tmp=tmp_path)
-    assert out == (
-        "stdout='out\\n' stderr='err\\n'\nmerged='one\\ntwo\\nthree\\n'\nresult: 42 (exit 0)\n"
-    )
-
-
 def test_ssh_fleet(tmp_path: Path) -> None:
     """Over SSH to a local sshd instance; the second acquire times out as printed."""
     require_sshd()
@@ -79,10 +71,22 @@ def test_ssh_fleet(tmp_path: Path) -> None:
     assert "as expected: no slot for 'job-2' became ready within 500ms\n" in out
 
 
-def test_planner_what_if(tmp_path: Path) -> None:
-    """The planner's answer before and after 09:00 Berlin time."""
-    out = _run("planner_what_if.py", tmp=tmp_path)
-    assert out == (
-        "07:30 UTC: idle_count 0, provision 0 instance(s)\n"
-        "09:00 UTC: idle_count 10, provision 5 instance(s)\n"
-    )
+@pytest.mark.parametrize(
+    ("name", "printed"),
+    [
+        (
+            "command_streams.py",  # both streams, merged, stdout alone past 5 MB of stderr
+            "stdout='out\\n' stderr='err\\n'\nmerged='one\\ntwo\\nthree\\n'\nresult: 42 (exit 0)\n",
+        ),
+        (
+            "planner_what_if.py",  # the planner's answer before and after 09:00 in Berlin
+            (
+                "07:30 UTC: idle_count 0, provision 0 instance(s)\n"
+                "09:00 UTC: idle_count 10, provision 5 instance(s)\n"
+            ),
+        ),
+    ],
+)
+def test_recipes_print_exactly_what_the_page_shows(name: str, printed: str, tmp_path: Path) -> None:
+    """The recipes with a fixed output print it, line for line."""
+    assert _run(name, tmp=tmp_path) == printed
