@@ -9,6 +9,7 @@ import stat
 from pathlib import Path
 
 import anyio
+import anyio.lowlevel
 import grpc
 import grpc.aio
 import pytest
@@ -25,6 +26,7 @@ from fleetkit.errors import (
 from fleetkit.isolation import NestingClient
 from fleetkit.nesting import NestingDaemon
 from fleetkit.nesting.sandbox import SandboxHypervisor
+from fleetkit.testing.nesting import MemoryHypervisor
 from tests.integration.nesting_support import serving, short_dir, sshds_of
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
@@ -256,3 +258,88 @@ async def test_requests_no_daemon_could_serve_are_invalid_argument(short_dir: Pa
             error = await _raw(daemon.target, "Create", request, nesting_pb2.CreateResponse)
             assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, request
         assert await client.list() == []
+
+
+class Pooled(MemoryHypervisor):
+    """A hypervisor with background work (a warm pool's refill loop, say)."""
+
+    events: list[str]
+    fail = False
+
+    async def run(self) -> None:
+        self.events.append("run")
+        try:
+            if self.fail:
+                raise RuntimeError("pool refill broke")
+            await anyio.sleep_forever()
+        finally:
+            self.events.append("run ended")
+
+    async def shutdown(self) -> None:
+        self.events.append("shutdown")
+        await super().shutdown()
+
+
+@pytest.mark.parametrize("fail", [False, True])
+async def test_background_work_runs_from_init_to_stop(short_dir: Path, fail: bool) -> None:
+    made: list[Pooled] = []
+
+    def factory(state_dir: Path) -> Pooled:
+        hypervisor = Pooled(state_dir)
+        hypervisor.events, hypervisor.fail = [], fail
+        made.append(hypervisor)
+        return hypervisor
+
+    async with (
+        NestingDaemon(factory, socket_path=short_dir / "nesting.sock") as daemon,
+        NestingClient(daemon.target, init_config={}) as client,
+    ):
+        (hypervisor,) = made
+        assert hypervisor.events == [], "background work before Init"
+        await client.create("default")
+        await wait_until(lambda: "run" in hypervisor.events)
+        assert len(await client.list()) == 1, "the daemon serves on"
+        with anyio.move_on_after(60):  # stop() from inside other scopes of the caller's
+            await daemon.stop()
+        assert await _still_running_after_stop(), "stop() cancelled the caller's block"
+    expected = ["run", "run ended", "shutdown"]
+    assert hypervisor.events == expected, "cancelled before the VMs go and shutdown"
+
+
+async def _still_running_after_stop() -> bool:
+    await anyio.lowlevel.checkpoint()
+    return True
+
+
+async def test_start_and_stop_without_async_with(short_dir: Path) -> None:
+    """Direct start()/stop(): serves and stops; background work is not run."""
+    hypervisor = Pooled(short_dir)
+    hypervisor.events = []
+    daemon = NestingDaemon(lambda _: hypervisor, socket_path=short_dir / "n.sock", config={})
+    await daemon.start()
+    try:
+        async with NestingClient(daemon.target) as client:
+            await client.create("default")
+    finally:
+        await daemon.stop()
+    assert hypervisor.events == ["shutdown"]
+    assert not daemon.socket_path.exists()
+
+
+async def test_a_cancelled_stop_still_deletes_every_vm(short_dir: Path) -> None:
+    """Ctrl-C in the middle of an embedding program: the daemon's teardown still runs."""
+    with anyio.CancelScope() as scope:
+        async with serving(short_dir) as (daemon, client):
+            await client.create("default", slot=0)
+            state = daemon.state_dir
+            scope.cancel()
+            await anyio.lowlevel.checkpoint()  # the cancellation arrives here
+    assert scope.cancelled_caught
+    assert sshds_of(state) == []
+    assert not daemon.socket_path.exists()
+
+
+async def test_an_error_in_the_block_goes_out_as_raised(short_dir: Path) -> None:
+    with pytest.raises(LookupError, match="mine"):
+        async with serving(short_dir):
+            raise LookupError("mine")

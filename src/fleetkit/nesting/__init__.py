@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from fleetkit.nesting._daemon import DEFAULT_STOP_TIMEOUT, NestingDaemon
 from fleetkit.nesting._paths import SOCKET_ENV, default_socket_path, default_state_dir
-from fleetkit.nesting._protocol import VM, Hypervisor, HypervisorFactory
+from fleetkit.nesting._protocol import VM, BackgroundWork, Hypervisor, HypervisorFactory
 from fleetkit.nesting._registry import ENTRY_POINT_GROUP, installed_hypervisors, load_hypervisor
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "SOCKET_ENV",
     "VM",
+    "BackgroundWork",
     "Hypervisor",
     "HypervisorFactory",
     "NestingDaemon",

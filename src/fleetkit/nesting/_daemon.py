@@ -26,6 +26,7 @@ from types import TracebackType
 from typing import Any, Self
 
 import anyio
+import anyio.abc
 import grpc
 import grpc.aio
 
@@ -42,7 +43,7 @@ from fleetkit.nesting._paths import (
     restrict_socket,
     socket_umask,
 )
-from fleetkit.nesting._protocol import HypervisorFactory
+from fleetkit.nesting._protocol import BackgroundWork, Hypervisor, HypervisorFactory
 from fleetkit.nesting._registry import load_hypervisor
 from fleetkit.nesting._service import DEFAULT_DELETE_TIMEOUT, NestingService
 
@@ -52,6 +53,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_STOP_TIMEOUT = 300.0  # GitLab's daemon allows its VMs five minutes at stop
 _RPC_GRACE = 2.0
+_BACKGROUND_GRACE = 10.0
 
 
 class NestingDaemon:
@@ -69,7 +71,10 @@ class NestingDaemon:
 
     ``async with NestingDaemon(...) as daemon:`` serves until the block ends,
     then stops as described in the module docstring; :meth:`serve` serves
-    until SIGTERM or SIGINT. Raises :class:`~fleetkit.errors.IsolationError`
+    until SIGTERM or SIGINT. :meth:`start` and :meth:`stop` may be called
+    directly too, but a hypervisor's background work
+    (:class:`~fleetkit.nesting.BackgroundWork`) runs only under ``async with``
+    or :meth:`serve`, which own a task group for it. Raises :class:`~fleetkit.errors.IsolationError`
     subclasses at start for an unknown hypervisor, a busy state dir or an
     unsafe socket path, and :class:`~fleetkit.errors.ConfigError` for a bad
     ``config``. grpc.aio needs anyio's asyncio backend.
@@ -102,6 +107,12 @@ class NestingDaemon:
         self._lock: StateLock | None = None
         self._server: grpc.aio.Server | None = None
         self._service: NestingService | None = None
+        # Background work (BackgroundWork.run) runs in the task group of an
+        # ``async with`` or ``serve()``, under a cancel scope of its own, which
+        # stop() cancels (never the group's own scope: that one encloses the
+        # caller's block).
+        self._task_group: anyio.abc.TaskGroup | None = None
+        self._background: tuple[anyio.CancelScope, anyio.Event] | None = None
         self._stopped = False
         self.recovered: list[str] = []
 
@@ -115,7 +126,17 @@ class NestingDaemon:
         return f"unix:{self.socket_path}"
 
     async def __aenter__(self) -> Self:
-        await self.start()
+        task_group = anyio.create_task_group()
+        await task_group.__aenter__()
+        self._task_group = task_group
+        try:
+            await self.start()
+        except BaseException:
+            # start() ended the background work already: the group is empty
+            # and is left without the error, which goes out as raised.
+            self._task_group = None
+            await task_group.__aexit__(None, None, None)
+            raise
         return self
 
     async def __aexit__(
@@ -124,7 +145,14 @@ class NestingDaemon:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self.stop()
+        try:
+            await self.stop()
+        finally:
+            # Empty by now (stop() ended the background work); the block's
+            # exception is not handed in, so it goes out as raised, unwrapped.
+            task_group, self._task_group = self._task_group, None
+            if task_group is not None:
+                await task_group.__aexit__(None, None, None)
 
     async def start(self) -> None:
         """Lock, recover, initialize (with ``config``), bind and serve."""
@@ -145,6 +173,7 @@ class NestingDaemon:
             # Only empty directories are removed: what a failed recovery left
             # stays for the next start.
             with anyio.CancelScope(shield=True):
+                await self._end_background()
                 await self._teardown(remove_state=True)
             raise
 
@@ -154,7 +183,11 @@ class NestingDaemon:
         )
         hypervisor = self._factory(hv_dir)
         self.recovered = list(await hypervisor.recover())
-        service = NestingService(hypervisor, delete_timeout=self._delete_timeout)
+        service = NestingService(
+            hypervisor,
+            delete_timeout=self._delete_timeout,
+            on_initialized=lambda: self._start_background(hypervisor),
+        )
         self._service = service
         if self._config is not None:
             await service.init(json.dumps(self._config).encode())
@@ -177,21 +210,51 @@ class NestingDaemon:
         os.replace(binding, self.socket_path)
         log.info("nesting daemon serving on %s (state %s)", self.socket_path, self.state_dir)
 
+    def _start_background(self, hypervisor: Hypervisor) -> None:
+        if not isinstance(hypervisor, BackgroundWork):
+            return
+        if self._task_group is None:
+            log.warning(
+                "the hypervisor has background work, which runs only under "
+                "'async with NestingDaemon(...)' or serve(); not started"
+            )
+            return
+        scope, done = anyio.CancelScope(), anyio.Event()
+        self._background = (scope, done)
+        self._task_group.start_soon(self._run_background, hypervisor, scope, done)
+
+    async def _run_background(
+        self, work: BackgroundWork, scope: anyio.CancelScope, done: anyio.Event
+    ) -> None:
+        try:
+            with scope:
+                await work.run()
+        except Exception:
+            log.exception(
+                "the hypervisor's background work failed; the daemon serves on without it"
+            )
+        finally:
+            done.set()
+
+    async def _end_background(self) -> None:
+        background, self._background = self._background, None
+        if background is not None:
+            scope, done = background
+            scope.cancel()
+            with anyio.move_on_after(_BACKGROUND_GRACE):
+                await done.wait()
+
     @property
     def _binding_path(self) -> Path:
         return self.socket_path.with_name(f".{os.getpid()}.s")
 
     async def serve(self) -> None:
-        """Start if needed and serve until SIGTERM or SIGINT, then stop."""
-        if self._lock is None:
-            await self.start()
-        try:
+        """Start, serve until SIGTERM or SIGINT, then stop."""
+        async with self:
             with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
                 async for signum in signals:
                     log.info("received %s: stopping", signal.Signals(signum).name)
                     break
-        finally:
-            await self.stop()
 
     async def stop(self) -> None:
         """Refuse new calls, delete every VM (bounded), remove the socket and
@@ -200,6 +263,7 @@ class NestingDaemon:
             return
         self._stopped = True
         with anyio.CancelScope(shield=True):
+            await self._end_background()
             await self._teardown(remove_state=True)
 
     async def _teardown(self, *, remove_state: bool) -> None:

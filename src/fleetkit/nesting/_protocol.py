@@ -16,7 +16,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import attrs
 
-__all__ = ["VM", "Hypervisor", "HypervisorFactory"]
+__all__ = ["VM", "BackgroundWork", "Hypervisor", "HypervisorFactory"]
 
 
 @attrs.frozen
@@ -104,6 +104,25 @@ class Hypervisor(Protocol):
         first; a hypervisor may remove stragglers here. Idempotent. The daemon
         calls it shielded, within its stop timeout (cancelling it when the time
         is up): what is left then, :meth:`recover` removes at the next start."""
+        ...
+
+
+@runtime_checkable
+class BackgroundWork(Protocol):
+    """Optional for a hypervisor: work that runs beside the calls, such as
+    booting a warm pool of VMs ahead so that ``create`` hands one out at once.
+
+    When the hypervisor has ``run``, the daemon starts it in its own task group
+    once an ``init`` succeeded and cancels it at stop, before deleting the VMs
+    and calling ``shutdown``; a ``run`` that raises is logged and not
+    restarted. ``run`` must not return early on purpose (return means done).
+    A pool's VMs are the hypervisor's until ``create`` hands one out under the
+    daemon's id; record them in ``state_dir`` so that :meth:`Hypervisor.recover`
+    finds them after a crash, and never hand one out twice.
+    """
+
+    async def run(self) -> None:
+        """Do the background work until cancelled."""
         ...
 
 

@@ -21,7 +21,7 @@ import json
 import logging
 import math
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import anyio
@@ -89,9 +89,16 @@ class NestingService:
     """The nesting daemon's state: initialized or not, VMs by id, slots."""
 
     def __init__(
-        self, hypervisor: Hypervisor, *, delete_timeout: float = DEFAULT_DELETE_TIMEOUT
+        self,
+        hypervisor: Hypervisor,
+        *,
+        delete_timeout: float = DEFAULT_DELETE_TIMEOUT,
+        on_initialized: Callable[[], None] | None = None,
     ) -> None:
+        """``on_initialized`` is called once, right after the hypervisor took
+        its config (the daemon starts the hypervisor's background work there)."""
         self._hypervisor = hypervisor
+        self._on_initialized = on_initialized
         self._delete_timeout = delete_timeout
         self._initialized = False
         self._init_lock = anyio.Lock()
@@ -121,6 +128,8 @@ class NestingService:
             with anyio.CancelScope(shield=True):
                 await self._hypervisor.init(config)
             self._initialized = True
+            if self._on_initialized is not None:
+                self._on_initialized()
 
     async def create(self, image: str, slot: int | None) -> CreateOutcome:
         """A new VM from ``image``; with ``slot``, stomp the VM holding it."""
