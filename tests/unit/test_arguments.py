@@ -156,3 +156,21 @@ def test_printed_durations_parse_back(us: int) -> None:
     """Every printed duration reads back with Go's ParseDuration to the same value."""
     value = Duration(timedelta(microseconds=us))
     assert parse_duration(str(value)) == value.as_timedelta()
+
+
+def test_the_ssh_connector_takes_durations_and_checks_its_arguments() -> None:
+    """SSHConnector's durations are seconds or timedeltas; a wrong argument names itself."""
+    from fleetkit.connector.ssh import SSHConnector
+
+    ssh = SSHConnector(dial_timeout=timedelta(minutes=5), keepalive=15, idle_timeout=90)
+    assert (float(ssh.dial_timeout), float(ssh.keepalive), str(ssh.idle_timeout)) == (
+        300,
+        15,
+        "1m30s",
+    )
+    with pytest.raises(TypeError, match=r"^SSHConnector.dial_timeout: expected seconds"):
+        SSHConnector(dial_timeout=untyped("5m"))
+    with pytest.raises(ConfigError, match=r"^SSHConnector.max_sessions: must be >= 1"):
+        SSHConnector(max_sessions=0)
+    with pytest.raises(TypeError, match=r"^SSHConnector.max_sessions: expected an integer"):
+        SSHConnector(max_sessions=untyped("10"))

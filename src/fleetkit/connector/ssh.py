@@ -59,6 +59,7 @@ import anyio.abc
 import asyncssh
 import attrs
 
+from fleetkit._duration import DurationLike, duration
 from fleetkit._files import MAX_KEY_BYTES, read_bounded
 from fleetkit.connector import (
     Command,
@@ -533,27 +534,40 @@ class SSHConnector:
     def __init__(
         self,
         *,
-        dial_timeout: float = 60.0,
-        retry_interval: float = 0.5,
-        keepalive: float = 30.0,
+        dial_timeout: DurationLike = 60.0,
+        retry_interval: DurationLike = 0.5,
+        keepalive: DurationLike = 30.0,
         keepalive_count_max: int = 3,
         use_external_addr: bool = False,
         max_sessions: int = 10,
-        idle_timeout: float = 60.0,
+        idle_timeout: DurationLike = 60.0,
         username: str | None = None,
-        key_path: Path | None = None,
-        known_hosts_path: Path | None = None,
+        key_path: Path | str | None = None,
+        known_hosts_path: Path | str | None = None,
     ) -> None:
-        self.dial_timeout = dial_timeout
-        self.retry_interval = retry_interval
-        self.keepalive = keepalive
+        # Checked here, naming the argument, rather than failing at the first dial.
+        self.dial_timeout = duration(dial_timeout, "SSHConnector.dial_timeout")
+        self.retry_interval = duration(retry_interval, "SSHConnector.retry_interval")
+        self.keepalive = duration(keepalive, "SSHConnector.keepalive")
+        self.idle_timeout = duration(idle_timeout, "SSHConnector.idle_timeout", positive=True)
+        for name, value, least in (
+            ("keepalive_count_max", keepalive_count_max, 1),
+            ("max_sessions", max_sessions, 1),
+        ):
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise TypeError(f"SSHConnector.{name}: expected an integer, got {value!r}")
+            if value < least:
+                raise ConfigError([Problem(f"SSHConnector.{name}", f"must be >= {least}")])
+        if not isinstance(use_external_addr, bool):
+            raise TypeError("SSHConnector.use_external_addr: expected True or False")
+        if username is not None and not isinstance(username, str):
+            raise TypeError("SSHConnector.username: expected a string")
         self.keepalive_count_max = keepalive_count_max
         self.use_external_addr = use_external_addr
         self.max_sessions = max_sessions
-        self.idle_timeout = idle_timeout
         self.username = username
-        self.key_path = key_path
-        self.host_keys = HostKeyStore(known_hosts_path)
+        self.key_path = Path(key_path) if key_path is not None else None
+        self.host_keys = HostKeyStore(Path(known_hosts_path) if known_hosts_path else None)
         self._pools: dict[_PoolKey, Pool[_Conn]] = {}
         # Commands in progress: closing a connection under them would leave
         # them running on the far side, so closing TERMs them first.

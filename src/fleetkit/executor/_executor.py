@@ -35,6 +35,7 @@ import attrs
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from fleetkit._duration import DurationLike, optional_duration
 from fleetkit._resource import AsyncResource
 from fleetkit.config import load
 from fleetkit.connector import ClosingConnector, Connector, ForgetsInstances, check_event_loop
@@ -249,7 +250,7 @@ class InstanceExecutor:
         builds_dir: str = "builds",
         keep_build_dir: bool = False,
         variables: Mapping[str, str] | None = None,
-        acquire_timeout: float | None = None,
+        acquire_timeout: DurationLike | None = None,
         reload: Callable[[], Schedule] | None = None,
         log_internal_ip: bool = False,
         log_external_ip: bool = False,
@@ -292,7 +293,7 @@ class InstanceExecutor:
         retries: int = 1,
         log_factory: LogFactory = _memory_logs,
         keep_build_dir: bool = False,
-        acquire_timeout: float | None = None,
+        acquire_timeout: DurationLike | None = None,
     ) -> InstanceExecutor:
         """An executor for several runners, each with its own fleet, all under
         ``concurrent`` (GitLab's global ``concurrent``; each lane's ``limit``
@@ -316,12 +317,22 @@ class InstanceExecutor:
         retries: int,
         log_factory: LogFactory,
         keep_build_dir: bool,
-        acquire_timeout: float | None,
+        acquire_timeout: DurationLike | None,
     ) -> None:
+        if not isinstance(retries, int) or isinstance(retries, bool):
+            raise TypeError(f"InstanceExecutor.retries: expected an integer, got {retries!r}")
         if retries < 0:
-            raise ValueError(f"retries must be >= 0, got {retries}")
-        if concurrent is not None and concurrent < 1:
-            raise ValueError(f"concurrent must be >= 1, got {concurrent}")
+            raise ValueError(f"InstanceExecutor.retries: must be >= 0, got {retries}")
+        if concurrent is not None and (
+            not isinstance(concurrent, int) or isinstance(concurrent, bool) or concurrent < 1
+        ):
+            raise ValueError(
+                f"InstanceExecutor.concurrent: must be an integer >= 1, got {concurrent!r}"
+            )
+        if not callable(log_factory):
+            raise TypeError(
+                "InstanceExecutor.log_factory: expected a function (job, attempt) -> LogSink"
+            )
         if not lanes:
             raise ValueError("an executor needs at least one runner lane")
         names = [lane.name for lane in lanes]
@@ -332,7 +343,9 @@ class InstanceExecutor:
         self.retries = retries
         self.log_factory = log_factory
         self.keep_build_dir = keep_build_dir
-        self.acquire_timeout = acquire_timeout
+        self.acquire_timeout = optional_duration(
+            acquire_timeout, "InstanceExecutor.acquire_timeout", infinite=True
+        )
         self.ledger = InstanceLedger()
         self._admission = anyio.Semaphore(concurrent if concurrent else 2**31 - 1)
         self._tg: TaskGroup | None = None
