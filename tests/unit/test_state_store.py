@@ -183,11 +183,13 @@ def test_arbitrary_bytes_are_a_table_or_a_state_store_error(data: bytes) -> None
     _fuzz_one(data)
 
 
+def _nest(inner: st.SearchStrategy[object]) -> st.SearchStrategy[object]:
+    return st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+
+
 _JSONISH = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10),
-    lambda inner: (
-        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
-    ),
+    _nest,
     max_leaves=12,
 )
 
