@@ -6,9 +6,11 @@ import heapq
 import math
 from datetime import timedelta
 
+import anyio
 import attrs
 import pytest
 
+from fleetkit.fleet import Fleet
 from fleetkit.model import Limits
 from fleetkit.policy import Policy
 from fleetkit.simulate import (
@@ -137,3 +139,23 @@ def test_never_ready_and_failed_creations_are_replaced() -> None:
     assert figs.jobs_unfinished == 0
     assert figs.jobs_failed == 0
     assert figs.instances_unused >= len(stuck) + len(failed) - 5  # the last few may still be alive
+
+
+def test_a_controller_changes_the_fleet_while_it_runs() -> None:
+    config = attrs.evolve(SINGLE, policies=[Policy(idle_count=3, idle_time=timedelta(minutes=1))])
+    trace = Trace(DEFAULT_START, (TraceJob(0.0, 60.0),), end=3 * 3600.0)
+    seen: list[float] = []
+
+    async def at_one_hour_scale_to_zero(fleet: Fleet, given: Trace) -> None:
+        assert given is trace
+        await anyio.sleep(3600.0)
+        seen.append(anyio.current_time())
+        fleet.set_schedule(Policy(idle_count=0, idle_time=timedelta(minutes=1)))
+        await anyio.sleep_forever()  # cancelled when the replay ends
+
+    options = Options(boot=parse_boot_time("30s"))
+    kept = replay(config, trace, options)
+    assert sum(1 for life in kept.lives if life.ended_at > kept.end) == 3
+    run = replay(config, trace, options, controller=at_one_hour_scale_to_zero)
+    assert len(seen) == 1
+    assert all(life.ended_at < 3600.0 + 60.0 + 60.0 + 10.0 + 1.0 for life in run.lives)

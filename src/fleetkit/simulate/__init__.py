@@ -25,7 +25,7 @@ from fleetkit.simulate._boot import PRESETS, BootTime, parse_boot_time, parse_se
 from fleetkit.simulate._config import FleetConfig
 from fleetkit.simulate._figures import JSON_KEYS, Figures, Series, figures, lower_bound_minutes
 from fleetkit.simulate._provider import CloudFaults, CloudGroup, Life, ReadyUp
-from fleetkit.simulate._replay import Options, Replay, replay
+from fleetkit.simulate._replay import Controller, Options, Replay, replay
 from fleetkit.simulate._trace import (
     DEFAULT_START,
     Trace,
@@ -43,6 +43,7 @@ __all__ = [
     "BootTime",
     "CloudFaults",
     "CloudGroup",
+    "Controller",
     "Figures",
     "FleetConfig",
     "Life",

@@ -14,7 +14,7 @@ import attrs
 
 from fleetkit.simulate._config import FleetConfig
 from fleetkit.simulate._figures import Figures, Series, figures, series
-from fleetkit.simulate._replay import Options, replay
+from fleetkit.simulate._replay import Controller, Options, replay
 from fleetkit.simulate._trace import Trace
 
 __all__ = ["Result", "simulate", "simulate_one"]
@@ -29,14 +29,21 @@ class Result:
     waits: tuple[float, ...] = ()
 
 
-def simulate_one(config: FleetConfig, trace: Trace, options: Options | None = None) -> Result:
+def simulate_one(
+    config: FleetConfig,
+    trace: Trace,
+    options: Options | None = None,
+    *,
+    controller: Controller | None = None,
+) -> Result:
     """Replay ``trace`` through ``config``'s fleet and return its figures.
 
     With ``options.series_step`` the result also holds the demand and capacity
-    samples and every job's wait (for charts).
+    samples and every job's wait (for charts). ``controller``: see
+    :func:`~fleetkit.simulate.replay`.
     """
     options = options or Options()
-    run = replay(config, trace, options)
+    run = replay(config, trace, options, controller=controller)
     figs = figures(
         run,
         wait_threshold=options.wait_threshold,

@@ -21,6 +21,8 @@ import contextlib
 import math
 import random
 from array import array
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import anyio
 import attrs
@@ -36,7 +38,7 @@ from fleetkit.simulate._config import FleetConfig
 from fleetkit.simulate._provider import CloudFaults, CloudGroup, Life, ReadyUp
 from fleetkit.simulate._trace import Trace
 
-__all__ = ["Options", "Replay", "replay"]
+__all__ = ["Controller", "Options", "Replay", "replay"]
 
 #: Owner tag of the simulated group, and the fleet's owner id, so that a warm
 #: start's instances are adopted.
@@ -107,12 +109,24 @@ class Replay:
     fleet_events: int = 0
 
 
-def replay(config: FleetConfig, trace: Trace, options: Options) -> Replay:
-    """Run ``config`` over ``trace`` in virtual time and return what happened."""
+#: A task run beside a replay with its fleet and the trace, cancelled when the
+#: replay ends: what changes the fleet from outside while it runs (a policy
+#: that learns from arrivals and calls ``fleet.set_schedule``, say).
+Controller = Callable[[Fleet, Trace], Coroutine[Any, Any, None]]
+
+
+def replay(
+    config: FleetConfig, trace: Trace, options: Options, *, controller: Controller | None = None
+) -> Replay:
+    """Run ``config`` over ``trace`` in virtual time and return what happened.
+
+    ``controller``, if given, runs beside the jobs from the trace's start
+    (loop time 0 is then the trace's start) until the replay ends.
+    """
     result: list[Replay] = []
 
     async def main() -> None:
-        result.append(await _run(config, trace, options))
+        result.append(await _run(config, trace, options, controller))
 
     # trio reverses each batch of runnable tasks at random (so that code cannot
     # come to rely on an order); seeding its generator makes the order, and so
@@ -125,7 +139,9 @@ def replay(config: FleetConfig, trace: Trace, options: Options) -> Replay:
     return result[0]
 
 
-async def _run(config: FleetConfig, trace: Trace, options: Options) -> Replay:
+async def _run(
+    config: FleetConfig, trace: Trace, options: Options, controller: Controller | None
+) -> Replay:
     t0 = anyio.current_time()
     limits = config.limits
     group = CloudGroup(options.boot, faults=options.faults, seed=options.seed, owner=_OWNER)
@@ -229,7 +245,13 @@ async def _run(config: FleetConfig, trace: Trace, options: Options) -> Replay:
                 draining_at.setdefault(event.instance_id, event.at - t0)
 
     # The subscription opens before the fleet does, so no event is missed.
-    async with fleet.events(max_buffer=1 << 40) as stream, fleet:
+    async with (
+        fleet.events(max_buffer=1 << 40) as stream,
+        fleet,
+        anyio.create_task_group() as beside,
+    ):
+        if controller is not None:
+            beside.start_soon(controller, fleet, trace)
         with anyio.CancelScope() as overrun:
             async with anyio.create_task_group() as running:
                 for index, job in enumerate(jobs):
@@ -242,6 +264,7 @@ async def _run(config: FleetConfig, trace: Trace, options: Options) -> Replay:
             await anyio.sleep_until(t0 + trace.end)
         end = clock() - t0
         drain(stream)
+        beside.cancel_scope.cancel()
     for index, job in enumerate(jobs):
         if math.isnan(waits[index]):
             # Never got a slot before the replay ended: its wait so far, a lower bound.
