@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import posixpath
+import sys
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
@@ -314,3 +316,73 @@ async def test_run_job_with_a_dead_daemon_is_a_system_failure_of_the_instance(
     assert result.status is JobStatus.SYSTEM_FAILURE
     assert "NestingUnavailable" in (result.message or "")
     assert slot.failures == 1
+
+
+_KILLED_MANAGER = """
+import json, sys
+import anyio
+from fleetkit.connector.ssh import SSHConnector
+from fleetkit.isolation import IsolationSettings, Isolator
+from fleetkit.model import ConnectInfo, ConnectorConfig
+
+spec = json.loads(sys.argv[1])
+
+class Slot:
+    instance_id = spec["info"]["id"]
+    number = spec["slot"]
+    connect_info = ConnectInfo(**spec["info"], key=open(spec["key"], "rb").read())
+
+async def main() -> None:
+    settings = IsolationSettings(
+        nesting_host=spec["nesting_host"],
+        nesting_config=spec["nesting_config"],
+        connector_config=ConnectorConfig(username=spec["vm_user"]),
+        image="default",
+    )
+    async with SSHConnector() as ssh, Isolator(settings) as isolator:
+        async with isolator.open(Slot(), ssh) as vm:
+            print(vm.vm.id, flush=True)
+            await anyio.sleep_forever()
+
+anyio.run(main)
+"""
+
+
+@pytest.mark.anyio
+async def test_a_killed_managers_vm_is_stomped_by_the_next_job_in_its_slot(
+    instance: Instance, ssh: SSHConnector
+) -> None:
+    """A manager SIGKILLed mid-job leaves its VM behind; the next job in that slot
+    gets a fresh VM and the left one is deleted by the daemon (its id reported)."""
+    info = instance.info("inst-1")
+    settings = instance.settings()
+    spec = {
+        "info": {
+            "id": info.id,
+            "internal_addr": info.internal_addr,
+            "protocol_port": info.protocol_port,
+            "username": info.username,
+        },
+        "key": str(instance.sshd.client_key.path),
+        "slot": 3,
+        "nesting_host": settings.nesting_host,
+        "nesting_config": dict(settings.nesting_config),
+        "vm_user": instance.vm_user,
+    }
+    async with await anyio.open_process(
+        [sys.executable, "-c", _KILLED_MANAGER, json.dumps(spec)]
+    ) as manager:
+        assert manager.stdout is not None
+        with anyio.fail_after(60):
+            left = (await manager.stdout.receive()).decode().strip()
+        manager.kill()
+        await manager.wait()
+    assert await _vms(instance) == [left]
+    async with (
+        isolator_for(instance) as isolator,
+        isolator.open(_Slot("inst-1", 3, info), ssh) as vm,
+    ):
+        assert vm.stomped_vm_id == left
+        assert await _vms(instance) == [vm.vm.id]
+    assert await _vms(instance) == []
+    assert instance.vm_processes() == []
