@@ -23,8 +23,14 @@ from pathlib import Path
 import anyio
 import pytest
 
+from fleetkit.connector.ssh import SSHConnector
 from fleetkit.executor import InstanceExecutor
+from fleetkit.fleet import Fleet, FleetSettings, InstanceFailed, InstanceReady
+from fleetkit.isolation import IsolationSettings, Isolator
 from fleetkit.jobs import Job, JobStatus
+from fleetkit.model import ConnectorConfig, Limits
+from fleetkit.policy import Policy
+from fleetkit.provider import load
 from tests.integration.executor_support import FLEETKIT, interrupt_if_running, wait_until
 from tests.integration.jobs_support import processes_with
 from tests.integration.local_provider_support import processes_under, require_sshd
@@ -215,3 +221,58 @@ def test_the_isolated_fleet_example_runs_and_leaves_nothing() -> None:
     assert "refused: " in done.stdout
     assert "image 'x/y' (written '$IMAGE') is not allowed" in done.stdout
     assert processes_with("isolated-example") == []
+
+
+@pytest.mark.anyio
+async def test_an_instance_whose_daemon_does_not_answer_never_becomes_ready(root: Path) -> None:
+    """With the isolator's ready check, ready-up fails while the nesting daemon does
+    not answer (here: nesting_host names a socket nobody serves), so the instance
+    is never handed out (and is removed, as any instance that fails ready-up)."""
+    group = load(
+        "local",
+        {"root": str(root / "instances"), "nesting": "sandbox", "max_instances": 1},
+        ConnectorConfig(),
+        owner="ready-check",
+    )
+    wrong = IsolationSettings(nesting_host="unix:nobody-serves.sock", image="default")
+    async with (
+        SSHConnector(dial_timeout=15) as ssh,
+        Isolator(wrong) as isolator,
+        Fleet(
+            group,
+            Limits(max_instances=1),
+            Policy(idle_count=1),
+            connector=ssh,
+            settings=FleetSettings(delete_instances_on_shutdown=True, update_interval=0.5),
+            ready_check=isolator.ready_check(ssh, within=1),
+        ) as fleet,
+        fleet.events() as events,
+    ):
+        failed: InstanceFailed | None = None
+        with anyio.fail_after(60):
+            async for event in events:
+                assert not isinstance(event, InstanceReady), "ready without a daemon"
+                if isinstance(event, InstanceFailed):
+                    failed = event
+                    break
+    assert failed is not None
+    assert "ready-up failed" in failed.reason
+    assert "nesting daemon at unix:nobody-serves.sock does not answer" in failed.reason
+    _nothing_left(root)
+
+
+@pytest.mark.anyio
+async def test_from_config_gates_ready_up_on_the_daemon(root: Path) -> None:
+    """Built from config.toml, the fleet's ready-up asks the daemon: with a
+    nesting_host nobody serves, no instance is ever handed out, so the job waits
+    out its acquire timeout instead of failing on an instance."""
+    config = _config(root, "local")
+    config.write_text(
+        config.read_text().replace('"unix:nesting.sock"', '"unix:nobody-serves.sock"')
+    )
+    job = Job(id=1, name="waits", shell="sh", script="true")
+    async with InstanceExecutor.from_config(config, acquire_timeout=8) as executor:
+        result = await executor.run(job)
+    assert result.status is JobStatus.SYSTEM_FAILURE
+    assert result.instance_id is None, result.message
+    _nothing_left(root)
