@@ -49,6 +49,7 @@ import anyio
 import attrs
 
 from fleetkit._resource import AsyncResource
+from fleetkit.config import VMIsolation
 from fleetkit.connector import Connection, Connector, TunnelTarget
 from fleetkit.errors import (
     ConfigError,
@@ -157,7 +158,7 @@ class IsolationSettings:
 
     @classmethod
     def from_config(
-        cls, vm_isolation: Any, allowed_images: Sequence[str] = ()
+        cls, vm_isolation: VMIsolation, allowed_images: Sequence[str] = ()
     ) -> IsolationSettings:
         """From a loaded ``[runners.autoscaler.vm_isolation]``
         (:class:`fleetkit.config.VMIsolation`) and ``[runners.instance]
