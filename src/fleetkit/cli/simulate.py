@@ -247,7 +247,7 @@ def _print_table(head: str, figures: list[Figures], price: float, *, plain: bool
             pass
         else:
             grid = Table(title=head, title_justify="left")
-            grid.add_column("")
+            grid.add_column("", no_wrap=True)
             for f in figures:
                 grid.add_column(f.config, justify="right")
             for label, cells in table:
