@@ -135,6 +135,16 @@ def test_a_naive_time_and_a_bad_header_are_errors() -> None:
         parse_trace("created_at,duration\n")
 
 
+def test_unreadable_csv_is_an_error_at_its_line() -> None:
+    with pytest.raises(ConfigError, match=r"line 3: duration .* is not a number"):
+        parse_trace("created_at,duration\n0,60\n1,6\x000\n")
+    long_field = "x" * 200_000
+    with pytest.raises(ConfigError, match=r"line 2: unreadable CSV: field larger"):
+        parse_trace(f'created_at,duration\n"{long_field}",1\n')
+    with pytest.raises(ConfigError, match=r"line 1: unreadable CSV: field larger"):
+        parse_trace(f"created_at,{long_field}\n")
+
+
 def test_many_bad_rows_are_counted_past_the_listed_ones() -> None:
     text = "created_at,duration\n" + "x,1\n" * 30
     with pytest.raises(ConfigError) as caught:
@@ -209,6 +219,11 @@ def test_bad_export_jobs_are_reported_with_their_lines() -> None:
         assert lines[line - 1].strip() in ("{", "7")
     assert "created_at is missing" in problems[0].message
     assert "duration 'soon' is not a number" in problems[1].message
+
+
+def test_deeply_nested_json_is_refused_without_a_traceback() -> None:
+    with pytest.raises(ConfigError, match="nested too deeply"):
+        parse_trace("[" + "[" * 100_000 + "]" * 100_001)
 
 
 def test_broken_json_names_its_line() -> None:

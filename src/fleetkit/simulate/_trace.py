@@ -152,7 +152,10 @@ def _number(text: object, what: str) -> float:
 
 def _parse_csv(text: str, start: datetime | None, source: str) -> Trace:
     reader = csv.reader(io.StringIO(text))
-    header = next(reader, None)
+    try:
+        header = next(reader, None)
+    except csv.Error as exc:
+        raise ConfigError([Problem("line 1", f"unreadable CSV: {exc}")], source=source) from None
     if header is None:
         raise ConfigError([Problem("line 1", "empty trace: expected a CSV header")], source=source)
     columns = [h.strip() for h in header]
@@ -174,7 +177,7 @@ def _parse_csv(text: str, start: datetime | None, source: str) -> Trace:
     problems: list[Problem] = []
     bad = 0
     form: str | None = None  # "seconds" or "iso", fixed by the first good row
-    for row in reader:
+    for row in _rows(reader, problems, source):
         line = reader.line_num
         if not any(cell.strip() for cell in row):
             continue  # blank lines carry no job
@@ -223,6 +226,20 @@ def _parse_csv(text: str, start: datetime | None, source: str) -> Trace:
     return _trace(start or DEFAULT_START, seconds, 0, source)
 
 
+def _rows(reader: Any, problems: list[Problem], source: str) -> Iterable[list[str]]:
+    """The reader's rows; a row csv cannot read (a NUL, an overlong field) is
+    fatal there, as the rest of the file cannot be trusted to line up."""
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            problems.append(Problem(f"line {reader.line_num}", f"unreadable CSV: {exc}"))
+            raise _fail(problems, source, len(problems)) from None
+        yield row
+
+
 def _trace(start: datetime, jobs: Iterable[TraceJob], not_started: int, source: str) -> Trace:
     # A stable sort keeps the file's order among jobs that arrive together.
     ordered = tuple(sorted(jobs, key=lambda j: j.arrival))
@@ -258,6 +275,11 @@ def _json_elements(text: str, source: str) -> list[tuple[int, Any]]:
             if pos < length and text[pos] == "]":
                 break
             raise json.JSONDecodeError("expected ',' or ']'", text, pos)
+    except RecursionError:
+        line = text.count("\n", 0, pos) + 1
+        raise ConfigError(
+            [Problem(f"line {line}", "JSON nested too deeply for a job export")], source=source
+        ) from None
     except json.JSONDecodeError as exc:
         raise ConfigError(
             [Problem(f"line {exc.lineno}", f"invalid JSON: {exc.msg} (column {exc.colno})")],
