@@ -29,19 +29,23 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import subprocess
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import anyio
 import anyio.abc
 
 __all__ = [
     "descendants",
+    "end_detached",
     "end_process",
     "end_tree",
     "exists",
     "freeze_tree",
     "signal_all",
+    "spawn_detached",
     "wait_gone",
     "wait_until",
 ]
@@ -209,6 +213,31 @@ async def end_tree(roots: Sequence[int], *, grace: float) -> None:
     signal_all(left, signal.SIGKILL)
     with anyio.move_on_after(_KILL_TIMEOUT):
         await wait_gone(left)
+
+
+def spawn_detached(argv: Sequence[str], **options: Any) -> subprocess.Popen[bytes]:
+    """Start a long-lived process (an instance's sshd or keeper) in a session of
+    its own and *not* through the event loop.
+
+    Its own session: a Ctrl-C at the manager's terminal (SIGINT to the
+    foreground process group) does not reach it. Not through the loop: asyncio
+    kills every child it started that still runs when the loop closes, which
+    would end instances that were meant to be kept. End it with
+    :func:`end_detached`. Blocking only for the fork.
+    """
+    return subprocess.Popen(argv, start_new_session=True, **options)
+
+
+async def end_detached(process: subprocess.Popen[bytes], *, grace: float) -> None:
+    """End a process from :func:`spawn_detached` and everything below it (as
+    :func:`end_process` does), then reap it. Shielded from cancellation."""
+    with anyio.CancelScope(shield=True):
+        if process.poll() is None:
+            await end_tree([process.pid], grace=grace)
+        if process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+        await anyio.to_thread.run_sync(process.wait)
 
 
 async def end_process(process: anyio.abc.Process, *, grace: float) -> None:

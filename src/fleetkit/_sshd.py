@@ -25,12 +25,13 @@ import subprocess
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import anyio
 import anyio.abc
 
-from fleetkit._procs import end_process, wait_until
+from fleetkit._owned import UnsafePath, open_own_file, own_dir, write_own_file
+from fleetkit._procs import end_detached, spawn_detached, wait_until
 from fleetkit._resource import AsyncResource
 
 __all__ = [
@@ -85,7 +86,7 @@ def generate_keypair(path: Path) -> tuple[bytes, str]:
     return path.read_bytes(), " ".join(public[:2])
 
 
-def ensure_login_user(name: str = _DEFAULT_USER) -> str:
+def ensure_login_user(name: str = _DEFAULT_USER, *, comment: str | None = None) -> str:
     """Return the user the throwaway sshd lets log in, creating it if needed.
 
     Not root: the current user, unchanged. Root: a dedicated unprivileged user
@@ -94,20 +95,33 @@ def ensure_login_user(name: str = _DEFAULT_USER) -> str:
     (``usermod -p '*'``) because with PAM off sshd refuses a "locked" account
     (``!`` in /etc/shadow) even for key logins. Idempotent and safe to race:
     an existing user is reused as it is. Blocking.
+
+    With ``comment``, the user is made with that GECOS field, and an existing
+    user is reused only when its GECOS field is ``comment`` (it is then
+    fleetkit's own, not someone's account that happens to have the name);
+    otherwise :class:`SSHDaemonError` is raised.
     """
     if os.geteuid() != 0:
         return getpass.getuser()
     try:
-        pwd.getpwnam(name)
+        entry = pwd.getpwnam(name)
     except KeyError:
-        _run_useradd(name)
+        _run_useradd(name, comment)
+        entry = pwd.getpwnam(name)
+    if comment is not None and (entry.pw_gecos != comment or entry.pw_uid == 0):
+        raise SSHDaemonError(
+            f"user {name} exists but is not fleetkit's (GECOS {entry.pw_gecos!r}, "
+            f"expected {comment!r}); fleetkit will not run jobs as it"
+        )
     if _shadow_locked(name):
         _run_checked(["usermod", "-p", "*", name], f"usermod -p '*' {name}")
     return name
 
 
-def _run_useradd(name: str) -> None:
+def _run_useradd(name: str, comment: str | None = None) -> None:
     command = ["useradd", "-M", "-d", "/", "-s", "/bin/sh", name]
+    if comment is not None:
+        command[1:1] = ["-c", comment]
     for _attempt in range(20):
         done = subprocess.run(command, capture_output=True, check=False)
         if done.returncode in (0, _USERADD_EXISTS):
@@ -160,8 +174,10 @@ def _prepare_files(
     """Write the host key and authorized_keys; return the absolute workdir, the
     host key path, its public line, the authorized_keys path and the side
     directory to remove at stop (or None). Blocking."""
-    workdir = workdir.absolute()
-    workdir.mkdir(parents=True, exist_ok=True)
+    # The workdir is sshd's: it must be this user's own, or a local user who
+    # planted it (or a symlink in it) would steer what root writes and what
+    # keys sshd trusts. 0711: the login user only traverses it.
+    workdir = own_dir(workdir.absolute(), 0o711)
     if os.geteuid() == 0:
         _PRIVSEP_DIR.mkdir(mode=0o755, parents=True, exist_ok=True)
     host_key = workdir / "host_ed25519"
@@ -175,12 +191,16 @@ def _prepare_files(
     keys_dir = workdir
     if login_user != getpass.getuser() and not reachable_by_others(workdir):
         side_dir = Path(tempfile.mkdtemp(prefix="fleetkit-sshd-"))
-        side_dir.chmod(0o755)
+        side_dir.chmod(0o711)
         keys_dir = side_dir
     keys_file = keys_dir / "authorized_keys"
-    keys_file.write_text("".join(f"{key.strip()}\n" for key in authorized_keys))
-    keys_file.chmod(0o644)
+    write_own_file(keys_file, "".join(f"{key.strip()}\n" for key in authorized_keys), 0o644)
     return workdir, host_key, host_public_key, keys_file, side_dir
+
+
+def _open_log(path: Path) -> IO[bytes]:
+    fd = open_own_file(path.parent, path.name, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    return os.fdopen(fd, "ab")
 
 
 def _render_config(settings: Mapping[str, str]) -> str:
@@ -205,7 +225,7 @@ class SSHDaemon(AsyncResource):
     def __init__(
         self,
         *,
-        process: anyio.abc.Process,
+        process: subprocess.Popen[bytes],
         address: str,
         port: int,
         login_user: str,
@@ -244,6 +264,7 @@ class SSHDaemon(AsyncResource):
         password_auth: bool = False,
         extra_config: Mapping[str, str] = {},
         sshd_path: str = "/usr/sbin/sshd",
+        cgroup: Path | None = None,
     ) -> SSHDaemon:
         """Configure and start sshd on ``address:port`` (0: a free port), wait
         until the port accepts connections and return the running daemon.
@@ -252,15 +273,21 @@ class SSHDaemon(AsyncResource):
         ``login_user`` (default: :func:`ensure_login_user`). ``extra_config``
         adds or overrides ``sshd_config`` keywords (``{"MaxSessions": "4"}``).
         Raises :class:`SSHDaemonError` with sshd's output when the config is
-        rejected or the daemon exits during start-up.
+        rejected or the daemon exits during start-up. With ``cgroup`` (a
+        cgroup v2 directory), sshd is moved into it before it accepts a
+        connection, so every session it runs stays there.
         """
         if not sshd_available(sshd_path):
             raise SSHDaemonError(f"{sshd_path} or ssh-keygen is not installed")
         if login_user is None:
             login_user = await anyio.to_thread.run_sync(ensure_login_user)
-        workdir, host_key, host_public_key, keys_file, side_dir = await anyio.to_thread.run_sync(
-            _prepare_files, Path(workdir), login_user, authorized_keys
-        )
+        try:
+            prepared = await anyio.to_thread.run_sync(
+                _prepare_files, Path(workdir), login_user, authorized_keys
+            )
+        except UnsafePath as exc:
+            raise SSHDaemonError(f"refusing to run sshd: {exc}") from None
+        workdir, host_key, host_public_key, keys_file, side_dir = prepared
         settings = {
             "ListenAddress": address,
             "HostKey": str(host_key),
@@ -285,7 +312,7 @@ class SSHDaemon(AsyncResource):
             "side_dir": side_dir,
         }
         try:
-            return await cls._launch(settings, port, sshd_path, identity)
+            return await cls._launch(settings, port, sshd_path, identity, cgroup)
         except BaseException:
             if side_dir is not None:
                 shutil.rmtree(side_dir, ignore_errors=True)
@@ -293,7 +320,12 @@ class SSHDaemon(AsyncResource):
 
     @classmethod
     async def _launch(
-        cls, settings: dict[str, str], port: int, sshd_path: str, identity: dict[str, Any]
+        cls,
+        settings: dict[str, str],
+        port: int,
+        sshd_path: str,
+        identity: dict[str, Any],
+        cgroup: Path | None,
     ) -> SSHDaemon:
         workdir: Path = identity["workdir"]
         address: str = identity["address"]
@@ -306,7 +338,7 @@ class SSHDaemon(AsyncResource):
         for _attempt in range(attempts):
             chosen = port or _free_port(address)
             config = _render_config({"Port": str(chosen), **settings})
-            await anyio.to_thread.run_sync(config_path.write_text, config)
+            await anyio.to_thread.run_sync(write_own_file, config_path, config, 0o600)
             checked = await anyio.run_process(
                 [sshd_path, "-t", "-f", str(config_path)], check=False
             )
@@ -315,10 +347,13 @@ class SSHDaemon(AsyncResource):
                     f"sshd rejected {config_path}: "
                     f"{checked.stderr.decode(errors='replace').strip()}"
                 )
-            log = await anyio.to_thread.run_sync(log_path.open, "ab")
+            log = await anyio.to_thread.run_sync(_open_log, log_path)
             try:
                 log_offset = log.tell()
-                process = await anyio.open_process(
+                # Its own session, outside the event loop: neither a Ctrl-C at
+                # the manager's terminal nor the loop's end takes it down, as
+                # neither would end a cloud VM.
+                process = spawn_detached(
                     [sshd_path, "-D", "-e", "-f", str(config_path)],
                     stdin=subprocess.DEVNULL,
                     stdout=log,
@@ -326,6 +361,9 @@ class SSHDaemon(AsyncResource):
                 )
             finally:
                 log.close()
+            if cgroup is not None:
+                # Before it listens: no session can start outside the cgroup.
+                (cgroup / "cgroup.procs").write_text(f"{process.pid}\n")
             daemon = cls(process=process, port=chosen, **identity)
             try:
                 listening = await daemon._wait_listening(log_offset)
@@ -365,13 +403,13 @@ class SSHDaemon(AsyncResource):
 
     def alive(self) -> bool:
         """Whether the sshd process is still running."""
-        return self._process.returncode is None
+        return self._process.poll() is None
 
     async def _terminate(self) -> None:
         # Each connection runs in an sshd child that calls setsid(), so neither
         # TERM to the listener nor a process-group kill reaches it: end the
         # whole tree, frozen first so that no late fork escapes.
-        await end_process(self._process, grace=_STOP_GRACE)
+        await end_detached(self._process, grace=_STOP_GRACE)
 
     async def stop(self) -> None:
         """Stop sshd and every process below it, open sessions included: TERM,

@@ -14,6 +14,7 @@ from pathlib import Path
 import anyio
 import pytest
 
+from fleetkit._cgroup import available as cgroup_available
 from fleetkit._procs import wait_until
 from fleetkit.connector import Connector
 from fleetkit.connector.local import LocalConnector
@@ -108,7 +109,8 @@ async def test_daemon_left_in_the_sandbox_ends_with_its_instance(
     open_root: Path, use_sshd: bool
 ) -> None:
     """A process a command leaves running from the sandbox in a session of its own,
-    outside the instance's process tree, ends when the instance is deleted."""
+    outside the instance's process tree, ends when the instance is deleted (or,
+    with cgroups, when its command ends)."""
     marker = f"3600.{uuid.uuid4().int % 10**9:09d}"
     if use_sshd:
         require_sshd()
@@ -123,6 +125,11 @@ async def test_daemon_left_in_the_sandbox_ends_with_its_instance(
             daemon = f"cd {where} && setsid sleep {marker} </dev/null >/dev/null 2>&1 &"
             async with _connector(use_sshd) as connector, connector.connect(info) as conn:
                 assert (await conn.run(daemon)).exit_code == 0
+            if not use_sshd and cgroup_available():
+                # Sooner still: each local command has a cgroup of its own,
+                # removed (with all in it) when the command ends.
+                assert not _sleeping(marker)
+                return
             with anyio.fail_after(5):
                 await wait_until(lambda: _sleeping(marker))
             assert await group.decrease([status.id]) == [status.id]

@@ -1,8 +1,11 @@
-"""After a manager is killed with SIGKILL, the next init sweeps its instances away."""
+"""After a manager is killed with SIGKILL (its watchdog too), the next init
+sweeps its instances away."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -11,6 +14,7 @@ from pathlib import Path
 import anyio
 import pytest
 
+from fleetkit._procs import descendants
 from fleetkit.provider.local import LocalInstanceGroup
 from tests.integration.local_provider_support import (
     leftovers,
@@ -24,6 +28,7 @@ OWNER = "crashy"
 # The manager: starts two instances, says so, then waits to be killed.
 MANAGER = """
 import sys, anyio
+from fleetkit._procs import descendants
 from fleetkit.provider.local import LocalInstanceGroup
 
 async def main() -> None:
@@ -51,11 +56,25 @@ async def killed_manager(root: Path, *, use_sshd: bool) -> list[int]:
         with anyio.fail_after(20):
             line = await manager.stdout.receive()
         assert line.strip() == b"2"
+        # The watchdog would sweep at once (tests/integration/test_hostile_os.py
+        # checks that); killed with its manager, it leaves the sweep to init.
+        for pid in watchdogs_of(manager.pid):
+            os.kill(pid, signal.SIGKILL)
         manager.send_signal(signal.SIGKILL)
         await manager.wait()
     orphans = processes_under(root / OWNER)
     assert orphans, "the killed manager's instances should outlive it"
     return orphans
+
+
+def watchdogs_of(manager: int) -> list[int]:
+    """The local provider's watchdog processes the manager started."""
+    found = []
+    for pid in descendants(manager):
+        with contextlib.suppress(OSError):
+            if b"fleetkit.provider._local_watchdog" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                found.append(pid)
+    return found
 
 
 def side_dirs(root: Path) -> list[Path]:

@@ -31,7 +31,8 @@ def anyio_backend() -> str:
 async def test_instances_are_sandboxes_for_the_local_connector(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Without sshd, connect info says protocol 'local' and names the sandbox a process runs in."""
+    """Without sshd, connect info says protocol 'local' and names the instance's
+    work dir (its user's own), and a process runs in the sandbox."""
     caplog.set_level(logging.INFO, logger="fleetkit.provider.local")
     async with local_group(tmp_path, use_sshd=False) as group:
         assert await group.increase(2) == 2
@@ -42,8 +43,11 @@ async def test_instances_are_sandboxes_for_the_local_connector(
             info = await group.connect_info(status.id)
             assert info.protocol == "local"
             assert info.key is None
-            sandbox = Path(info.address())
-            assert sandbox == tmp_path / "fleet-test" / status.id
+            work = Path(info.address())
+            assert work.name == "work"
+            assert status.id in str(work)
+            assert (await anyio.Path(work).stat()).st_mode & 0o777 == 0o700
+            sandbox = tmp_path / "fleet-test" / status.id
             pid = instance_process(sandbox)
             assert os.readlink(f"/proc/{pid}/cwd") == str(sandbox)
         await group.update()

@@ -41,6 +41,7 @@ _SHELL_COMMAND = {
     "pwsh": ("pwsh", "-NoProfile -NonInteractive -File"),
 }
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+_CGROUP_PATH = re.compile(r"/[A-Za-z0-9_./-]+\Z")
 
 
 @attrs.frozen
@@ -121,6 +122,8 @@ _ANNOUNCE = "fleetkit-job"
 # the gate (a fifo) until the wrapper has announced it, and only then reads
 # the job's variables, into itself only, and becomes the job's shell.
 _CHILD = (
+    # Into the job's cgroup (when there is one) before any of the job's code runs.
+    '[ "$3" = - ] || echo 0 > "$3/cgroup.procs" 2>/dev/null\n'
     'exec 9<"$1/gate" || exit 125\n'
     "exec 9<&-\n"
     'export CI_PROJECT_DIR="${1%.tmp}"\n'
@@ -138,22 +141,28 @@ def _wrapper(shell: str) -> str:
     program, options = _SHELL_COMMAND[shell]
     # The shell is looked up before the job's variables (PATH among them) are read.
     child = (
-        f'set -- "$1" "$(command -v {program})"\n'
+        f'set -- "$1" "$(command -v {program})" "$2"\n'
         + _CHILD
         + f'exec "$2" {options} "$1/{script_name(shell)}"\n'
     )
     return (
-        "d=$1\n"
+        "d=$1; g=-\n"
+        # A cgroup for the job below the one the instance delegated to its
+        # user (FLEETKIT_CGROUP, set by the instance, never by the job): what
+        # the job starts stays in it whatever it does to its session.
+        'case "${FLEETKIT_CGROUP:-}" in /*)\n'
+        '  mkdir "$FLEETKIT_CGROUP/job-$$" 2>/dev/null && g="$FLEETKIT_CGROUP/job-$$" ;;\n'
+        "esac\n"
         f"j={shlex.quote(child)}\n"
         "if command -v setsid >/dev/null 2>&1; then\n"
-        '  k=session; setsid sh -c "$j" fleetkit-job "$d" </dev/null &\n'
+        '  k=session; setsid sh -c "$j" fleetkit-job "$d" "$g" </dev/null &\n'
         "else\n"
-        '  k=child; sh -c "$j" fleetkit-job "$d" </dev/null &\n'
+        '  k=child; sh -c "$j" fleetkit-job "$d" "$g" </dev/null &\n'
         "fi\n"
         "c=$!\n"
         # The announcement is the first line of stdout and is printed while the
         # child still waits at the gate: no output of the job can come first.
-        f'printf \'{_ANNOUNCE} %s %s\\n\' "$c" "$k"\n'
+        f'printf \'{_ANNOUNCE} %s %s %s\\n\' "$c" "$k" "$g"\n'
         # Opening the fifo read-write never blocks, and lets the child's open
         # for reading return: the gate opens.
         'exec 8<>"$d/gate"\n'
@@ -162,8 +171,9 @@ def _wrapper(shell: str) -> str:
         "trap 'kill -TERM -$c 2>/dev/null || kill -TERM $c 2>/dev/null' TERM INT HUP\n"
         "wait $c; s=$?\n"
         "while kill -0 $c 2>/dev/null; do wait $c; s=$?; done\n"
-        # Whatever the script left running in its session ends with it.
+        # Whatever the script left running in its session or cgroup ends with it.
         "kill -KILL -$c 2>/dev/null\n"
+        '[ "$g" = - ] || { echo 1 > "$g/cgroup.kill"; } 2>/dev/null\n'
         "exit $s\n"
     )
 
@@ -182,17 +192,23 @@ class JobSession:
 
     pid: int
     leads_session: bool
+    #: The job's own cgroup (v2) when the instance offers one, else None.
+    cgroup: str | None = None
 
 
 def parse_announcement(line: bytes) -> JobSession | None:
     """Read the wrapper's first line; ``None`` when it is not an announcement."""
     words = line.decode("ascii", errors="replace").split()
-    if len(words) != 3 or words[0] != _ANNOUNCE or not words[1].isdigit():
+    # The cgroup word is left out by wrappers of before cgroups (and scripted ones).
+    if len(words) not in (3, 4) or words[0] != _ANNOUNCE or not words[1].isdigit():
         return None
     pid = int(words[1])
     if pid <= 1 or words[2] not in {"session", "child"}:
         return None
-    return JobSession(pid, words[2] == "session")
+    cgroup = None if len(words) == 3 or words[3] == "-" else words[3]
+    if cgroup is not None and not _CGROUP_PATH.match(cgroup):
+        return None
+    return JobSession(pid, words[2] == "session", cgroup)
 
 
 def kill_command(session: JobSession | None, signal: str) -> str:
@@ -203,9 +219,21 @@ def kill_command(session: JobSession | None, signal: str) -> str:
     its own (no ``setsid`` on the instance) the job is ended through its
     wrapper alone, by the connector.
     """
-    if session is None or not session.leads_session:
+    if session is None:
         return "true"
-    return f"kill -{signal} -{session.pid} 2>/dev/null; true"
+    parts = []
+    if session.leads_session:
+        parts.append(f"kill -{signal} -{session.pid} 2>/dev/null")
+    if session.cgroup is not None:
+        group = shlex.quote(session.cgroup)
+        if signal == "KILL":
+            parts.append(f"{{ echo 1 > {group}/cgroup.kill; }} 2>/dev/null")
+        else:
+            parts.append(
+                f"while read -r p; do kill -{signal} $p 2>/dev/null; done "
+                f"< {group}/cgroup.procs 2>/dev/null"
+            )
+    return "; ".join([*parts, "true"])
 
 
 def cleanup_command(
@@ -220,6 +248,15 @@ def cleanup_command(
     parents = [f"{base}/{shlex.quote(slot_dir)}", f"{base}/{shlex.quote(instance_dir)}"]
     if paths.shared_base:
         parents += [base, f'"$(dirname {base})"']
+    remove_cgroup = ""
+    if session is not None and session.cgroup is not None:
+        # Empty only once the killed processes are gone: a few tries.
+        group = shlex.quote(session.cgroup)
+        remove_cgroup = (
+            f"for i in 1 2 3 4 5 6 7 8 9 10; do rmdir {group} 2>/dev/null && break; "
+            "sleep 0.05; done; "
+        )
     return (
-        f"{kill_command(session, 'KILL')}; rm -rf {rm}; rmdir {' '.join(parents)} 2>/dev/null; true"
+        f"{kill_command(session, 'KILL')}; {remove_cgroup}rm -rf {rm}; "
+        f"rmdir {' '.join(parents)} 2>/dev/null; true"
     )

@@ -54,7 +54,9 @@ import platform
 import pwd
 import re
 import shutil
+import socket
 import subprocess
+import sys
 import tempfile
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -66,13 +68,13 @@ import anyio
 import anyio.abc
 import attrs
 
-from fleetkit import __version__
+from fleetkit import __version__, _cgroup
 from fleetkit._files import MAX_KEY_BYTES, read_bounded
-from fleetkit._procs import end_process, end_tree, exists
+from fleetkit._owned import UnsafePath, open_own_file, own_dir, write_own_file
+from fleetkit._procs import end_detached, end_tree, exists, spawn_detached
 from fleetkit._sshd import (
     SSHDaemon,
     SSHDaemonError,
-    ensure_login_user,
     generate_keypair,
     reachable_by_others,
     sshd_available,
@@ -82,6 +84,13 @@ from fleetkit.config import parse_duration
 from fleetkit.errors import ConfigError, InstanceNotFound, Problem, ProviderError, RetryLater
 from fleetkit.model import ConnectInfo, ConnectorConfig, ProviderState, mask_secret
 from fleetkit.provider import _local_nesting
+from fleetkit.provider._local_isolation import (
+    end_user_processes,
+    is_pool_user,
+    lease_host,
+    pool_user,
+    port_free,
+)
 from fleetkit.provider._protocol import InstanceGroupFactory, InstanceStatus, ProviderInfo
 
 if TYPE_CHECKING:
@@ -100,6 +109,9 @@ _DEFAULT_MAX = 16
 _STOP_GRACE = 5.0
 _SWEEP_GRACE = 2.0
 _RECORD = "instance.json"
+#: What a manager that shuts down cleanly tells its watchdog before leaving.
+_WATCHDOG_BYE = b"shut down\n"
+_SIDE_WORK = "fleetkit-work-"
 _PROC = Path("/proc/self")
 _LOCK = ".lock"
 _KNOWN_KEYS = frozenset({"root", "max_instances", "boot_delay", "use_sshd", "nesting"})
@@ -126,33 +138,34 @@ def _alive(machine: _Machine) -> bool:
 class _Keeper:
     """The instance's process when there is no sshd: ``sleep infinity`` in the sandbox."""
 
-    def __init__(self, process: anyio.abc.Process) -> None:
+    def __init__(self, process: subprocess.Popen[bytes]) -> None:
         self._process = process
         self.pid = process.pid
         self._stopped = False
 
     @classmethod
-    async def start(cls, sandbox: Path) -> _Keeper:
+    async def start(cls, sandbox: Path, cgroup: Path | None) -> _Keeper:
         sleep = shutil.which("sleep") or "/bin/sleep"
-        process = await anyio.open_process(
+        # An instance outlives a manager's Ctrl-C, as a cloud VM would.
+        process = spawn_detached(
             [sleep, "infinity"],
             cwd=sandbox,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            # An instance outlives a manager's Ctrl-C, as a cloud VM would.
-            start_new_session=True,
         )
+        if cgroup is not None:
+            await anyio.to_thread.run_sync(_cgroup.move, cgroup, process.pid)
         return cls(process)
 
     def alive(self) -> bool:
-        return self._process.returncode is None
+        return self._process.poll() is None
 
     async def stop(self) -> None:
         if self._stopped:
             return
         self._stopped = True
-        await end_process(self._process, grace=_STOP_GRACE)
+        await end_detached(self._process, grace=_STOP_GRACE)
 
 
 @attrs.define(eq=False)
@@ -164,6 +177,11 @@ class _Instance:
     boot_until: float
     machine: _Machine | None = None
     nesting: anyio.abc.Process | None = None
+    # Who jobs run as, the directory that is theirs, and the lease on `host`.
+    user: str | None = None
+    work: Path | None = None
+    lease: socket.socket | None = None
+    cgroup: Path | None = None
     starting: bool = True
     delete_requested: bool = False
     removing: bool = False
@@ -184,9 +202,13 @@ class _Session:
 
     lock: IO[bytes]
     owner_dir: Path
-    login_user: str
+    # None: each instance gets a user of its own (root, no configured username).
+    login_user: str | None
     private_key: bytes | None = attrs.field(repr=mask_secret)
     public_key: str | None
+    # Where instance cgroups go (None: the machine offers none to this process).
+    cgroup_base: Path | None = None
+    watchdog: subprocess.Popen[bytes] | None = None
 
 
 def _slug(owner: str | None) -> str:
@@ -318,19 +340,27 @@ class LocalInstanceGroup:
         if self._settings.use_sshd and not sshd_available(SSHD_PATH):
             raise ProviderError(f"{self!r}: use_sshd is set but {SSHD_PATH} is not installed")
         owner_dir = self._settings.root / _slug(self._owner)
+        login_user = await anyio.to_thread.run_sync(self._login_user)
         lock = await anyio.to_thread.run_sync(_take_lock, owner_dir, self._owner)
+        watchdog = None
         try:
             await _sweep(owner_dir)
-            login_user, private_key, public_key = await self._credentials(owner_dir)
+            private_key, public_key = await self._credentials(owner_dir)
+            watchdog = _start_watchdog(self._settings.root, owner_dir)
         except BaseException:
+            if watchdog is not None:
+                await _dismiss(watchdog)
             lock.close()
             raise
+        own = _cgroup.own_cgroup() if _cgroup.available() else None
         self._session = _Session(
             lock=lock,
             owner_dir=owner_dir,
             login_user=login_user,
             private_key=private_key,
             public_key=public_key,
+            cgroup_base=own / f"fleetkit-local-{_slug(self._owner)}" if own else None,
+            watchdog=watchdog,
         )
         if not self._settings.use_sshd:
             # Said once per group: a missing sshd is a degraded setup, a
@@ -384,7 +414,16 @@ class LocalInstanceGroup:
         if count <= 0:
             return 0
         boot_until = anyio.current_time() + self._settings.boot_delay
-        batch = [self._reserve(session, boot_until) for _ in range(count)]
+        batch = [
+            instance
+            for _ in range(count)
+            if (instance := self._reserve(session, boot_until)) is not None
+        ]
+        if not batch:
+            raise RetryLater(
+                "local provider: every loopback address 127.0.0.2-254 is held by another "
+                "fleet on this machine (or its protocol_port is taken there)"
+            )
         errors: list[str] = []
         async with anyio.create_task_group() as tg:
             for instance in batch:
@@ -441,15 +480,15 @@ class LocalInstanceGroup:
                 internal_addr=machine.address,
                 protocol="ssh",
                 protocol_port=machine.port,
-                username=session.login_user,
+                username=instance.user,
                 key=session.private_key,
                 host_key=machine.host_public_key,
                 **common,
             )
         return ConnectInfo(
-            internal_addr=str(instance.sandbox),
+            internal_addr=str(instance.work),
             protocol="local",
-            username=session.login_user,
+            username=instance.user,
             # For the nesting daemon's VMs (the local connector needs none).
             key=session.private_key,
             **common,
@@ -497,6 +536,11 @@ class LocalInstanceGroup:
                 self._settings.root,
                 all(i.state is ProviderState.DELETED for i in alive),
             )
+            if session.cgroup_base is not None:
+                with contextlib.suppress(OSError):
+                    session.cgroup_base.rmdir()
+            if session.watchdog is not None:
+                await _dismiss(session.watchdog)
 
     # --- internals ------------------------------------------------------
 
@@ -513,43 +557,76 @@ class LocalInstanceGroup:
             raise InstanceNotFound(instance_id, f"no local instance {instance_id!r}")
         return instance
 
-    async def _credentials(self, owner_dir: Path) -> tuple[str, bytes | None, str | None]:
-        """The login user and client key pair (generated unless static ones are given)."""
+    def _login_user(self) -> str | None:
+        """Who jobs run as: the configured user, else (as root) a user per
+        instance (``None`` here), else this process's user. Blocking."""
+        me = getpass.getuser()
+        wanted = self._connector.username
+        if wanted is None:
+            return None if os.geteuid() == 0 else me
+        try:
+            entry = pwd.getpwnam(wanted)
+        except KeyError:
+            raise ProviderError(
+                f"{self!r}: connector_config.username {wanted!r} is not a user on this machine"
+            ) from None
+        if os.geteuid() != 0 and entry.pw_uid != os.geteuid():
+            raise ProviderError(
+                f"{self!r}: connector_config.username is {wanted!r} but this process runs as "
+                f"{me!r}; running jobs as another user needs root (leave username out to run "
+                "them as yourself)"
+            )
+        if entry.pw_uid == 0:
+            log.warning(
+                "local provider: jobs run as root, as connector_config.username says; "
+                "leave it out to give each instance an unprivileged user of its own"
+            )
+        return wanted
+
+    async def _credentials(self, owner_dir: Path) -> tuple[bytes | None, str | None]:
+        """The client key pair (generated unless static ones are given)."""
         cc = self._connector
         if cc.key_path is not None:
             # GitLab reads key_path at init whatever the credentials, and fails
             # init when it cannot: so does this group, naming the file.
             await anyio.to_thread.run_sync(_readable_key, Path(cc.key_path))
         if not self._settings.use_sshd and not self._settings.nesting:
-            return cc.username or getpass.getuser(), None, None
-        # With sshd, or for the VMs of the nesting daemons (which are sshds).
-        login_user = cc.username
-        if login_user is None:
-            login_user = await anyio.to_thread.run_sync(ensure_login_user)
+            # The VMs of the nesting daemons are sshds: they need the key too.
+            return None, None
         if cc.key_path is not None:
             # Static: the key to log in with. Dynamic: the key to provision, as a
             # cloud plugin installs the configured key instead of a generated one.
             path = Path(cc.key_path)
-            return (login_user, *await anyio.to_thread.run_sync(_static_key, path))
+            return await anyio.to_thread.run_sync(_static_key, path)
         if cc.use_static_credentials:
-            return login_user, None, None
+            return None, None
         key_path = owner_dir / "client_ed25519"
-        private, public = await anyio.to_thread.run_sync(_ephemeral_keypair, key_path)
-        return login_user, private, public
+        return await anyio.to_thread.run_sync(_ephemeral_keypair, key_path)
 
-    def _reserve(self, session: _Session, boot_until: float) -> _Instance:
+    def _reserve(self, session: _Session, boot_until: float) -> _Instance | None:
+        """A new instance on a host number no other fleet on this machine holds
+        (and, with a fixed ``protocol_port``, whose address:port is free);
+        ``None`` when there is none."""
         taken = {i.host for i in self._instances.values()}
-        host = next(h for h in range(_FIRST_HOST, _LAST_HOST + 1) if h not in taken)
-        instance_id = f"local-{uuid.uuid4().hex[:12]}"
-        instance = _Instance(
-            id=instance_id,
-            host=host,
-            sandbox=session.owner_dir / instance_id,
-            state=ProviderState.CREATING,
-            boot_until=boot_until,
-        )
-        self._instances[instance_id] = instance
-        return instance
+        port = self._connector.protocol_port
+        for host in range(_FIRST_HOST, _LAST_HOST + 1):
+            if host in taken or (lease := lease_host(host)) is None:
+                continue
+            if self._settings.use_sshd and port and not port_free(f"127.0.0.{host}", port):
+                lease.close()
+                continue
+            instance_id = f"local-{uuid.uuid4().hex[:12]}"
+            instance = _Instance(
+                id=instance_id,
+                host=host,
+                sandbox=session.owner_dir / instance_id,
+                state=ProviderState.CREATING,
+                boot_until=boot_until,
+                lease=lease,
+            )
+            self._instances[instance_id] = instance
+            return instance
+        return None
 
     async def _start(self, session: _Session, instance: _Instance, errors: list[str]) -> None:
         # Shielded: a cancelled increase must not leave a half-started process
@@ -557,6 +634,23 @@ class LocalInstanceGroup:
         with anyio.CancelScope(shield=True):
             try:
                 await anyio.to_thread.run_sync(_make_sandbox, instance, self._owner)
+                instance.user = session.login_user
+                if instance.user is None:
+                    instance.user = await anyio.to_thread.run_sync(pool_user, instance.host)
+                    # What a crashed manager's instance left running as this user.
+                    await anyio.to_thread.run_sync(end_user_processes, instance.user)
+                instance.work = await anyio.to_thread.run_sync(_make_work_dir, instance)
+                if session.cgroup_base is not None:
+                    try:
+                        await anyio.to_thread.run_sync(_make_cgroup, instance, session.cgroup_base)
+                    except OSError as exc:
+                        # The machine said yes and then no: go on as where it offers none.
+                        log.warning(
+                            "local provider: no cgroups for instances (%s); jobs that leave "
+                            "their session then live until their instance is deleted",
+                            exc,
+                        )
+                        session.cgroup_base = instance.cgroup = None
                 instance.machine = await self._launch(session, instance)
                 await anyio.to_thread.run_sync(_write_record, instance, self._owner)
             except (OSError, SSHDaemonError) as exc:
@@ -572,10 +666,11 @@ class LocalInstanceGroup:
         machine = await self._launch_machine(session, instance)
         if self._settings.nesting is not None:
             try:
+                assert instance.user is not None
                 instance.nesting = await _local_nesting.start_daemon(
                     instance.sandbox,
                     self._settings.nesting,
-                    session.login_user,
+                    instance.user,
                     session.public_key,
                 )
             except BaseException:
@@ -585,26 +680,28 @@ class LocalInstanceGroup:
 
     async def _launch_machine(self, session: _Session, instance: _Instance) -> _Machine:
         if not self._settings.use_sshd:
-            return await _Keeper.start(instance.sandbox)
-        work = await anyio.to_thread.run_sync(_make_work_dir, instance.sandbox, session.login_user)
+            return await _Keeper.start(instance.sandbox, instance.cgroup)
+        assert instance.user is not None
         # The login user's home is "/", so work that falls back to $TMPDIR (job
         # build dirs) would land in a shared /tmp dir that outlives the instance;
-        # pointing TMPDIR into the sandbox makes it go with the instance. Only
-        # when the login user can reach the sandbox (a private root, such as a
-        # test's temp dir, leaves TMPDIR alone rather than break every job).
-        extra = {"SetEnv": f'"TMPDIR={work}"'} if work is not None else {}
-        if work is not None and self._settings.nesting is not None:
+        # pointing TMPDIR into the instance's work dir makes it go with the instance.
+        env = f'"TMPDIR={instance.work}"'
+        if instance.cgroup is not None:
+            env += f' "FLEETKIT_CGROUP={instance.cgroup}"'
+        if self._settings.nesting is not None:
             # nesting_host "unix:nesting.sock" is taken from HOME; jobs run in
             # the VMs, which have homes of their own.
-            extra = {"SetEnv": f'"TMPDIR={work}" "HOME={instance.sandbox}"'}
+            env += f' "HOME={instance.sandbox}"'
+        extra = {"SetEnv": env}
         return await SSHDaemon.start(
             instance.sandbox / "sshd",
             address=f"127.0.0.{instance.host}",
             port=self._connector.protocol_port or 0,
-            login_user=session.login_user,
+            login_user=instance.user,
             authorized_keys=[session.public_key] if session.public_key else [],
             extra_config=extra,
             sshd_path=SSHD_PATH,
+            cgroup=instance.cgroup,
         )
 
     async def _remove(self, instance: _Instance) -> None:
@@ -623,9 +720,10 @@ class LocalInstanceGroup:
             # ended here: in sandbox mode every LocalConnector command (children
             # of this process, not of the keeper), and in either mode a process
             # that left its session (setsid and a dead parent, as a daemon does).
-            roots = await anyio.to_thread.run_sync(_processes_under, instance.sandbox)
-            await end_tree(roots, grace=_SWEEP_GRACE)
+            await _end_instance(instance.sandbox, instance.work, instance.user, instance.cgroup)
             await anyio.to_thread.run_sync(_remove_tree, instance.sandbox)
+            if instance.lease is not None:
+                instance.lease.close()
             instance.state = ProviderState.DELETED
 
 
@@ -664,15 +762,22 @@ def _boot_delay(value: object, bad: Callable[[str, str], None]) -> float:
 # --- disk and /proc (blocking; called through anyio.to_thread) ------------------
 
 
+def _dir_mode() -> int:
+    # As root, instance users traverse (never list) the directories down to
+    # their work dir and sshd's authorized_keys.
+    return 0o711 if os.geteuid() == 0 else 0o700
+
+
 def _take_lock(owner_dir: Path, owner: str | None) -> IO[bytes]:
     try:
-        for directory in (owner_dir.parent, owner_dir):
-            if not directory.is_dir():
-                directory.mkdir(parents=True)
-                # The login user must traverse to sshd's authorized_keys; only
-                # directories this provider created are opened up.
-                directory.chmod(0o755)
-        lock = (owner_dir / _LOCK).open("ab")
+        own_dir(owner_dir, _dir_mode(), levels=2)
+        fd = open_own_file(owner_dir, _LOCK, os.O_RDWR | os.O_CREAT)
+        lock = os.fdopen(fd, "r+b")
+    except UnsafePath as exc:
+        raise ProviderError(
+            f"local provider cannot use {owner_dir}: {exc}; remove it, or set "
+            "plugin_config.root to a directory of this user's"
+        ) from None
     except OSError as exc:
         raise ProviderError(f"local provider cannot use {owner_dir}: {exc}") from exc
     try:
@@ -697,18 +802,34 @@ def _release(lock: IO[bytes], owner_dir: Path, root: Path, empty: bool) -> None:
 
 
 def _make_sandbox(instance: _Instance, owner: str | None) -> None:
-    instance.sandbox.mkdir(mode=0o755)
+    # A fresh directory (mkdir fails on an existing one) in the owner dir,
+    # which only this user can write: nothing in it can be planted.
+    instance.sandbox.mkdir(mode=_dir_mode())
+    instance.sandbox.chmod(_dir_mode())
     _write_record(instance, owner)
 
 
-def _make_work_dir(sandbox: Path, login_user: str) -> Path | None:
-    """Make the login user's ``work/`` dir; return it when that user can reach it."""
-    work = sandbox / "work"
-    work.mkdir(mode=0o755, exist_ok=True)
-    with contextlib.suppress(KeyError, PermissionError):
-        entry = pwd.getpwnam(login_user)
-        os.chown(work, entry.pw_uid, entry.pw_gid)
-    return work.absolute() if reachable_by_others(work.absolute()) else None
+def _make_work_dir(instance: _Instance) -> Path:
+    """Make the instance user's ``work`` dir (its TMPDIR, and in sandbox mode
+    the commands' working directory), mode 0700 and owned by that user.
+
+    It lies in the sandbox when the user can reach the sandbox, else (a
+    private root, such as a test's temp dir) in a directory of its own in the
+    system temp dir, named in ``instance.json`` and removed with the instance.
+    Job build dirs land in it either way, so they go with the instance.
+    """
+    assert instance.user is not None
+    entry = pwd.getpwnam(instance.user)
+    base = instance.sandbox
+    if entry.pw_uid != os.geteuid() and not reachable_by_others(base):
+        base = Path(tempfile.mkdtemp(prefix=f"{_SIDE_WORK}{instance.id}-"))
+        base.chmod(0o711)
+    work = base / "work"
+    work.mkdir(mode=0o700)
+    os.chown(work, entry.pw_uid, entry.pw_gid)
+    instance.work = work
+    _write_record(instance, None)
+    return work
 
 
 def _write_record(instance: _Instance, owner: str | None) -> None:
@@ -719,8 +840,77 @@ def _write_record(instance: _Instance, owner: str | None) -> None:
         "pid": machine.pid if machine is not None else None,
         "address": getattr(machine, "address", str(instance.sandbox)),
         "port": getattr(machine, "port", None),
+        "user": instance.user,
+        "work": str(instance.work) if instance.work is not None else None,
+        "cgroup": str(instance.cgroup) if instance.cgroup is not None else None,
     }
-    (instance.sandbox / _RECORD).write_text(json.dumps(record, indent=2) + "\n")
+    text = json.dumps(record, indent=2) + "\n"
+    write_own_file(instance.sandbox / _RECORD, text)
+    if instance.work is not None and instance.work.parent != instance.sandbox:
+        # A copy beside a work dir outside the sandbox, where the local
+        # connector reads it (the instance's cgroup).
+        write_own_file(instance.work.parent / _RECORD, text)
+
+
+def _make_cgroup(instance: _Instance, base: Path) -> None:
+    """The instance's cgroup, delegated to its user (see :mod:`fleetkit._cgroup`)."""
+    assert instance.user is not None
+    instance.cgroup = _cgroup.make(base / instance.id, parents=True)
+    entry = pwd.getpwnam(instance.user)
+    if entry.pw_uid != os.geteuid():
+        _cgroup.delegate(instance.cgroup, entry.pw_uid, entry.pw_gid)
+    _write_record(instance, None)
+
+
+def _start_watchdog(root: Path, owner_dir: Path) -> subprocess.Popen[bytes]:
+    """A process that sweeps this owner's instances when this one dies without
+    shutting down (SIGKILL, a crash): jobs never outlive their manager. It
+    reads stdin until EOF; :func:`_dismiss` says goodbye first."""
+    watchdog = spawn_detached(
+        [sys.executable, "-m", "fleetkit.provider._local_watchdog"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd="/",
+    )
+    assert watchdog.stdin is not None
+    watchdog.stdin.write(json.dumps({"root": str(root), "owner_dir": str(owner_dir)}).encode())
+    watchdog.stdin.write(b"\n")
+    watchdog.stdin.flush()
+    return watchdog
+
+
+async def _dismiss(watchdog: subprocess.Popen[bytes]) -> None:
+    with anyio.CancelScope(shield=True):
+        assert watchdog.stdin is not None
+        with contextlib.suppress(OSError):
+            watchdog.stdin.write(_WATCHDOG_BYE)
+            watchdog.stdin.close()
+        with anyio.move_on_after(_STOP_GRACE):
+            await anyio.to_thread.run_sync(watchdog.wait)
+        if watchdog.poll() is None:
+            await end_detached(watchdog, grace=0)
+
+
+def _read_record(sandbox: Path) -> dict[str, Any]:
+    with contextlib.suppress(OSError, ValueError):
+        fd = open_own_file(sandbox, _RECORD, os.O_RDONLY)
+        with os.fdopen(fd, "rb") as file:
+            record = json.loads(file.read())
+        if isinstance(record, dict):
+            return record
+    return {}
+
+
+def _side_work(sandbox: Path) -> Path | None:
+    """The work dir's own directory outside the sandbox, if it has one."""
+    work = _read_record(sandbox).get("work")
+    if not isinstance(work, str):
+        return None
+    side = Path(work).parent
+    if side.parent == Path(tempfile.gettempdir()) and side.name.startswith(_SIDE_WORK):
+        return side
+    return None
 
 
 def _ephemeral_keypair(path: Path) -> tuple[bytes, str]:
@@ -770,7 +960,28 @@ def _static_key(key_path: Path) -> tuple[bytes, str]:
 
 def _remove_tree(sandbox: Path) -> None:
     _remove_side_dirs(sandbox)
+    side = _side_work(sandbox)
+    if side is not None:
+        shutil.rmtree(side, ignore_errors=True)
     shutil.rmtree(sandbox, ignore_errors=True)
+
+
+async def _end_instance(
+    sandbox: Path, work: Path | None, user: str | None, cgroup: Path | None
+) -> None:
+    """End everything on an instance: its cgroup, what runs from its
+    directories and, when its user is its own, every process of that user."""
+    if cgroup is not None:
+        await anyio.to_thread.run_sync(_cgroup.remove, cgroup)
+        if cgroup.parent.name.startswith("fleetkit-local-"):
+            with contextlib.suppress(OSError):
+                cgroup.parent.rmdir()  # the owner's, once its last instance is gone
+    roots = await anyio.to_thread.run_sync(_processes_under, sandbox)
+    if work is not None and sandbox not in work.parents:
+        roots += await anyio.to_thread.run_sync(_processes_under, work)
+    await end_tree(roots, grace=_SWEEP_GRACE)
+    if user is not None and is_pool_user(user):
+        await anyio.to_thread.run_sync(end_user_processes, user)
 
 
 def _remove_side_dirs(sandbox: Path) -> None:
@@ -847,4 +1058,12 @@ async def _sweep(owner_dir: Path) -> None:
     )
     await end_tree(stale, grace=_SWEEP_GRACE)
     for sandbox in sandboxes:
+        record = await anyio.to_thread.run_sync(_read_record, sandbox)
+        user, work, group = record.get("user"), record.get("work"), record.get("cgroup")
+        await _end_instance(
+            sandbox,
+            Path(work) if isinstance(work, str) else None,
+            user if isinstance(user, str) else None,
+            Path(group) if isinstance(group, str) and _cgroup.valid_path(group) else None,
+        )
         await anyio.to_thread.run_sync(_remove_tree, sandbox)
