@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pty
 import shutil
 import signal
 import subprocess
@@ -136,3 +137,34 @@ def run_fleetkit(*args: str | Path, timeout: float = 90) -> subprocess.Completed
                 proc.kill()
             raise
     return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+
+
+def run_on_terminal(*args: str | Path, columns: int = 120) -> tuple[int, bytes]:
+    """Run the `fleetkit` command on a pseudo-terminal (so rich draws its panel) to
+    its end; its exit status and every byte it wrote to the terminal."""
+    controller, terminal = pty.openpty()
+    chunks = []
+    try:
+        with subprocess.Popen(
+            [*FLEETKIT, *map(str, args)],
+            stdin=terminal,
+            stdout=terminal,
+            stderr=terminal,
+            env={**os.environ, "COLUMNS": str(columns), "TERM": "xterm"},
+        ) as proc:
+            os.close(terminal)
+            terminal = -1
+            while True:
+                try:
+                    chunk = os.read(controller, 65536)
+                except OSError:  # EIO: the command exited and closed the terminal
+                    break
+                if not chunk:
+                    break
+                chunks.append(chunk)
+            status = proc.wait(timeout=60)
+    finally:
+        os.close(controller)
+        if terminal >= 0:
+            os.close(terminal)
+    return status, b"".join(chunks)

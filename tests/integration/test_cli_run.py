@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import pty
 import re
 import secrets
 import shutil
@@ -24,6 +23,7 @@ from tests.integration.executor_support import (
     local_config,
     remove_lost_build_dirs,
     run_fleetkit,
+    run_on_terminal,
     sandbox_root,
 )
 from tests.integration.jobs_support import processes_with
@@ -231,32 +231,9 @@ def test_rich_display_on_a_terminal(tmp_path: Path) -> None:
     """With a terminal attached, `run` draws the live panel and still ends with the summary."""
     jobs = _jobs_file(tmp_path, '[[job]]\nname = "hello"\nparallel = 2\nscript = "echo hi"\n')
     config = local_config(tmp_path, use_sshd=False)
-    controller, terminal = pty.openpty()
-    try:
-        with subprocess.Popen(
-            [*FLEETKIT, "run", str(config), str(jobs)],
-            stdin=terminal,
-            stdout=terminal,
-            stderr=terminal,
-            env={**os.environ, "COLUMNS": "120", "TERM": "xterm"},
-        ) as proc:
-            os.close(terminal)
-            terminal = -1
-            chunks = []
-            while True:
-                try:
-                    chunk = os.read(controller, 65536)
-                except OSError:  # EIO: the command exited and closed the terminal
-                    break
-                if not chunk:
-                    break
-                chunks.append(chunk)
-            assert proc.wait(timeout=60) == 0
-    finally:
-        os.close(controller)
-        if terminal >= 0:
-            os.close(terminal)
-    screen = b"".join(chunks).decode(errors="replace")
+    status, output = run_on_terminal("run", config, jobs)
+    assert status == 0
+    screen = output.decode(errors="replace")
     assert "fleetkit run ·" in screen
     assert "2 jobs: 2 ok, 0 failed" in screen
     assert leftovers(sandbox_root(tmp_path)) == []

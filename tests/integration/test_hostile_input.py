@@ -29,7 +29,12 @@ import pytest
 from fleetkit.connector.local import LocalConnector
 from fleetkit.jobs import MASK, Job, JobStatus, MemoryLog, Variable, run_job
 from fleetkit.model import ConnectInfo
-from tests.integration.executor_support import FLEETKIT, local_config, run_fleetkit
+from tests.integration.executor_support import (
+    FLEETKIT,
+    local_config,
+    run_fleetkit,
+    run_on_terminal,
+)
 from tests.integration.jobs_support import StaticSlot, processes_with
 
 pytestmark = pytest.mark.integration
@@ -738,3 +743,22 @@ def test_item_12_ctrl_c_during_start_up_exits_130_without_a_traceback(tmp_path: 
         assert proc.returncode == 130, (delay, err)
     assert processes_with(f"sleep 4.{marker}") == []
     assert not any((tmp_path / "instances").glob("*/local-*"))
+
+
+def test_item_15_the_rich_panel_on_a_terminal_gets_no_escape_from_a_job(tmp_path: Path) -> None:
+    """On a real terminal (a pty, so the rich panel draws), a job that prints a window
+    title and a clear-screen and then fails: its log tail reaches the screen as
+    text, never as the sequences themselves."""
+    jobs = _jobs_file(
+        tmp_path,
+        '[[job]]\nname = "hostile output"\n'
+        "script = \"printf '\\\\033]0;pwned\\\\007\\\\033[2Jcleared\\\\n'; exit 3\"\n",
+    )
+    config = local_config(tmp_path, use_sshd=False, max_instances=1)
+    status, screen = run_on_terminal("run", config, jobs, columns=160)
+    assert status == 1
+    assert b"fleetkit run \xc2\xb7" in screen  # the panel was drawn
+    assert b"\x1b]0;pwned" not in screen
+    assert b"\x07" not in screen
+    assert b"\x1b[2Jcleared" not in screen
+    assert b"| \\x1b]0;pwned\\x07\\x1b[2Jcleared" in screen
