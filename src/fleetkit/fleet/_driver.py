@@ -192,6 +192,10 @@ class Driver:
 
     def wake(self) -> None:
         """Have the update loop run a tick soon."""
+        if self._woken:
+            # Already woken since the loop last looked: the event is set, or the
+            # loop sees the flag before it would wait.
+            return
         self._woken = True
         if self._wake_event is not None:
             self._wake_event.set()

@@ -70,6 +70,7 @@ from fleetkit.provider import InstanceStatus, ProviderInfo
 __all__ = ["GONE", "FleetState"]
 
 S = InstanceState
+_new_grant = tuple.__new__
 #: Provider states of an instance that no longer exists.
 GONE = frozenset({ProviderState.DELETED, ProviderState.TIMEOUT})
 _IN_TRANSITION = frozenset({S.CREATING, S.RUNNING, S.DRAINING, S.DELETING})
@@ -804,7 +805,8 @@ class FleetState:
         """Give slot ``number`` of ``record`` to ``key``; ``handed``: to a waiting
         key, through ``fx.grants`` (else the caller returns it itself)."""
         record.take(number, key)
-        grant = Grant(key, record.id, number)
+        # tuple.__new__ straight: a NamedTuple's own __new__ is Python code.
+        grant = _new_grant(Grant, (key, record.id, number))
         self.held[key] = grant
         self.book.task_operations["acquire"] += 1
         self.dirty = True
