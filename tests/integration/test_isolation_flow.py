@@ -20,6 +20,7 @@ from fleetkit.errors import ConfigError, ImageRejected, NestingUnavailable
 from fleetkit.isolation import IsolatedVM, Isolator
 from fleetkit.jobs import Job, JobStatus, MemoryLog, run_job
 from fleetkit.model import ConnectInfo
+from tests.integration.executor_support import wait_until
 from tests.integration.isolation_support import (
     Instance,
     isolator_for,
@@ -122,10 +123,16 @@ async def test_tcp_nesting_host_is_reached_through_the_instance(
     relay on the instance's loopback in front of the daemon's socket."""
     listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
     port = listener.extra(anyio.abc.SocketAttribute.local_port)
+    relaying = 0
 
     async def relay(client: anyio.abc.SocketStream) -> None:
-        async with client, await anyio.connect_unix(instance.socket) as daemon:
-            await splice(client, daemon)
+        nonlocal relaying
+        relaying += 1
+        try:
+            async with client, await anyio.connect_unix(instance.socket) as daemon:
+                await splice(client, daemon)
+        finally:
+            relaying -= 1
 
     slot = _Slot("inst-1", 1, instance.info())
     async with listener, anyio.create_task_group() as tg:
@@ -135,6 +142,10 @@ async def test_tcp_nesting_host_is_reached_through_the_instance(
             isolator.open(slot, ssh) as vm,
         ):
             assert (await vm.connection.run("true")).ok
+        # The client closed its stream: let each relay end by itself (cancelling a
+        # unix stream's receive races its close on asyncio, agronholm/anyio#1267).
+        with anyio.fail_after(10):
+            await wait_until(lambda: relaying == 0)
         tg.cancel_scope.cancel()
     assert await _vms(instance) == []
 

@@ -29,6 +29,8 @@ __all__ = ["forward_through", "splice"]
 log = logging.getLogger("fleetkit.connector")
 
 _CHUNK = 64 * 1024
+# How long closing a forward waits for connections already ending.
+_SETTLE = 1.0
 
 OpenTunnel = Callable[[TunnelTarget], Awaitable[anyio.abc.ByteStream]]
 
@@ -43,23 +45,34 @@ async def forward_through(
     path = directory / "socket"
     try:
         listener = await anyio.create_unix_listener(path)
+        carrying: set[anyio.abc.SocketStream] = set()
         async with listener, anyio.create_task_group() as tg:
 
             async def carry(client: anyio.abc.SocketStream) -> None:
-                async with client:
-                    try:
-                        far = await open_tunnel(target)
-                    except ConnectorError as exc:
-                        # The client sees its connection close; the reason is here.
-                        log.warning("%s: forward to %r failed: %s", where, target, exc)
-                        return
-                    async with far:
-                        await splice(client, far)
+                carrying.add(client)
+                try:
+                    async with client:
+                        try:
+                            far = await open_tunnel(target)
+                        except ConnectorError as exc:
+                            # The client sees its connection close; the reason is here.
+                            log.warning("%s: forward to %r failed: %s", where, target, exc)
+                            return
+                        async with far:
+                            await splice(client, far)
+                finally:
+                    carrying.discard(client)
 
             tg.start_soon(listener.serve, carry)
             try:
                 yield str(path)
             finally:
+                # Clients closed by now end their carriers by themselves: give
+                # them a moment, since cancelling a unix stream's receive races
+                # its close on asyncio (agronholm/anyio#1267).
+                with anyio.CancelScope(shield=True), anyio.move_on_after(_SETTLE):
+                    while carrying:  # noqa: ASYNC110 - the carriers hold no event
+                        await anyio.sleep(0.01)
                 tg.cancel_scope.cancel()
     finally:
         with anyio.CancelScope(shield=True):
