@@ -64,9 +64,19 @@ def _imports(path: Path) -> list[str]:
 
 # The fleet state is the runtime's pure core (h11's shape): it and the modules
 # it builds on import no event loop, clock or I/O, and none of the driver's
-# modules. StoredInstance is the one value it takes from the state store module.
-FLEET_PURE = ["_state", "_effects", "_table", "_events", "_stats"]
-FLEET_IO = {"_driver", "_hub", "_probe", "_calls", "_clock", "_fleet", "_slots", "_metrics"}
+# modules.
+FLEET_PURE = ["_state", "_effects", "_stored", "_table", "_events", "_stats"]
+FLEET_IO = {
+    "_driver",
+    "_hub",
+    "_probe",
+    "_calls",
+    "_clock",
+    "_fleet",
+    "_slots",
+    "_metrics",
+    "_state_store",
+}
 
 
 @pytest.mark.parametrize("name", FLEET_PURE)

@@ -59,8 +59,8 @@ from fleetkit.fleet._events import (
     SlotAcquired,
     SlotReleased,
 )
-from fleetkit.fleet._state_store import StoredInstance
 from fleetkit.fleet._stats import FleetStats, StatsBook, count_slots
+from fleetkit.fleet._stored import StoredInstance
 from fleetkit.fleet._table import Record, Trigger, seniority, transition
 from fleetkit.model import InstanceState, Limits, ProviderState, Snapshot
 from fleetkit.planner import Deprovision, Plan, TokenBucket, can_reserve, first_free, plan, room

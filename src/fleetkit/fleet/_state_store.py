@@ -39,10 +39,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Self
 
-import attrs
-
 from fleetkit._files import MiB
 from fleetkit.errors import StateStoreError
+from fleetkit.fleet._stored import StoredInstance
 
 __all__ = ["StateStore", "StoredInstance"]
 
@@ -50,16 +49,6 @@ _FORMAT = 1
 # 10,000 instances take about 1 MB; anything near this bound is not ours.
 _MAX_BYTES = 64 * MiB
 _LOCK_NAME = "state.lock"
-
-
-@attrs.frozen(kw_only=True)
-class StoredInstance:
-    """One instance as a previous run left it."""
-
-    id: str
-    owner: str | None
-    use_count: int
-    acquisitions: Mapping[int, str]
 
 
 class StateStore:
