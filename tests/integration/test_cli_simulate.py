@@ -165,3 +165,28 @@ def test_the_example_compares_three_configs() -> None:
     costs = {name: float(row[4]) for name, row in rows.items()}
     # Warm only in office hours is cheaper than warm all week.
     assert costs["office-hours"] < costs["seed-five-jobs-per-instance"]
+
+
+def test_a_gitlab_export_replays_and_says_what_it_left_out(tmp_path: Path) -> None:
+    def job(n: int, **more: object) -> dict[str, object]:
+        base: dict[str, object] = {
+            "id": n,
+            "name": f"build-{n}",
+            "created_at": f"2026-03-02T09:{n:02d}:00.000Z",
+            "started_at": f"2026-03-02T09:{n:02d}:05.000Z",
+            "finished_at": f"2026-03-02T09:{n + 3:02d}:05.000Z",
+            "duration": 180.0,
+            "queued_duration": 5.0,
+        }
+        base.update(more)
+        return base
+
+    export = tmp_path / "jobs.json"
+    jobs = [job(n) for n in range(10)]
+    jobs.append(job(50, status="manual", started_at=None, finished_at=None, duration=None))
+    export.write_text(json.dumps(jobs, indent=2))
+    result = simulate(SEED_FIVE, "--trace", export)
+    assert result.returncode == 0, result.stderr
+    head = result.stdout.splitlines()[0]
+    assert head.startswith(f"10 jobs over 9m from {export}")
+    assert head.endswith("1 job of the export never started (not replayed)")

@@ -128,8 +128,11 @@ def summary_line(
     jobs: int, span: float, source: str, boot: str, warm: bool, seed: int, not_started: int
 ) -> str:
     """One line saying what was simulated."""
+    jobs_word = "job" if not_started == 1 else "jobs"
     skipped = (
-        f"; {not_started:,} jobs of the export never started (not replayed)" if not_started else ""
+        f"; {not_started:,} {jobs_word} of the export never started (not replayed)"
+        if not_started
+        else ""
     )
     return (
         f"{jobs:,} jobs over {duration_text(span)} from {source}; boot time {boot}; "
