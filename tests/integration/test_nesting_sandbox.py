@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import anyio
 import pytest
 
+from fleetkit._procs import exists, wait_until
 from fleetkit.connector.ssh import SSHConnector
 from fleetkit.errors import HostKeyMismatch, ImageNotFound, NestingError
 from fleetkit.isolation import VirtualMachine
 from fleetkit.model import ConnectInfo
+from fleetkit.nesting.sandbox import SandboxHypervisor
 from fleetkit.testing.sshd import ClientKey, new_client_key
 from tests.integration.conftest import cmdlines_containing
 from tests.integration.nesting_support import require_sshd, serving, short_dir, sshds_of
+from tests.support import require_root
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 __all__ = ["short_dir"]
@@ -134,3 +139,52 @@ def test_the_example_runs_and_leaves_nothing() -> None:
     assert lines[2].endswith(f"stomped {first}")
     assert lines[3] == "VMs left: []"
     assert cmdlines_containing(b"fk-nesting-") == []
+
+
+@pytest.mark.anyio
+async def test_recovery_never_signals_another_users_process(short_dir: Path) -> None:
+    """A local user who starts a process naming a left-over VM's sshd config
+    does not get the daemon (root) to signal it."""
+    require_root("a second, unprivileged user")
+    state = short_dir / "state"
+    vm_dir = short_dir / "work" / "vm-0123456789ab"
+    config = vm_dir / "sshd" / "sshd_config"
+    _leftover(state, vm_dir)
+    decoy = await anyio.open_process(
+        [
+            sys.executable,
+            "-c",
+            f"import os, time; os.setuid({NOBODY}); time.sleep(60)",
+            str(config),
+        ]
+    )
+    try:
+        with anyio.fail_after(30):  # until the decoy runs as the other user
+            await wait_until(lambda: _uid(decoy.pid) == NOBODY)
+        assert await SandboxHypervisor(state).recover() == ["vm-0123456789ab"]
+        assert decoy.returncode is None
+        assert exists(decoy.pid), "recovery signalled another user's process"
+        assert not vm_dir.exists()
+    finally:
+        decoy.kill()
+        await decoy.wait()
+
+
+NOBODY = 65534
+
+
+def _uid(pid: int) -> int | None:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    return int(status.split("Uid:")[1].split()[0])
+
+
+def _leftover(state: Path, vm_dir: Path) -> None:
+    """What a killed daemon leaves of one VM: its record and its directory."""
+    (vm_dir / "sshd").mkdir(parents=True)
+    (vm_dir / "sshd" / "sshd_config").write_text("Port 1\n")
+    (state / "vms").mkdir(parents=True)
+    record = {"id": vm_dir.name, "directory": str(vm_dir), "pid": None}
+    (state / "vms" / f"{vm_dir.name}.json").write_text(json.dumps(record))

@@ -378,19 +378,31 @@ def _read_records(records: Path) -> dict[str, dict[str, Any]]:
 
 
 def _sshds_of(directory: Path) -> list[int]:
-    """The processes started with the sshd config of the VM in ``directory``
-    (sshd retitles its listener, but keeps ``-f CONFIG`` in it)."""
+    """This user's processes started with the sshd config of the VM in
+    ``directory`` (sshd retitles its listener, but keeps ``-f CONFIG`` in it).
+    Another user's process naming that path is never ours to signal."""
     if not directory.is_absolute():
         return []
     config = os.fsencode(directory / "sshd" / "sshd_config")
     found = []
     for entry in Path("/proc").glob("[0-9]*/cmdline"):
         try:
-            if config in entry.read_bytes().replace(b"\0", b" ").split():
+            if config in entry.read_bytes().replace(b"\0", b" ").split() and _mine(entry.parent):
                 found.append(int(entry.parent.name))
         except (OSError, ValueError):
             continue  # ended meanwhile
     return found
+
+
+def _mine(proc: Path) -> bool:
+    """Whether the process runs as this user (real and effective uid, from
+    ``status``: a process that changed uid is not dumpable, and its /proc
+    entry then belongs to root whoever it runs as)."""
+    for line in (proc / "status").read_text().splitlines():
+        if line.startswith("Uid:"):
+            real, effective = (int(uid) for uid in line.split()[1:3])
+            return real == effective == os.geteuid()
+    return False
 
 
 def _remove_vm_files(records: Path, vm_id: str, directory: Path) -> None:
