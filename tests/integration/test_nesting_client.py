@@ -241,3 +241,35 @@ async def test_from_channel_leaves_the_channel_open(daemon: tuple[Scripted, str]
         assert len(await again.list()) == 1
     finally:
         await channel.close()
+
+
+@pytest.mark.anyio
+async def test_an_older_daemons_bare_vm_answer_to_create_is_read(short_dir: Path) -> None:
+    """Older nesting daemons answered Create with a bare VirtualMachine."""
+
+    async def create(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        return nesting_pb2.VirtualMachine(id="vm-old", name=request.name, addr="192.168.64.5:22")
+
+    handler = grpc.method_handlers_generic_handler(
+        "nesting.Nesting",
+        {
+            "Create": grpc.unary_unary_rpc_method_handler(
+                create,
+                request_deserializer=nesting_pb2.CreateRequest.FromString,
+                response_serializer=nesting_pb2.VirtualMachine.SerializeToString,
+            )
+        },
+    )
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers((handler,))
+    server.add_insecure_port(f"unix:{short_dir}/old.sock")
+    await server.start()
+    try:
+        async with NestingClient(f"unix:{short_dir}/old.sock") as client:
+            result = await client.create("macos-14")
+    finally:
+        await server.stop(None)
+    assert result == CreateResult(
+        vm=VirtualMachine(id="vm-old", name="macos-14", addr="192.168.64.5:22"),
+        stomped_vm_id=None,
+    )

@@ -9,7 +9,8 @@ fleetkit's daemon also reports each VM's SSH host key, in the trailing metadata
 of ``Create`` and ``List`` (key :data:`HOST_KEY_METADATA`, one value per VM:
 ``"<vm id> <key type> <base64>"``). Metadata is invisible to clients that do
 not look for it, so the wire stays GitLab's; with GitLab's daemon
-:attr:`VirtualMachine.host_key` is ``None``.
+:attr:`VirtualMachine.host_key` is ``None``. Older daemons answered ``Create``
+with a bare ``VirtualMachine`` (and knew no slots); the client reads that too.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import anyio
 import attrs
 import grpc
 import grpc.aio
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 
 from fleetkit._nesting_proto import HOST_KEY_METADATA, METHODS, nesting_pb2
 from fleetkit._resource import AsyncResource
@@ -315,7 +316,25 @@ def _serialize(message: Message) -> bytes:
 
 
 def _deserializer(response_type: type[_Response]) -> Callable[[bytes], _Response]:
+    if response_type is nesting_pb2.CreateResponse:
+        return _decode_create  # type: ignore[return-value]  # _Response is CreateResponse here
     return response_type.FromString
+
+
+def _decode_create(raw: bytes) -> nesting_pb2.CreateResponse:
+    """A ``CreateResponse``, or the bare ``VirtualMachine`` older daemons sent.
+
+    Only a bare VM has a top-level field 3 (``addr``); ``CreateResponse`` has
+    fields 1 and 2 only. So a non-empty ``addr`` read at the top level means
+    an old daemon, whose answer is wrapped as a response without a stomp.
+    """
+    try:
+        bare = nesting_pb2.VirtualMachine.FromString(raw)
+    except DecodeError:
+        bare = None  # field 1 of a CreateResponse (a message) is no valid string
+    if bare is not None and bare.addr:
+        return nesting_pb2.CreateResponse(vm=bare)
+    return nesting_pb2.CreateResponse.FromString(raw)
 
 
 def _vm(message: nesting_pb2.VirtualMachine, host_keys: Mapping[str, str]) -> VirtualMachine:
