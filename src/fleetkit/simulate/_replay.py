@@ -18,6 +18,7 @@ when each instance became ready and when it was marked draining.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import random
 from array import array
@@ -58,7 +59,8 @@ class Options:
     still run or wait; those left then are cancelled and counted unfinished.
     ``measure_from``: seconds into the trace where the figures start (the
     fleet runs from the start, so a first part warms it up, or trains a
-    policy that learns, without counting).
+    policy that learns, without counting). ``fleet_logs``: let the simulated
+    fleet's log through (the ``fleetkit.fleet`` logger is off during a replay).
     """
 
     boot: BootTime = PRESETS["linux-vm"]
@@ -71,6 +73,7 @@ class Options:
     series_step: float | None = None
     drain_limit: float = 7 * 86400.0
     measure_from: float = 0.0
+    fleet_logs: bool = False
 
 
 @attrs.define(kw_only=True)
@@ -135,7 +138,16 @@ def replay(
     scheduler_rng = getattr(getattr(trio, "_core")._run, "_r", None)  # noqa: B009
     if isinstance(scheduler_rng, random.Random):
         scheduler_rng.seed(f"{options.seed}-scheduler")
-    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    # A simulated fleet's log is about instances that never existed: the
+    # spot losses and failed ready-ups asked for would reach the caller's
+    # logs (or stderr) as errors. Silenced for the run unless asked for.
+    fleet_log = logging.getLogger("fleetkit.fleet")
+    was_disabled = fleet_log.disabled
+    fleet_log.disabled = was_disabled or not options.fleet_logs
+    try:
+        trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    finally:
+        fleet_log.disabled = was_disabled
     return result[0]
 
 
