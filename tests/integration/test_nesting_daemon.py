@@ -218,9 +218,15 @@ class HangingDeletes(SandboxHypervisor):
 
 async def test_a_hanging_delete_is_bounded_and_the_next_start_recovers(short_dir: Path) -> None:
     socket = short_dir / "nesting.sock"
+    hung: list[HangingDeletes] = []
+
+    def factory(state_dir: Path) -> HangingDeletes:
+        hung.append(HangingDeletes(state_dir))
+        return hung[-1]
+
     async with (
         NestingDaemon(
-            HangingDeletes, socket_path=socket, config={}, delete_timeout=0.5, stop_timeout=2
+            factory, socket_path=socket, config={}, delete_timeout=0.5, stop_timeout=2
         ) as daemon,
         NestingClient(daemon.target) as client,
     ):
@@ -240,6 +246,9 @@ async def test_a_hanging_delete_is_bounded_and_the_next_start_recovers(short_dir
         pass
     assert sorted(again.recovered) == sorted([first.vm.id, second.vm.id])
     assert sshds_of(state) == []
+    # Both "daemons" ran in this process: reap the sshds the hung one started.
+    for vm_id in (first.vm.id, second.vm.id):
+        await SandboxHypervisor.delete(hung[0], vm_id)
 
 
 def _sshd_pid(state: Path, vm_id: str) -> int:
