@@ -14,7 +14,6 @@ in no time; Poisson arrivals, exponential durations. Two checks:
 
 from __future__ import annotations
 
-import heapq
 import math
 from datetime import timedelta
 
@@ -22,31 +21,21 @@ import pytest
 
 from fleetkit.model import Limits
 from fleetkit.policy import Policy
-from fleetkit.simulate import FleetConfig, Options, Poisson, generate, parse_boot_time, replay
+from fleetkit.simulate import (
+    FleetConfig,
+    Options,
+    Poisson,
+    erlang_c_wait,
+    fcfs_waits,
+    generate,
+    parse_boot_time,
+    replay,
+)
 
 SERVERS = 2
 LOAD = 0.5
 MEAN = 6.0  # seconds
 JOBS = 40_000
-
-
-def erlang_c_wait(servers: int, arrival_rate: float, service_rate: float) -> float:
-    """Mean wait in queue of M/M/c: C(c, a) / (c mu - lambda), a = lambda / mu."""
-    a = arrival_rate / service_rate
-    below = sum(a**k / math.factorial(k) for k in range(servers))
-    top = a**servers / math.factorial(servers) * servers / (servers - a)
-    waiting = top / (below + top)
-    return waiting / (servers * service_rate - arrival_rate)
-
-
-def fcfs_waits(arrivals: list[float], durations: list[float], servers: int) -> list[float]:
-    free = [0.0] * servers
-    waits = []
-    for arrival, duration in zip(arrivals, durations, strict=True):
-        start = max(arrival, heapq.heappop(free))
-        waits.append(start - arrival)
-        heapq.heappush(free, start + duration)
-    return waits
 
 
 def test_erlang_c_holds_for_a_fixed_fleet() -> None:
@@ -72,4 +61,5 @@ def test_erlang_c_holds_for_a_fixed_fleet() -> None:
     mean = math.fsum(run.waits) / len(run.waits)
     theory = erlang_c_wait(SERVERS, arrival_rate, service_rate)
     assert theory == pytest.approx(2.0)  # C(2, 1) = 1/3 over (2 - 1) / 6
+    assert erlang_c_wait(1, 0.5, 1.0) == pytest.approx(1.0)  # M/M/1: rho / (mu - lambda)
     assert mean == pytest.approx(theory, rel=0.06), f"mean wait {mean:.3f}s, Erlang C {theory:.3f}s"

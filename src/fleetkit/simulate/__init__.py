@@ -26,6 +26,7 @@ from fleetkit.simulate._config import FleetConfig
 from fleetkit.simulate._figures import JSON_KEYS, Figures, Series, figures, lower_bound_minutes
 from fleetkit.simulate._provider import CloudFaults, CloudGroup, Life, ReadyUp
 from fleetkit.simulate._replay import Controller, Options, Replay, replay
+from fleetkit.simulate._theory import erlang_c_wait, fcfs_waits
 from fleetkit.simulate._trace import (
     DEFAULT_START,
     Trace,
@@ -56,6 +57,8 @@ __all__ = [
     "Trace",
     "TraceJob",
     "Workday",
+    "erlang_c_wait",
+    "fcfs_waits",
     "figures",
     "generate",
     "lower_bound_minutes",
