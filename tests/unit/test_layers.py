@@ -11,7 +11,13 @@ from pathlib import Path
 
 import pytest
 
-PURE = ["fleetkit.errors", "fleetkit.model", "fleetkit.policy", "fleetkit.planner"]
+PURE = [
+    "fleetkit.errors",
+    "fleetkit.model",
+    "fleetkit.policy",
+    "fleetkit.planner",
+    "fleetkit.forecast",
+]
 # Not even transitively: these mean an event loop or a cloud client in the core.
 FORBIDDEN_LOADED = ["anyio", "asyncio", "asyncssh", "aiobotocore", "botocore", "trio"]
 # The stdlib's time and random are loaded by dependencies (croniter imports random),

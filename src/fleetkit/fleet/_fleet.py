@@ -199,6 +199,17 @@ class Fleet:
         log.info("policy schedule replaced", extra={"fleet": self.name})
         self._driver.wake()
 
+    def set_demand_floor(self, slots: int) -> None:
+        """Hold at least ``slots`` slots (in use, waiting or idle) from the next tick
+        on, e.g. a :func:`fleetkit.forecast.demand_floor`; 0 turns it off. It only
+        raises the idle target: the policy's removals stay as they were."""
+        if isinstance(slots, bool) or not isinstance(slots, int) or slots < 0:
+            raise ValueError(f"slots: expected a whole number >= 0, got {slots!r}")
+        driver = self._driver
+        if driver.state.demand_floor != slots:
+            driver.state.demand_floor = slots
+            driver.wake()
+
     def events(
         self, max_buffer: int = 1000
     ) -> AbstractAsyncContextManager[MemoryObjectReceiveStream[FleetEvent]]:

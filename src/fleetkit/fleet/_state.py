@@ -103,6 +103,8 @@ class FleetState:
         self.reservations: dict[str, float] = {}
         self.book = StatsBook(settings)
         self.desired = 0
+        # Slots a forecast wants held (fleetkit.forecast): only raises the idle target.
+        self.demand_floor = 0
         self.is_open = False
         self.closing = False
         self.dirty = False
@@ -288,7 +290,7 @@ class FleetState:
         deletions due and the increase wanted come back as effects."""
         fx = Effects()
         self._expire_requests(now, fx)
-        the_plan = plan(self.snapshot(), policy, self.limits, now)
+        the_plan = plan(self.snapshot(), policy, self.limits, now, demand_floor=self.demand_floor)
         self.desired = the_plan.figures.desired_instances
         self._grant_assignments(the_plan, now, fx)
         self._report_plan(the_plan, now, fx)

@@ -163,11 +163,53 @@ def _trim_over_max(
     return counted, idle, unready, demand, unavailable
 
 
-def plan(snapshot: Snapshot, policy: Policy, limits: Limits, now: float) -> Plan:
+def _idle_removals(
+    free_ready: list[tuple[float, float, str, int, int]],
+    now: float,
+    idle_time: float,
+    idle: int,
+    reserved: int,
+    after: int,
+    demand: int,
+    cap: int,
+    allowed: set[str] | None = None,
+) -> tuple[list[Deprovision], tuple[int, int, int, int]]:
+    """Idle instances past ``idle_time`` to remove (``free_ready`` sorted, longest
+    idle first), and the after, demand, idle and unavailable-slots-removed figures
+    once they go. ``allowed``: only these may go."""
+    removals: list[Deprovision] = []
+    lost_total = 0
+    for since, _, instance_id, usable, lost in free_ready:
+        if now - since < idle_time:
+            continue
+        if allowed is not None and instance_id not in allowed:
+            continue
+        # Reservations were granted against ready slots: keep one for each.
+        if idle - usable < reserved:
+            continue
+        if (after - 1) * cap < demand - lost:
+            continue
+        removals.append(Deprovision(instance_id, IdleExpired(now - since, idle_time)))
+        after -= 1
+        demand -= lost
+        lost_total += lost
+        idle -= usable
+    return removals, (after, demand, idle, lost_total)
+
+
+def plan(
+    snapshot: Snapshot, policy: Policy, limits: Limits, now: float, *, demand_floor: int = 0
+) -> Plan:
     """Decide assignments, provisioning and removals for ``snapshot`` at ``now``.
 
     ``now`` is on the same monotonic clock as the instances' ``created_at``,
     ``ready_at`` and ``idle_since``. Pure: the same inputs give the same plan.
+
+    ``demand_floor`` (slots, e.g. :func:`fleetkit.forecast.demand_floor`) raises
+    the idle target so that slots in use, waiting and idle reach it; it never
+    lowers it. An idle instance is removed under a floor only if the plan
+    without the floor removes it too: nothing goes on a forecast alone.
+
     Raises :class:`~fleetkit.errors.ConfigError` naming the snapshot field when
     a pending key or an instance id is repeated.
     """
@@ -222,7 +264,8 @@ def plan(snapshot: Snapshot, policy: Policy, limits: Limits, now: float) -> Plan
         reserved -= sum(1 for key in snapshot.reservations if key in pending_keys)
     pending = len(snapshot.pending) - len(assignments)
     in_use = acquired + reserved
-    target = idle_target(policy, in_use)
+    reactive = idle_target(policy, in_use)
+    target = max(reactive, demand_floor - in_use - pending) if demand_floor > 0 else reactive
     demand = acquired + unavailable + reserved + pending + target
     all_instances = snapshot.requested + len(snapshot.instances)
     max_instances = limits.max_instances
@@ -237,20 +280,28 @@ def plan(snapshot: Snapshot, policy: Policy, limits: Limits, now: float) -> Plan
     # time at the same instant.
     after = max(counted, required if ceiling is None else min(required, ceiling))
     free_ready.sort()
-    for since, _, instance_id, usable, lost in free_ready:
-        if now - since < idle_time:
-            continue
-        # Reservations were granted against ready slots: keep one for each.
-        if idle - usable < reserved:
-            continue
-        if (after - 1) * cap < demand - lost:
-            continue
-        removals.append(Deprovision(instance_id, IdleExpired(now - since, idle_time)))
-        after -= 1
-        counted -= 1
-        demand -= lost
-        unavailable -= lost
-        idle -= usable
+    allowed: set[str] | None = None
+    if target > reactive:
+        # What the reactive policy alone would remove: the floor may keep more, never less.
+        reactive_demand = demand - target + reactive
+        reactive_after = max(
+            counted,
+            _ceil_div(reactive_demand, cap)
+            if ceiling is None
+            else min(_ceil_div(reactive_demand, cap), ceiling),
+        )
+        allowed = {
+            d.instance_id
+            for d in _idle_removals(
+                free_ready, now, idle_time, idle, reserved, reactive_after, reactive_demand, cap
+            )[0]
+        }
+    expired, (after, demand, idle, lost_total) = _idle_removals(
+        free_ready, now, idle_time, idle, reserved, after, demand, cap, allowed
+    )
+    removals += expired
+    counted -= len(expired)
+    unavailable -= lost_total
     if max_instances and counted > max_instances:
         counted, idle, unready, demand, unavailable = _trim_over_max(
             removals,
