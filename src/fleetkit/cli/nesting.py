@@ -9,6 +9,9 @@ Verbs::
     fleetkit nesting delete ID
     fleetkit nesting list [--json]
     fleetkit nesting shutdown
+    fleetkit nesting image build NAME [--into DIR] [--user USER] [--authorized-key LINE]...
+                                 [--authorized-keys-file FILE] [--kernel-deb FILE]
+                                 [--cache-dir DIR] [--binary PATH]...
 
 Every verb takes ``--socket PATH`` (default: ``$NESTING_SOCKET``, else
 ``$XDG_RUNTIME_DIR/nesting.sock``, else ``~/nesting.sock``). ``create`` and
@@ -104,6 +107,68 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
 
     shutdown = verb("shutdown", "delete every VM of the daemon")
     shutdown.set_defaults(run=_client_verb)
+    _register_image(verbs)
+
+
+def _register_image(verbs: argparse._SubParsersAction[Any]) -> None:
+    image = verbs.add_parser("image", help="build images for the qemu hypervisor")
+    image_verbs = image.add_subparsers(dest="image_verb", required=True, metavar="VERB")
+    build = image_verbs.add_parser(
+        "build",
+        help="build an initramfs-only Linux guest from Debian packages, offline",
+        description="Build image NAME (kernel, initramfs, image.json) into DIR/NAME.",
+    )
+    build.add_argument("name", metavar="NAME")
+    build.add_argument(
+        "--into", type=Path, metavar="DIR", help="default: $XDG_DATA_HOME/fleetkit/images"
+    )
+    build.add_argument("--user", default="fleetkit", help="the login user (default: fleetkit)")
+    build.add_argument(
+        "--authorized-key", action="append", default=[], metavar="LINE",
+        help="a public key line the login user accepts (repeatable)",
+    )  # fmt: skip
+    build.add_argument(
+        "--authorized-keys-file", type=Path, metavar="FILE", help="public key lines, one a line"
+    )
+    build.add_argument(
+        "--kernel-deb", type=Path, metavar="FILE",
+        help="a linux-image-*-cloud-amd64 .deb (default: cached, else apt-get download)",
+    )  # fmt: skip
+    build.add_argument("--cache-dir", type=Path, metavar="DIR", help="where kernel .debs are kept")
+    build.add_argument(
+        "--binary", action="append", default=[], type=Path, metavar="PATH",
+        help="another host binary to copy in with its libraries (repeatable)",
+    )  # fmt: skip
+    build.set_defaults(run=_image_build)
+
+
+def _image_build(args: argparse.Namespace) -> int:
+    from fleetkit.nesting.qemu_image import build_image
+
+    keys = list(args.authorized_key)
+    if args.authorized_keys_file is not None:
+        try:
+            keys += args.authorized_keys_file.read_text().splitlines()
+        except OSError as exc:
+            return fail(
+                "nesting image build",
+                f"--authorized-keys-file {args.authorized_keys_file}: {exc.strerror}",
+                _BAD_INPUT,
+            )
+    try:
+        image = build_image(
+            args.name,
+            args.into,
+            user=args.user,
+            authorized_keys=[k for k in keys if k.strip() and not k.startswith("#")],
+            kernel_deb=args.kernel_deb,
+            cache_dir=args.cache_dir,
+            extra_binaries=args.binary,
+        )
+    except FleetkitError as exc:
+        return fail("nesting image build", exc, _REFUSED)
+    print(image.directory)
+    return 0
 
 
 def _slot(text: str) -> int:
