@@ -184,7 +184,7 @@ def test_serve_reports_bad_input_in_one_line(short_dir: Path) -> None:
     )
     assert unknown.returncode == 1
     assert unknown.stderr == (
-        "fleetkit nesting serve: no hypervisor named 'xen'; installed: sandbox\n"
+        "fleetkit nesting serve: no hypervisor named 'xen'; installed: qemu, sandbox\n"
     )
     config = short_dir / "config.json"
     config.write_text('{"max_vms": "many", "colour": 1}')
