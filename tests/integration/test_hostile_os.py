@@ -26,6 +26,7 @@ from pathlib import Path
 import anyio
 import pytest
 
+from fleetkit._cgroup import available as cgroup_available
 from fleetkit._procs import wait_until
 from fleetkit._sshd import SSHDaemon, SSHDaemonError, ensure_login_user
 from fleetkit.connector import CommandResult
@@ -570,7 +571,8 @@ async def test_processes_a_job_detached_end_with_it(
     tmp_path: Path, mode: str, escape: str, ending: str
 ) -> None:
     """A process a job moves to a session of its own (setsid, a double fork,
-    cd /) ends when the job ends, by itself or at its timeout."""
+    cd /) ends when the job ends, by itself or at its timeout (with cgroup v2;
+    without, when its instance is deleted)."""
     require_root("cgroups or a user per instance")
     marker = f"{_marker()}.{secrets.randbelow(10**6):06d}"
     script = _ESCAPES[escape].format(m=marker) + "echo detached\n"
@@ -584,7 +586,11 @@ async def test_processes_a_job_detached_end_with_it(
         assert "detached" in log.text, log.text
         expected = JobStatus.SUCCESS if ending == "success" else JobStatus.TIMED_OUT
         assert result.status is expected, log.text
-        assert processes_with(marker) == [], "a process of the job outlived it"
+        if cgroup_available():
+            assert processes_with(marker) == [], "a process of the job outlived it"
+    # Without cgroups (docs/security.md): at the latest with its instance, as
+    # every process of the instance's own user ends then.
+    assert processes_with(marker) == [], "a process of the job outlived its instance"
 
 
 # --- item 10: jobs die with the manager; build dirs go with their instance ----------

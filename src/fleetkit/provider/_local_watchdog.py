@@ -16,13 +16,15 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import IO
 
 import anyio
+
+_WAIT = 5.0
 
 
 def main(argv: list[str]) -> int:
     """Wait for the manager to go; sweep unless it said goodbye."""
-    from fleetkit.errors import ProviderError
     from fleetkit.provider import local
 
     where = json.loads(sys.stdin.buffer.readline())
@@ -30,13 +32,31 @@ def main(argv: list[str]) -> int:
     said = sys.stdin.buffer.read()
     if said.endswith(local._WATCHDOG_BYE):
         return 0
-    try:
-        lock = local._take_lock(owner_dir, None)
-    except ProviderError:
+    lock = anyio.run(_lock_after, int(where["manager"]), owner_dir)
+    if lock is None:
         return 0  # a new manager holds the lock: its init has swept
     anyio.run(local._sweep, owner_dir)
     local._release(lock, owner_dir, root, True)
     return 0
+
+
+async def _lock_after(manager: int, owner_dir: Path) -> IO[bytes] | None:
+    """The owner's lock, once the dying manager has let it go. Its pipe may
+    close before its lock does (the kernel closes a dead process's files one
+    by one): wait for it to be gone, then try a few times."""
+    from fleetkit._procs import exists, wait_until
+    from fleetkit.errors import ProviderError
+    from fleetkit.provider import local
+
+    with anyio.move_on_after(_WAIT):
+        await wait_until(lambda: not exists(manager))
+    with anyio.move_on_after(_WAIT):
+        while True:
+            try:
+                return local._take_lock(owner_dir, None)
+            except ProviderError:
+                await anyio.sleep(0.05)
+    return None
 
 
 if __name__ == "__main__":

@@ -359,7 +359,8 @@ class LocalInstanceGroup:
             login_user=login_user,
             private_key=private_key,
             public_key=public_key,
-            cgroup_base=own / f"fleetkit-local-{_slug(self._owner)}" if own else None,
+            # One per root and owner: groups of one owner under other roots differ.
+            cgroup_base=own / _cgroup_name(owner_dir) if own else None,
             watchdog=watchdog,
         )
         if not self._settings.use_sshd:
@@ -852,6 +853,11 @@ def _write_record(instance: _Instance, owner: str | None) -> None:
         write_own_file(instance.work.parent / _RECORD, text)
 
 
+def _cgroup_name(owner_dir: Path) -> str:
+    digest = hashlib.sha256(str(owner_dir).encode()).hexdigest()[:8]
+    return f"fleetkit-local-{owner_dir.name}-{digest}"
+
+
 def _make_cgroup(instance: _Instance, base: Path) -> None:
     """The instance's cgroup, delegated to its user (see :mod:`fleetkit._cgroup`)."""
     assert instance.user is not None
@@ -874,7 +880,8 @@ def _start_watchdog(root: Path, owner_dir: Path) -> subprocess.Popen[bytes]:
         cwd="/",
     )
     assert watchdog.stdin is not None
-    watchdog.stdin.write(json.dumps({"root": str(root), "owner_dir": str(owner_dir)}).encode())
+    where = {"root": str(root), "owner_dir": str(owner_dir), "manager": os.getpid()}
+    watchdog.stdin.write(json.dumps(where).encode())
     watchdog.stdin.write(b"\n")
     watchdog.stdin.flush()
     return watchdog
