@@ -24,6 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fleetkit._text import control_characters, printable
+from fleetkit._toml_depth import nesting_depth
 from fleetkit.config import check
 from fleetkit.config._dump import toml_text
 from fleetkit.errors import ConfigError
@@ -245,10 +246,44 @@ def test_arbitrary_bytes_as_a_jobs_file_are_jobs_or_a_config_error(data: bytes) 
 
 
 def test_a_jobs_file_nested_beyond_the_parser_is_a_config_error() -> None:
-    """3,000 nested arrays are a ConfigError: tomllib's RecursionError under the
-    default recursion limit, the shape check where a test run raised the limit."""
-    with pytest.raises(ConfigError, match=r"nested too deeply|expected \[\[job\]\] tables"):
-        parse_jobs("job = " + "[" * 3000 + "]" * 3000 + "\n")
+    """3,000 nested arrays are refused before tomllib sees them (its recursion would
+    end one way or another depending on the stack), the same way every time."""
+    for depth in (33, 3000, 100_000):
+        with pytest.raises(ConfigError, match="nested more than 32 deep: not a jobs file"):
+            parse_jobs("job = " + "[" * depth + "]" * depth + "\n")
+
+
+def test_the_same_depth_in_a_config_is_one_problem() -> None:
+    """Config files get the same bound, before the parser."""
+    for depth in (33, 100_000):
+        (problem,) = check("a = " + "[" * depth + "]" * depth + "\n").problems
+        assert problem.message.startswith("nested more than 32 arrays or tables deep")
+
+
+def _nest_values(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.lists(inner, max_size=3)
+
+
+@given(st.recursive(st.integers() | st.text(max_size=5), _nest_values, max_leaves=20))
+def test_the_depth_scan_counts_what_the_parser_nests(value: Any) -> None:
+    """The scan before parsing measures exactly the nesting of inline arrays that
+    tomllib builds; brackets inside strings and comments do not count."""
+    text = toml_text({"s": "[[[{{{", "t": "]]]", "a": value}) + "# [[[[[\n"
+    assert nesting_depth(text) == _depth(tomllib.loads(text)["a"])
+
+
+def test_the_depth_scan_counts_inline_tables_and_skips_multiline_strings() -> None:
+    """Inline tables count as a level; brackets in every kind of string do not."""
+    text = 'x = { a = [ { b = 1 } ] }\nm = """ [[[[ \\""" ]]]] """\nl = \'\'\' {{{{ \'\'\'\n'
+    assert tomllib.loads(text)["x"] == {"a": [{"b": 1}]}
+    assert nesting_depth(text) == 3
+
+
+def _depth(value: Any) -> int:
+    if isinstance(value, dict | list):
+        items = value.values() if isinstance(value, dict) else value
+        return 1 + max((_depth(v) for v in items), default=0)
+    return 0
 
 
 @pytest.mark.parametrize(

@@ -37,6 +37,7 @@ import attrs
 import cattrs
 
 from fleetkit._files import MiB, read_bounded
+from fleetkit._toml_depth import nesting_depth
 from fleetkit.config._duration import parse_duration
 from fleetkit.config._schema import (
     AUTOSCALER_EXECUTORS,
@@ -886,6 +887,8 @@ def check(path_or_text: str | os.PathLike[str]) -> Findings:
         text, source = _read(path_or_text)
     except ConfigError as exc:
         return Findings(None, exc.problems, (), exc.source)
+    if nesting_depth(text) > _MAX_DEPTH:
+        return Findings(None, (Problem("", _TOO_DEEP),), (), source)
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

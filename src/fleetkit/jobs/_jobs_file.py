@@ -31,6 +31,7 @@ from typing import Any
 
 from fleetkit._files import MiB, read_bounded
 from fleetkit._text import key_path
+from fleetkit._toml_depth import nesting_depth
 from fleetkit.config import parse_duration
 from fleetkit.errors import ConfigError, Problem
 from fleetkit.jobs._job import DEFAULT_TIMEOUT, SHELLS, Job, Variable, is_variable_name
@@ -55,6 +56,10 @@ _DEFAULT_KEYS = _JOB_KEYS - {"id", "name", "parallel", "script"}
 _MAX_BYTES = 16 * MiB
 # Go's time.Duration range, as for every other duration fleetkit reads.
 _MAX_SECONDS = ((1 << 63) - 1) // 10**9
+# A jobs file nests a script list and a variable table: 32 levels is plenty,
+# and keeps tomllib's recursion bounded whatever the stack.
+_MAX_DEPTH = 32
+_TOO_DEEP = f"arrays or tables nested more than {_MAX_DEPTH} deep: not a jobs file"
 # GitLab's bounds for `parallel:`.
 _MAX_PARALLEL = 200
 
@@ -81,14 +86,14 @@ def load_jobs(path: str | Path) -> list[Job]:
 
 def parse_jobs(text: str, *, source: str | None = None) -> list[Job]:
     """Parse the text of a jobs file into jobs, numbered from 1 unless given ``id``."""
+    if nesting_depth(text) > _MAX_DEPTH:
+        raise ConfigError(_TOO_DEEP, source=source)
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"not valid TOML: {exc}", source=source) from exc
     except RecursionError:
-        raise ConfigError(
-            "arrays or tables nested too deeply to be a jobs file", source=source
-        ) from None
+        raise ConfigError(_TOO_DEEP, source=source) from None
     problems: list[Problem] = []
     for key in sorted(set(doc) - {"job", "defaults"}):
         problems.append(
