@@ -253,8 +253,8 @@ def cleanup_command(
         # Empty only once the killed processes are gone: a few tries.
         group = shlex.quote(session.cgroup)
         remove_cgroup = (
-            f"for i in 1 2 3 4 5 6 7 8 9 10; do rmdir {group} 2>/dev/null && break; "
-            "sleep 0.05; done; "
+            f"for i in 1 2 3 4 5 6 7 8 9 10; do [ -d {group} ] || break; "
+            f"rmdir {group} 2>/dev/null && break; sleep 0.05; done; "
         )
     return (
         f"{kill_command(session, 'KILL')}; {remove_cgroup}rm -rf {rm}; "
