@@ -214,3 +214,37 @@ async def _wait_for(condition: object) -> None:
     assert callable(condition)
     with anyio.fail_after(120):
         await wait_until(condition)
+
+
+def test_the_local_qemu_example_runs_each_job_in_a_vm(
+    qemu_image: BuiltImage, short_dir: Path
+) -> None:
+    # The example's image "default", from this session's build.
+    images = short_dir / "data" / "fleetkit" / "images"
+    shutil.copytree(qemu_image.image.directory, images / "default")
+    meta = json.loads((images / "default" / "image.json").read_text())
+    (images / "default" / "image.json").write_text(json.dumps({**meta, "name": "default"}))
+    examples = Path(__file__).parents[2] / "examples"
+    logs = short_dir / "logs"
+    done = subprocess.run(
+        [
+            *FLEETKIT,
+            "run",
+            str(examples / "local-qemu.toml"),
+            str(examples / "jobs-qemu.toml"),
+            "--plain",
+            "--logs",
+            str(logs),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=400,
+        check=False,
+        env={**os.environ, "XDG_DATA_HOME": str(short_dir / "data")},
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "3 jobs: 3 ok" in done.stdout
+    output = "\n".join(p.read_text() for p in sorted(logs.iterdir()))
+    assert output.count(f"kernel {qemu_image.image.kernel_version}") == 2
+    assert platform.release() not in output
+    assert "the host at 10.0.2.2 is out of reach" in output

@@ -2,10 +2,13 @@
 
 Each VM lives in a directory of its own (``state/q/NAME/``): the VM's initrd
 (the image's initramfs followed by a cpio with this VM's host key, keys and
-host name), ``qmp`` (QEMU's control socket), ``console.log`` (the guest's
-serial console), ``qemu.log`` (QEMU's stderr) and, once handed out, ``id``
-(the daemon's VM id). The QMP socket's path is in QEMU's arguments, which is
-how :func:`qemu_processes` finds the QEMU of a directory after a crash.
+host name), ``console.log`` (the guest's serial console), ``qemu.log``
+(QEMU's stderr) and, once handed out, ``id`` (the daemon's VM id). QEMU's
+control socket is ``NAME`` in a short private directory of this user
+(:func:`qmp_directory`): a state directory deep in a file system would take a
+unix socket path past its 107 bytes. The initrd's path is in QEMU's
+arguments, which is how :func:`qemu_processes` finds the QEMU of a directory
+after a crash.
 """
 
 from __future__ import annotations
@@ -15,7 +18,9 @@ import logging
 import os
 import shutil
 import socket
+import stat
 import subprocess
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -84,7 +89,7 @@ class QemuVM:
         client = QMPClient(self.name)
         try:
             with anyio.fail_after(_QUIT_TIMEOUT):
-                await client.connect(str(self.directory / "qmp"))
+                await client.connect(str(qmp_path(self.directory)))
                 reply = await client.execute("query-status")
         except (OSError, TimeoutError, QMPError) as exc:
             raise HypervisorError(f"qemu VM {self.vm_id or self.name}: QMP: {exc}") from None
@@ -97,7 +102,7 @@ class QemuVM:
         (SIGTERM, then SIGKILL); then the VM's directory goes. Shielded."""
         with anyio.CancelScope(shield=True):
             if self.alive():
-                await _quit(self.name, self.directory / "qmp")
+                await _quit(self.name, qmp_path(self.directory))
                 with anyio.move_on_after(_QUIT_TIMEOUT):
                     await self.process.wait()
             await end_process(self.process, grace=_KILL_GRACE)
@@ -113,6 +118,31 @@ async def _quit(name: str, qmp: Path) -> None:
         await client.execute("quit")
     with anyio.move_on_after(_QUIT_TIMEOUT), contextlib.suppress(Exception):
         await client.disconnect()
+
+
+def qmp_directory() -> Path:
+    """Where this user's QMP sockets are: ``$TMPDIR/fleetkit-qmp-UID``."""
+    return Path(tempfile.gettempdir()) / f"fleetkit-qmp-{os.geteuid()}"
+
+
+def qmp_path(directory: Path) -> Path:
+    """The QMP socket of the VM in ``directory``."""
+    return qmp_directory() / directory.name
+
+
+def ensure_qmp_directory() -> Path:
+    """Make :func:`qmp_directory` (0700) and check that it is this user's own
+    directory, not a symlink, and private; :class:`HypervisorError` otherwise
+    (another local user may have made it first to catch the sockets)."""
+    path = qmp_directory()
+    with contextlib.suppress(FileExistsError):
+        path.mkdir(mode=0o700)
+    info = path.lstat()
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid() or info.st_mode & 0o077:
+        raise HypervisorError(
+            f"{path} is not a private directory of this user: remove it, or set TMPDIR"
+        )
+    return path
 
 
 def host_tsc_khz() -> int | None:
@@ -160,11 +190,11 @@ def command(machine: Machine, image: Image, directory: Path, port: int) -> list[
         "-netdev", f"user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{port}-:22",
         "-device", f"virtio-net-{bus},netdev=net0",
         "-device", f"virtio-rng-{bus}",
-        "-qmp", f"unix:{directory / 'qmp'},server=on,wait=off",
+        "-qmp", f"unix:{qmp_path(directory)},server=on,wait=off",
     ]  # fmt: skip
 
 
-def _prepare(directory: Path, image: Image, extra_keys: Sequence[str]) -> str:
+def _prepare(directory: Path, image: Image, extra_keys: Sequence[str], username: str | None) -> str:
     """Make the VM's directory and initrd; return its host public key."""
     directory.mkdir(mode=0o700, parents=True)
     private, public = new_host_key(directory)
@@ -173,9 +203,11 @@ def _prepare(directory: Path, image: Image, extra_keys: Sequence[str]) -> str:
             host_key=private,
             authorized_keys=[*image.authorized_keys, *extra_keys],
             hostname=f"vm-{directory.name}",
-            user=image.user,
-            uid=image.uid,
-            home=image.home,
+            user=username or image.user,
+            uid=0 if username == "root" else image.uid,
+            home=("/root" if username == "root" else f"/home/{username}")
+            if username
+            else image.home,
         )
     )
     initrd = directory / "initrd"
@@ -190,7 +222,9 @@ def _prepare(directory: Path, image: Image, extra_keys: Sequence[str]) -> str:
 
 
 def remove_directory(directory: Path) -> None:
-    """Remove a VM's directory (never following a symlink out of it)."""
+    """Remove a VM's directory (never following a symlink out of it) and its
+    QMP socket."""
+    qmp_path(directory).unlink(missing_ok=True)
     if directory.is_symlink():
         directory.unlink()
     else:
@@ -229,6 +263,7 @@ async def boot(
     extra_keys: Sequence[str],
     boot_timeout: float,
     label: str,
+    username: str | None = None,
 ) -> QemuVM:
     """Start a VM in ``directory`` (which must not exist) and return it once its
     SSH banner arrives. On failure or cancellation nothing of it is left.
@@ -236,7 +271,7 @@ async def boot(
     started: list[anyio.abc.Process] = []
     try:
         with anyio.fail_after(boot_timeout):
-            return await _boot(machine, image, directory, extra_keys, label, started)
+            return await _boot(machine, image, directory, extra_keys, username, label, started)
     except BaseException as exc:
         console = _tail(directory / "console.log")
         await discard(started[-1] if started else None, directory)
@@ -255,10 +290,11 @@ async def _boot(
     image: Image,
     directory: Path,
     extra_keys: Sequence[str],
+    username: str | None,
     label: str,
     started: list[anyio.abc.Process],
 ) -> QemuVM:
-    host_key = await anyio.to_thread.run_sync(_prepare, directory, image, extra_keys)
+    host_key = await anyio.to_thread.run_sync(_prepare, directory, image, extra_keys, username)
     for _ in range(_PORT_ATTEMPTS):
         port = await anyio.to_thread.run_sync(_free_port)
         with (directory / "qemu.log").open("ab") as stderr:
@@ -302,9 +338,9 @@ async def discard(process: anyio.abc.Process | None, directory: Path) -> None:
 
 
 def qemu_processes(directory: Path) -> list[int]:
-    """This user's processes whose arguments name ``directory``'s QMP socket
+    """This user's processes whose arguments name ``directory``'s initrd
     (a process of another user naming it is never ours to signal)."""
-    needle = os.fsencode(f"unix:{directory / 'qmp'},server=on,wait=off")
+    needle = os.fsencode(directory / "initrd")
     found = []
     for entry in Path("/proc").glob("[0-9]*/cmdline"):
         try:

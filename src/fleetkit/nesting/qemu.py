@@ -25,13 +25,15 @@ Config (the JSON of ``Init``; every key optional): ``image_directory`` (default
 ``create``), ``pool_size`` (1; 0 turns the pool off), ``warm_images`` (images
 to keep warm; default: every image in the image directory),
 ``boot_timeout`` (seconds, 120), ``authorized_keys`` (more public key lines for
-the login user, beside the image's own), ``qemu`` (the binary; default
+the login user, beside the image's own), ``username`` (the login user's name in
+every VM; default: the image's), ``qemu`` (the binary; default
 ``qemu-system-x86_64`` on ``PATH``).
 
 Every VM lives in ``STATE_DIR/q/NAME/`` (see :mod:`fleetkit.nesting._qemu_vm`),
 made before QEMU starts; :meth:`QemuHypervisor.recover` ends the QEMU of each
-such directory a killed daemon left (found by its QMP socket path in its
-arguments, only among this user's processes) and removes the directories.
+such directory a killed daemon left (found by its initrd's path in its
+arguments, only among this user's processes) and removes the directories
+and their QMP sockets.
 """
 
 from __future__ import annotations
@@ -72,10 +74,11 @@ log = logging.getLogger("fleetkit.nesting.qemu")
 _KEYS = frozenset(
     {
         "image_directory", "memory_mib", "cpus", "machine", "accel", "max_vms", "pool_size",
-        "warm_images", "boot_timeout", "authorized_keys", "qemu",
+        "warm_images", "boot_timeout", "authorized_keys", "qemu", "username",
     }
 )  # fmt: skip
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+_USER = re.compile(r"[a-z_][a-z0-9_-]{0,30}")
 _KEY_LINE = re.compile(r"(ssh|ecdsa|sk)-[A-Za-z0-9@.-]+ [A-Za-z0-9+/=]+( [^\n]*)?")
 _RETRY_AFTER = 5.0  # seconds before the pool tries again after a failed boot
 _SWEEP_GRACE = 1.0
@@ -91,6 +94,7 @@ class _Settings:
     warm_images: tuple[str, ...] | None
     boot_timeout: float
     authorized_keys: tuple[str, ...]
+    username: str | None
 
 
 def choose_accel(wanted: str = "auto") -> tuple[str, str]:
@@ -164,6 +168,10 @@ def _settings(config: Mapping[str, Any]) -> tuple[_Settings, str]:
     ):
         bad("authorized_keys", "expected a list of OpenSSH public key lines")
         keys = []
+    username = config.get("username")
+    if username is not None and (not isinstance(username, str) or not _USER.fullmatch(username)):
+        bad("username", f"expected a lower-case user name, got {username!r}")
+        username = None
     qemu = config.get("qemu", "qemu-system-x86_64")
     found = shutil.which(qemu) if isinstance(qemu, str) else None
     if found is None:
@@ -186,6 +194,7 @@ def _settings(config: Mapping[str, Any]) -> tuple[_Settings, str]:
         warm_images=tuple(warm) if warm is not None else None,
         boot_timeout=float(timeout),
         authorized_keys=tuple(k.strip() for k in keys),
+        username=username,
     )
     return settings, reason
 
@@ -228,11 +237,9 @@ class QemuHypervisor:
     async def init(self, config: Mapping[str, Any]) -> None:
         """Check the config, choose KVM or TCG (logged once, with the reason)."""
         settings, reason = _settings(config)
-        qmp_path = self._root / "12345678" / "qmp"
-        if len(os.fsencode(qmp_path.absolute())) > _SOCKET_PATH_MAX:
-            raise ConfigError(
-                [Problem("state_dir", f"{self._state_dir} is too long for QMP socket paths")]
-            )
+        if len(os.fsencode(_qemu_vm.qmp_path(Path("x" * 12)))) > _SOCKET_PATH_MAX:
+            raise HypervisorError(f"{_qemu_vm.qmp_directory()} is too long for unix sockets")
+        await anyio.to_thread.run_sync(_qemu_vm.ensure_qmp_directory)
         try:
             import qemu.qmp  # noqa: F401
         except ImportError:
@@ -313,7 +320,7 @@ class QemuHypervisor:
             await victim.stop()
 
     async def _boot(self, settings: _Settings, image: Image, *, label: str) -> QemuVM:
-        name = secrets.token_hex(4)
+        name = secrets.token_hex(6)
         return await _qemu_vm.boot(
             settings.machine,
             image,
@@ -321,6 +328,7 @@ class QemuHypervisor:
             extra_keys=settings.authorized_keys,
             boot_timeout=settings.boot_timeout,
             label=label,
+            username=settings.username,
         )
 
     async def delete(self, vm_id: str) -> None:
@@ -345,6 +353,15 @@ class QemuHypervisor:
         if vm is None:
             raise HypervisorError(f"no qemu VM {vm_id}")
         return await vm.status()
+
+    @property
+    def accel(self) -> str | None:
+        """``kvm`` or ``tcg`` once initialized, else None."""
+        return None if self._settings is None else self._settings.machine.accel
+
+    def process_id(self, vm_id: str) -> int:
+        """The pid of VM ``vm_id``'s QEMU (:class:`KeyError` for an unknown id)."""
+        return self._vms[vm_id].process.pid
 
     def pooled(self, image: str) -> int:
         """How many warm VMs of ``image`` wait to be handed out."""

@@ -80,7 +80,7 @@ _BINARIES = {
 
 _INITTAB = """\
 ::sysinit:/etc/init.d/rcS
-::respawn:/usr/sbin/dropbear -F -E -s -g -w -p 22 -r /etc/dropbear/dropbear_ed25519_host_key
+::respawn:/usr/sbin/dropbear -F -E -s -g -p 22 -r /etc/dropbear/dropbear_ed25519_host_key
 ::shutdown:/bin/umount -a -r
 """
 # PID 1 is busybox init: it never exits and reaps orphans; it restarts the
@@ -216,7 +216,7 @@ def build_image(
         host_key, host_public = _host_key(work)
         home = f"home/{user}"
         entries = [
-            *_skeleton(user, home),
+            *_skeleton(),
             *_binaries(
                 [*_BINARIES.items(), *((str(p).lstrip("/"), str(p)) for p in extra_binaries)]
             ),
@@ -271,11 +271,20 @@ def guest_overlay(
     home: str,
 ) -> list[_cpio.Entry]:
     """The entries that make one guest its own: host key (dropbear format),
-    the login user's ``authorized_keys`` and the host name. ``home`` is the
-    login user's home without its leading slash."""
+    the login user (``/etc/passwd``, ``group``, ``shadow``: no password) with
+    its ``authorized_keys``, and the host name. ``home`` is the login user's
+    home."""
     home = home.strip("/")
     keys = "".join(f"{k}\n" for k in authorized_keys).encode()
+    # Root has no key unless it is the login user (a VM is the job's alone).
+    users = [("root", 0, "root")] if user == "root" else [("root", 0, "root"), (user, uid, home)]
+    passwd = "".join(f"{u}:x:{i}:{i}::/{h}:/bin/bash\n" for u, i, h in users)
+    shadow = "".join(f"{u}:*:1::::::\n" for u, _, _ in users)
+    groups = "".join(f"{u}:x:{i}:\n" for u, i, _ in users) + "tty:x:5:\n"
     return [
+        _cpio.file("etc/passwd", passwd.encode()),
+        _cpio.file("etc/shadow", shadow.encode(), 0o600),
+        _cpio.file("etc/group", groups.encode()),
         _cpio.directory("etc/dropbear", 0o700),
         _cpio.file(HOST_KEY_PATH, host_key, 0o600),
         _cpio.file("etc/hostname", hostname.encode() + b"\n"),
@@ -359,7 +368,7 @@ def _host_key(work: Path) -> tuple[bytes, str]:
     return private, f"{key_type} {blob}"
 
 
-def _skeleton(user: str, home: str) -> list[_cpio.Entry]:
+def _skeleton() -> list[_cpio.Entry]:
     entries = [
         _cpio.directory(d)
         for d in (
@@ -378,12 +387,6 @@ def _skeleton(user: str, home: str) -> list[_cpio.Entry]:
         _cpio.symlink("var/run", "/run"),
         _cpio.file("etc/inittab", _INITTAB.encode()),
         _cpio.file("etc/init.d/rcS", _RCS.encode(), 0o755),
-        _cpio.file(
-            "etc/passwd",
-            f"root:x:0:0:root:/root:/bin/sh\n{user}:x:{_UID}:{_UID}::/{home}:/bin/bash\n".encode(),
-        ),
-        _cpio.file("etc/shadow", f"root:*:1::::::\n{user}:*:1::::::\n".encode(), 0o600),
-        _cpio.file("etc/group", f"root:x:0:\ntty:x:5:\n{user}:x:{_UID}:\n".encode()),
         _cpio.file("etc/shells", b"/bin/sh\n/bin/bash\n"),
         _cpio.file("etc/profile", b"export PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin\n"),
     ]

@@ -74,8 +74,9 @@ async def start_daemon(
     settings = {
         "username": login_user,
         "authorized_keys": [public_key] if public_key else [],
-        "working_directory": str(vms),
     }
+    if hypervisor == "sandbox":
+        settings["working_directory"] = str(vms)
     await anyio.Path(config).write_text(json.dumps(settings))
     command = [
         sys.executable,
