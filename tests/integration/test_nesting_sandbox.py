@@ -80,10 +80,9 @@ async def test_a_vm_is_an_image_copy_behind_its_own_pinned_sshd(short_dir: Path)
             assert text == "from the image"
             assert home == str(short_dir / "vms" / vm.id / "home")
             assert (short_dir / "vms" / vm.id / "home" / "new").exists()
-        # A connector of its own: the pool would reuse the checked connection.
-        async with SSHConnector(dial_timeout=10, retry_interval=0.05) as fresh:
+            # The same connector: its pooled, checked connection is not reused.
             with pytest.raises(HostKeyMismatch):
-                async with fresh.connect(_info(vm, key, user, other.vm.host_key)):
+                async with ssh.connect(_info(vm, key, user, other.vm.host_key)):
                     pass
         await client.delete(vm.id)
         assert not (short_dir / "vms" / vm.id).exists()

@@ -128,6 +128,41 @@ async def test_supplied_host_key_is_checked(
             pass
 
 
+@pytest.mark.anyio
+async def test_a_pooled_connection_is_not_reused_for_another_host_key(
+    sshd: TestSSHD, ssh_connector: SSHConnector, tmp_path: Path
+) -> None:
+    """A connection checked against one host key never serves a caller who expects
+    another for the same instance: that caller's key is checked on a dial of its own."""
+    _, other_public = await anyio.to_thread.run_sync(generate_keypair, tmp_path / "hk")
+    good = sshd.connect_info("pool-0", host_key=sshd.daemon.host_public_key)
+    bad = attrs.evolve(good, host_key=other_public)
+    async with ssh_connector.connect(good) as conn:
+        assert (await conn.run("true")).ok
+        # While the checked connection is in use ...
+        with pytest.raises(HostKeyMismatch):
+            async with ssh_connector.connect(bad):
+                pass
+    # ... and while it idles in the pool.
+    assert ssh_connector.open_connections("pool-0") == 1
+    with pytest.raises(HostKeyMismatch):
+        async with ssh_connector.connect(bad):
+            pass
+    # A key pinned on first use (no key supplied) is no licence either.
+    pinned = attrs.evolve(good, id="pool-1", host_key=None)
+    async with ssh_connector.connect(pinned) as conn:
+        assert (await conn.run("true")).ok
+    with pytest.raises(HostKeyMismatch):
+        async with ssh_connector.connect(attrs.evolve(pinned, host_key=other_public)):
+            pass
+    # The right key still shares the checked connection (same key, comment aside).
+    async with ssh_connector.connect(
+        attrs.evolve(good, host_key=sshd.daemon.host_public_key + " a comment")
+    ) as conn:
+        assert (await conn.run("true")).ok
+    assert ssh_connector.open_connections("pool-0") == 1
+
+
 def _closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

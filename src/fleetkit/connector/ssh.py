@@ -24,8 +24,11 @@ What it does, and why:
   concurrent commands per SSH connection (OpenSSH's ``MaxSessions``), another
   connection beyond that; connections idle for ``idle_timeout`` close (checked
   on each use, and by a background task while the connector is entered with
-  ``async with``). Keepalive (``ConnectInfo.keepalive``, else ``keepalive``)
-  notices a dead server: its connection is dropped, new work dials again, and
+  ``async with``). A pooled connection serves only callers that supplied the
+  same ``ConnectInfo.host_key`` (or none) as the one that dialled it: a
+  connection checked against one key is never handed to a caller expecting
+  another. Keepalive (``ConnectInfo.keepalive``, else ``keepalive``) notices
+  a dead server: its connection is dropped, new work dials again, and
   commands that were running on it raise
   :class:`~fleetkit.errors.ConnectionLost`.
 * **Commands** run in a small POSIX shell wrapper (:mod:`fleetkit.connector._quote`)
@@ -100,7 +103,10 @@ _TERM_GRACE = 5.0
 
 _Conn = asyncssh.SSHClientConnection
 _T = TypeVar("_T")
-_PoolKey = tuple[str, str, int, str]
+# (instance id, address, port, login user, the host key the caller supplied):
+# a connection is shared only by callers who asked for the same server key, so
+# one checked against one pin never serves a caller who passed another.
+_PoolKey = tuple[str, str, int, str, str | None]
 
 
 def _seconds(value: float | None, default: float) -> float:
@@ -643,7 +649,7 @@ class SSHConnector:
 
     def _pool_for(self, info: ConnectInfo) -> Pool[_Conn]:
         address, username = self._target(info)
-        key = (info.id, address, info.port, username)
+        key = (info.id, address, info.port, username, _supplied_key(info))
         pool = self._pools.get(key)
         if pool is None:
 
@@ -866,6 +872,17 @@ async def _close_conn(conn: _Conn) -> None:
         conn.close()
         with anyio.move_on_after(_TERM_GRACE):
             await conn.wait_closed()
+
+
+def _supplied_key(info: ConnectInfo) -> str | None:
+    """``info.host_key`` as compared for pooling (comment and spacing dropped)."""
+    if not info.host_key:
+        return None
+    try:
+        return normalise_key(info.host_key)
+    except ValueError:
+        # Refused at the dial; a pool of its own meanwhile.
+        return info.host_key
 
 
 def _describe(exc: BaseException | None) -> str:
