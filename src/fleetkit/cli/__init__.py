@@ -28,7 +28,7 @@ STDOUT_CLOSED = 128 + 13
 INTERRUPTED = 128 + 2
 
 #: Subcommand modules under ``fleetkit.cli``, in the order ``--help`` lists them.
-COMMANDS: tuple[str, ...] = ("validate", "plan", "run", "exec", "nesting", "simulate")
+COMMANDS: tuple[str, ...] = ("validate", "plan", "run", "exec", "nesting", "simulate", "tune")
 
 
 def build_parser() -> argparse.ArgumentParser:
