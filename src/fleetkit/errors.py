@@ -3,7 +3,9 @@
 One root, :class:`FleetkitError`, with branches grouped by what the caller should
 *do* about the failure:
 
-* :class:`ConfigError`: fix the input and try again; ``.problems`` lists every problem.
+* :class:`ConfigError`: fix the configuration and try again; ``.problems`` lists every problem.
+* :class:`PlanInputError`: the snapshot given to the planner is inconsistent (a
+  caller's bug, not configuration); ``.problems`` lists every problem.
 * :class:`ProviderError`: the instance group refused or failed; :class:`RetryLater`
   (and its child :class:`Throttled`) mean try again later, :class:`QuotaExceeded`
   means capacity is not to be had, :class:`InstanceNotFound` means treat it as gone.
@@ -54,6 +56,7 @@ __all__ = [
     "NestingUnavailable",
     "NoCapacity",
     "NotInitialized",
+    "PlanInputError",
     "PluginNotFound",
     "Problem",
     "ProviderError",
@@ -114,6 +117,20 @@ class ConfigError(FleetkitError, ValueError):
         lines = [f"{head}{len(self.problems)} problems:"]
         lines += [f"  - {p}" for p in self.problems]
         return "\n".join(lines)
+
+
+class PlanInputError(FleetkitError, ValueError):
+    """The snapshot given to :func:`fleetkit.planner.plan` is inconsistent: a
+    pending key or an instance id is repeated, or ``requested`` is negative.
+
+    An input error of the caller of ``plan()`` (the fleet's driver, a
+    simulator, your own loop), not of configuration, so it is not a
+    :class:`ConfigError`. ``problems`` holds every problem found, each named
+    by its snapshot field (``snapshot.pending[1]``)."""
+
+    def __init__(self, problems: Iterable[Problem]) -> None:
+        self.problems: tuple[Problem, ...] = tuple(problems)
+        super().__init__("planner snapshot: " + "; ".join(str(p) for p in self.problems))
 
 
 # --- providers ------------------------------------------------------------

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from fleetkit.errors import ConfigError
+from fleetkit.errors import ConfigError, PlanInputError
 from fleetkit.model import Instance, InstanceState, Limits, Snapshot
 from fleetkit.planner import (
     Assignment,
@@ -230,8 +230,16 @@ def test_lowered_max_instances_keeps_what_reservations_need() -> None:
 
 def test_repeated_pending_key_is_rejected_with_its_place() -> None:
     """A key pending twice is a bad snapshot, named by its index."""
-    with pytest.raises(ConfigError, match=r"snapshot.pending\[1\]"):
+    with pytest.raises(PlanInputError, match=r"snapshot.pending\[1\]") as raised:
         plan(Snapshot(pending=("k", "k")), Policy(), Limits(), 0.0)
+    assert not isinstance(raised.value, ConfigError)
+    assert [p.path for p in raised.value.problems] == ["snapshot.pending[1]"]
+
+
+def test_repeated_instance_id_is_rejected_with_its_place() -> None:
+    """An instance listed twice is a bad snapshot too; still a ValueError."""
+    with pytest.raises(ValueError, match=r"snapshot.instances\[1\]: id 'a' is repeated"):
+        plan(Snapshot(instances=(ready("a"), ready("a"))), Policy(), Limits(), 0.0)
 
 
 def test_plan_reads_as_one_line_per_decision() -> None:

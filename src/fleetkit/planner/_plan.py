@@ -39,7 +39,7 @@ instances are not capacity, but count against ``max_instances``.
 
 from __future__ import annotations
 
-from fleetkit.errors import ConfigError, Problem
+from fleetkit.errors import PlanInputError, Problem
 from fleetkit.model import Instance, InstanceState, Limits, Snapshot
 from fleetkit.planner._accounting import classify
 from fleetkit.planner._assign import assign
@@ -100,7 +100,7 @@ def _check(snapshot: Snapshot) -> frozenset[str]:
     if snapshot.requested < 0:
         problems.append(Problem("snapshot.requested", f"must be >= 0, got {snapshot.requested}"))
     if problems:
-        raise ConfigError(problems, source="planner snapshot")
+        raise PlanInputError(problems)
     return pending
 
 
@@ -210,7 +210,7 @@ def plan(
     lowers it. An idle instance is removed under a floor only if the plan
     without the floor removes it too: nothing goes on a forecast alone.
 
-    Raises :class:`~fleetkit.errors.ConfigError` naming the snapshot field when
+    Raises :class:`~fleetkit.errors.PlanInputError` naming the snapshot field when
     a pending key or an instance id is repeated.
     """
     pending_keys = _check(snapshot)
