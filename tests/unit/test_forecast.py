@@ -16,6 +16,7 @@ from fleetkit.forecast import (
     DemandModel,
     Forecaster,
     ModelSettings,
+    batch_dispersion,
     demand_floor,
     hour_of_week,
     lead_from_histogram,
@@ -135,6 +136,20 @@ def test_the_forecaster_learns_hour_by_hour() -> None:
             forecaster.record(now + hour * HOUR + i * 75, 300.0)
     assert forecaster.floor(now + 6 * HOUR, lead=0, max_slots=0) >= 3
     assert forecaster.model.next_bucket == int((now + 6 * HOUR) // HOUR)
+
+
+def test_batches_widen_the_margin() -> None:
+    assert batch_dispersion([]) == 1.0
+    assert batch_dispersion([0.0, 10.0, 20.0]) == 1.0
+    # Batches of 4 arrive together: E[n^2]/E[n] = 4.
+    assert batch_dispersion([t + i * 0.01 for t in (0.0, 100.0, 200.0) for i in range(4)]) == 4.0
+    model = fit([36.0] * WEEK)
+    at = MONDAY + WEEK * HOUR
+    single = demand_floor(model, at, lead=0, mean_duration=100, max_slots=0, margin=1)
+    batched = demand_floor(
+        model, at, lead=0, mean_duration=100, max_slots=0, margin=1, dispersion=4
+    )
+    assert (single, batched) == (2, 3)  # 1 busy + 1 * sqrt(1 * 4)
 
 
 def test_lead_from_boot_times() -> None:

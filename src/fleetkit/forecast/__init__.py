@@ -16,6 +16,7 @@ Pure: no clock, no I/O; every instant is a POSIX timestamp the caller passes.
 from __future__ import annotations
 
 from fleetkit.forecast._floor import Readiness as Readiness
+from fleetkit.forecast._floor import batch_dispersion as batch_dispersion
 from fleetkit.forecast._floor import demand_floor as demand_floor
 from fleetkit.forecast._floor import lead_from_histogram as lead_from_histogram
 from fleetkit.forecast._floor import lead_from_samples as lead_from_samples
@@ -34,6 +35,7 @@ __all__ = [
     "Forecaster",
     "ModelSettings",
     "Readiness",
+    "batch_dispersion",
     "demand_floor",
     "hour_of_week",
     "hourly_counts",

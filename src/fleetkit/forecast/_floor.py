@@ -13,13 +13,20 @@ because of a forecast.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from typing import Protocol
 
 from fleetkit.forecast._model import HOUR, DemandModel
 
-__all__ = ["Readiness", "demand_floor", "lead_from_histogram", "lead_from_samples"]
+__all__ = [
+    "Readiness",
+    "batch_dispersion",
+    "demand_floor",
+    "lead_from_histogram",
+    "lead_from_samples",
+]
 
 
 class Readiness(Protocol):
@@ -67,6 +74,24 @@ def lead_from_histogram(
     return readiness.buckets[-1] + extra
 
 
+def batch_dispersion(arrivals: Sequence[float], *, window: float = 1.0) -> float:
+    """``E[n^2] / E[n]`` over batches of arrivals, a batch being arrivals less than
+    ``window`` seconds after the previous one (1.0 without any batch)."""
+    ordered = sorted(arrivals)
+    if not ordered:
+        return 1.0
+    squares = 0
+    size = 1
+    for previous, current in itertools.pairwise(ordered):
+        if current - previous < window:
+            size += 1
+        else:
+            squares += size * size
+            size = 1
+    squares += size * size
+    return max(squares / len(ordered), 1.0)
+
+
 def demand_floor(
     model: DemandModel,
     now: float,
@@ -75,14 +100,19 @@ def demand_floor(
     mean_duration: float,
     max_slots: int,
     margin: float = 1.0,
+    dispersion: float = 1.0,
 ) -> int:
     """Slots the fleet should hold at ``now`` (POSIX seconds): the most busy slots
     the model expects from ``now`` to ``now + lead``, at least 0, at most
-    ``max_slots`` (``max_instances * capacity_per_instance``; 0: no bound)."""
-    if lead < 0 or mean_duration < 0 or margin < 0 or max_slots < 0:
+    ``max_slots`` (``max_instances * capacity_per_instance``; 0: no bound).
+
+    ``dispersion`` widens the margin for jobs that arrive in batches (a
+    pipeline's parallel jobs): the variance over the mean of the count, which
+    is ``E[n^2] / E[n]`` for batches of ``n`` (1 for single arrivals)."""
+    if lead < 0 or mean_duration < 0 or margin < 0 or max_slots < 0 or not dispersion >= 1:
         raise ValueError(
-            "lead, mean_duration, margin and max_slots must be >= 0, got "
-            f"{lead!r}, {mean_duration!r}, {margin!r}, {max_slots!r}"
+            "lead, mean_duration, margin and max_slots must be >= 0 and dispersion >= 1, got "
+            f"{lead!r}, {mean_duration!r}, {margin!r}, {max_slots!r}, {dispersion!r}"
         )
     # A job arriving in the window holds a slot for mean_duration, so the
     # hours it overlaps reach one job's length past the window too.
@@ -91,7 +121,7 @@ def demand_floor(
     at = now
     while True:
         busy = model.rate(at) / HOUR * mean_duration
-        wanted = max(wanted, busy + margin * math.sqrt(busy))
+        wanted = max(wanted, busy + margin * math.sqrt(busy * dispersion))
         if at >= reach:
             break
         at = min(reach, (math.floor(at / HOUR) + 1) * HOUR)

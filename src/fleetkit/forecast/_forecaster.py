@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 
-from fleetkit.forecast._floor import demand_floor
+from fleetkit.forecast._floor import batch_dispersion, demand_floor
 from fleetkit.forecast._model import HOUR, DemandModel, hourly_counts
 
 __all__ = ["Forecaster"]
@@ -20,15 +20,22 @@ class Forecaster:
     caller passes every instant.
     """
 
-    __slots__ = ("_current", "_durations", "margin", "model")
+    __slots__ = ("_current", "_durations", "dispersion", "margin", "model")
 
     def __init__(
-        self, model: DemandModel, *, mean_duration: float, margin: float = 1.0, weight: int = 100
+        self,
+        model: DemandModel,
+        *,
+        mean_duration: float,
+        margin: float = 1.0,
+        dispersion: float = 1.0,
+        weight: int = 100,
     ) -> None:
-        if mean_duration < 0 or margin < 0 or weight < 0:
-            raise ValueError("mean_duration, margin and weight must be >= 0")
+        if mean_duration < 0 or margin < 0 or weight < 0 or not dispersion >= 1:
+            raise ValueError("mean_duration, margin and weight must be >= 0, dispersion >= 1")
         self.model = model
         self.margin = margin
+        self.dispersion = dispersion
         # The training mean counts as ``weight`` jobs, so a few odd ones move it little.
         self._durations = [mean_duration * weight, float(weight)]
         self._current: list[float] = []
@@ -43,11 +50,18 @@ class Forecaster:
         margin: float = 1.0,
         model: DemandModel | None = None,
     ) -> Forecaster:
-        """Train on ``(arrival, duration)`` pairs between ``start`` and ``end``."""
+        """Train on ``(arrival, duration)`` pairs between ``start`` and ``end``
+        (the model, the mean duration and how much jobs come in batches)."""
         pairs = list(jobs)
         fitted = model or DemandModel.fit((a for a, _ in pairs), start, end)
         mean = sum(d for _, d in pairs) / len(pairs) if pairs else 0.0
-        return cls(fitted, mean_duration=mean, margin=margin, weight=max(len(pairs), 1))
+        return cls(
+            fitted,
+            mean_duration=mean,
+            margin=margin,
+            dispersion=batch_dispersion([a for a, _ in pairs]),
+            weight=max(len(pairs), 1),
+        )
 
     @property
     def mean_duration(self) -> float:
@@ -82,4 +96,5 @@ class Forecaster:
             mean_duration=self.mean_duration,
             max_slots=max_slots,
             margin=self.margin,
+            dispersion=self.dispersion,
         )
