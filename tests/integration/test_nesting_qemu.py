@@ -53,7 +53,7 @@ def short_dir() -> Iterator[Path]:
 async def test_jobs_run_in_separate_vms_that_reach_nothing(
     qemu_image: BuiltImage, short_dir: Path
 ) -> None:
-    config = {"image_directory": str(qemu_image.images), "pool_size": 1, "boot_timeout": 240}
+    config = {"image_directory": str(qemu_image.images), "pool_size": 0, "boot_timeout": 240}
     # A listener on the host's loopback: what 10.0.2.2 would reach without restrict=on.
     with socket.create_server(("127.0.0.1", 0)) as listener:
         host_port = listener.getsockname()[1]
@@ -108,6 +108,40 @@ async def test_jobs_run_in_separate_vms_that_reach_nothing(
             listener.accept()  # nothing ever connected from a guest
     assert qemu_processes_under(state) == []
     assert not (state / "qemu" / "q").exists() or list((state / "qemu" / "q").iterdir()) == []
+
+
+@pytest.mark.anyio
+async def test_the_warm_pool_hands_out_each_vm_once_and_refills(
+    qemu_image: BuiltImage, short_dir: Path
+) -> None:
+    state = short_dir / "state"
+    hypervisor = QemuHypervisor(state)
+    await hypervisor.init(
+        {"image_directory": str(qemu_image.images), "pool_size": 1, "boot_timeout": 240}
+    )
+    try:
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(hypervisor.run)
+            with anyio.fail_after(240):
+                await wait_until(lambda: hypervisor.pooled("test") == 1)
+            first = await hypervisor.create("vm-a", "test")
+            # Handed out from the pool: nothing was booted for it.
+            assert hypervisor.pooled("test") == 0
+            with anyio.fail_after(240):
+                await wait_until(lambda: hypervisor.pooled("test") == 1)
+            second = await hypervisor.create("vm-b", "test")
+            assert hypervisor.pooled("test") == 0
+            assert first.addr != second.addr
+            assert first.host_key != second.host_key
+            assert {vm.id for vm in await hypervisor.list()} == {"vm-a", "vm-b"}
+            assert await hypervisor.status("vm-a") == "running"
+            tasks.cancel_scope.cancel()  # mid-boot of the next warm VM, most likely
+    finally:
+        await hypervisor.delete("vm-a")
+        await hypervisor.delete("vm-b")
+        await hypervisor.shutdown()
+    assert qemu_processes_under(state) == []
+    assert not (state / "q").exists()
 
 
 @pytest.mark.anyio
