@@ -14,8 +14,6 @@ import pytest
 
 from tests.docs.samples import ROOT, Sample, samples
 
-pytest.importorskip("mypy")
-
 
 def test_docs_samples_and_examples_pass_mypy_strict(tmp_path: Path) -> None:
     """A sample that misuses the API (a None it does not handle, a wrong argument)
