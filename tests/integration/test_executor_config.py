@@ -83,7 +83,7 @@ def test_runner_by_name_sets_limits_settings_and_variables(tmp_path: Path) -> No
     assert executor.variables == {"REGION": "eu", "MODE": "a=b"}
     assert executor.retries == 1
     (lane,) = executor.lanes
-    assert (lane.log_internal_ip, lane.log_external_ip) == (True, False)
+    assert (lane.options.log_internal_ip, lane.options.log_external_ip) == (True, False)
 
 
 def test_runner_by_index_and_not_driven_runner(tmp_path: Path) -> None:

@@ -27,7 +27,7 @@ import anyio
 import pytest
 
 from fleetkit.connector.local import LocalConnector
-from fleetkit.jobs import MASK, Job, JobStatus, MemoryLog, Variable, run_job
+from fleetkit.jobs import MASK, Job, JobOptions, JobStatus, MemoryLog, Variable, run_job
 from fleetkit.model import ConnectInfo
 from tests.integration.executor_support import (
     FLEETKIT,
@@ -148,7 +148,7 @@ async def test_item_8_a_timeout_inside_a_masked_value_leaks_no_prefix(tmp_path: 
     log = MemoryLog()
     job = _prints_most_of_the_secret_then_hangs(timedelta(seconds=2))
     with anyio.fail_after(30):
-        result = await run_job(slot, job, connector, log=log, kill_grace=0.2)
+        result = await run_job(slot, job, connector, log=log, options=JobOptions(kill_grace=0.2))
     assert result.status is JobStatus.TIMED_OUT, log.text
     assert f"token={MASK}" in log.text
     assert SECRET[4:12] not in log.text
@@ -162,7 +162,9 @@ async def test_item_8_a_cancel_inside_a_masked_value_leaks_no_prefix(tmp_path: P
     job = _prints_most_of_the_secret_then_hangs(timedelta(minutes=5))
     with anyio.fail_after(60):
         async with anyio.create_task_group() as tg:
-            tg.start_soon(partial(run_job, slot, job, connector, log=log, kill_grace=0.2))
+            tg.start_soon(
+                partial(run_job, slot, job, connector, log=log, options=JobOptions(kill_grace=0.2))
+            )
             while "ready" not in log.text:  # noqa: ASYNC110 - the log has no event to wait on
                 await anyio.sleep(0.05)
             await anyio.sleep(0.5)  # the printf right after it

@@ -33,7 +33,7 @@ from fleetkit.connector import CommandResult
 from fleetkit.connector.local import LocalConnector
 from fleetkit.connector.ssh import SSHConnector
 from fleetkit.errors import ConnectorError, ProviderError
-from fleetkit.jobs import Job, JobStatus, MemoryLog, Variable, run_job
+from fleetkit.jobs import Job, JobOptions, JobStatus, MemoryLog, Variable, run_job
 from fleetkit.model import ConnectInfo, ConnectorConfig
 from fleetkit.provider.local import LocalInstanceGroup
 from tests.integration.jobs_support import Target, job_target, processes_with
@@ -102,7 +102,9 @@ async def test_job_cannot_redirect_or_defeat_its_timeout(target: Target, forged:
         )
         log = MemoryLog()
         with anyio.fail_after(20):
-            result = await run_job(target.slot(), job, target.connector, log=log, kill_grace=0.5)
+            result = await run_job(
+                target.slot(), job, target.connector, log=log, options=JobOptions(kill_grace=0.5)
+            )
         assert result.status is JobStatus.TIMED_OUT, log.text
         assert "started" in log.text
         assert processes_with(f"sleep {marker}1") == []
@@ -164,7 +166,9 @@ async def test_job_variable_cannot_change_the_wrapper(target: Target, name: str)
     )
     log = MemoryLog()
     with anyio.fail_after(30):
-        result = await run_job(target.slot(), job, target.connector, log=log, kill_grace=0.5)
+        result = await run_job(
+            target.slot(), job, target.connector, log=log, options=JobOptions(kill_grace=0.5)
+        )
     assert "ran-the-real-script" in log.text
     assert result.status is JobStatus.TIMED_OUT, log.text
     assert processes_with(f": {marker}") == []
@@ -582,7 +586,9 @@ async def test_processes_a_job_detached_end_with_it(
     async with _local_instance(tmp_path, mode) as (_group, target):
         log = MemoryLog()
         with anyio.fail_after(30):
-            result = await run_job(target.slot(), job, target.connector, log=log, kill_grace=0.5)
+            result = await run_job(
+                target.slot(), job, target.connector, log=log, options=JobOptions(kill_grace=0.5)
+            )
         assert "detached" in log.text, log.text
         expected = JobStatus.SUCCESS if ending == "success" else JobStatus.TIMED_OUT
         assert result.status is expected, log.text

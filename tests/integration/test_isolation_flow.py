@@ -18,7 +18,7 @@ from fleetkit.connector._forward import splice
 from fleetkit.connector.ssh import SSHConnector
 from fleetkit.errors import ConfigError, ImageRejected, NestingUnavailable
 from fleetkit.isolation import IsolatedVM, Isolator
-from fleetkit.jobs import Job, JobStatus, MemoryLog, run_job
+from fleetkit.jobs import Job, JobOptions, JobStatus, MemoryLog, run_job
 from fleetkit.model import ConnectInfo
 from tests.integration.executor_support import wait_until
 from tests.integration.isolation_support import (
@@ -300,7 +300,9 @@ async def test_run_job_timeout_ends_the_job_and_deletes_the_vm(
     job = Job(id=2, name="slow", shell="sh", script="sleep 60", timeout=timedelta(seconds=1))
     async with isolator_for(instance) as isolator:
         connector = isolator.connector_for(ssh, slot=0, image="default")
-        result = await run_job(slot, job, connector, log=MemoryLog(), kill_grace=1)
+        result = await run_job(
+            slot, job, connector, log=MemoryLog(), options=JobOptions(kill_grace=1)
+        )
     assert result.status is JobStatus.TIMED_OUT
     assert await _vms(instance) == []
     assert instance.vm_processes() == []

@@ -13,7 +13,7 @@ import pytest
 
 from fleetkit.connector.local import LocalConnector
 from fleetkit.connector.ssh import SSHConnector
-from fleetkit.jobs import MASK, Job, JobStatus, MemoryLog, Variable, run_job
+from fleetkit.jobs import MASK, Job, JobOptions, JobStatus, MemoryLog, Variable, run_job
 from fleetkit.model import ConnectInfo
 from fleetkit.testing.sshd import TestSSHD, running_sshd
 from tests.integration.executor_support import remove_lost_build_dirs
@@ -104,7 +104,9 @@ async def test_timeout_ends_every_process_of_the_job(target: Target) -> None:
     )
     log = MemoryLog()
     with anyio.fail_after(30):
-        result = await run_job(target.slot(), job, target.connector, log=log, kill_grace=0.5)
+        result = await run_job(
+            target.slot(), job, target.connector, log=log, options=JobOptions(kill_grace=0.5)
+        )
     assert result.status is JobStatus.TIMED_OUT, log.text
     assert "started" in log.text
     assert "job timeout" in (result.message or "")
@@ -118,7 +120,9 @@ async def test_kept_build_dir_stays_without_its_secrets(target: Target) -> None:
     """With keep_build_dir the project directory stays, the private files with variables do not."""
     job = Job(id=9, name="keep", shell="sh", script="echo artifact > out.txt\npwd\n")
     log = MemoryLog()
-    result = await run_job(target.slot(0), job, target.connector, log=log, keep_build_dir=True)
+    result = await run_job(
+        target.slot(0), job, target.connector, log=log, options=JobOptions(keep_build_dir=True)
+    )
     assert result.ok, log.text
     project_dir = next(x for x in log.text.splitlines() if x.startswith("/"))
     async with target.connector.connect(target.info) as conn:
@@ -179,7 +183,9 @@ async def test_dialing_line_shows_addresses_when_configured(target: Target) -> N
     """With log_internal_ip the job log names the address dialled, as GitLab's setting does."""
     log = MemoryLog()
     job = Job(id=3, name="where", shell="sh", script="true")
-    result = await run_job(target.slot(), job, target.connector, log=log, log_internal_ip=True)
+    result = await run_job(
+        target.slot(), job, target.connector, log=log, options=JobOptions(log_internal_ip=True)
+    )
     assert result.ok, log.text
     assert f"Dialing instance {target.info.id}, internal IP: {target.info.internal_addr}..." in (
         log.text
@@ -194,7 +200,11 @@ async def test_common_build_dir_is_one_per_instance(target: Target) -> None:
         log = MemoryLog()
         job = Job(id=job_id, name="c", shell="sh", script='echo "dir=$CI_PROJECT_DIR"')
         result = await run_job(
-            target.slot(job_id - 1), job, target.connector, log=log, common_build_dir=True
+            target.slot(job_id - 1),
+            job,
+            target.connector,
+            log=log,
+            options=JobOptions(common_build_dir=True),
         )
         assert result.ok, log.text
         dirs.append(next(x for x in log.text.splitlines() if x.startswith("dir=")))

@@ -22,6 +22,7 @@ from fleetkit.executor._check import build_group, check_runners
 from fleetkit.executor._connectors import ProtocolConnector, connector_factories
 from fleetkit.executor._runners import owner_id, select_runner
 from fleetkit.fleet import Fleet, FleetSettings
+from fleetkit.jobs import JobOptions
 from fleetkit.policy import Schedule
 
 if TYPE_CHECKING:
@@ -38,16 +39,9 @@ class Composition:
     fleet: Fleet
     connector: ProtocolConnector
     concurrent: int | None
-    builds_dir: str
-    variables: Mapping[str, str]
+    options: JobOptions
     reload: Callable[[], Schedule]
-    log_internal_ip: bool
-    log_external_ip: bool
-    common_build_dir: bool
     isolator: Isolator | None
-    shell: str
-    pre_build_script: str | None
-    post_build_script: str | None
     name: str = ""
     limit: int | None = None
     max_slots: int | None = None
@@ -119,20 +113,28 @@ def compose(
         connector=connector,
         isolator=isolator,
         concurrent=_concurrent(config, entry, auto),
+        options=_job_options(entry, auto, index),
+        reload=reload,
+        name=fleet.name,
+        limit=entry.limit or None,
+        max_slots=auto.max_instances * auto.capacity_per_instance or None,
+        tags=tags,
+        run_untagged=run_untagged,
+    )
+
+
+def _job_options(entry: Runner, auto: AutoscalerConfig, index: int) -> JobOptions:
+    """The runner's job options, from its ``[[runners]]`` entry: the one place
+    config.toml becomes :class:`~fleetkit.jobs.JobOptions`."""
+    return JobOptions(
         builds_dir=entry.builds_dir or "builds",
         variables=_environment(entry, index),
-        reload=reload,
         log_internal_ip=auto.log_internal_ip,
         log_external_ip=auto.log_external_ip,
         common_build_dir=_common_build_dir(entry, auto),
         shell=entry.job_shell,
         pre_build_script=entry.pre_build_script,
         post_build_script=entry.post_build_script,
-        name=fleet.name,
-        limit=entry.limit or None,
-        max_slots=auto.max_instances * auto.capacity_per_instance or None,
-        tags=tags,
-        run_untagged=run_untagged,
     )
 
 

@@ -54,7 +54,16 @@ from fleetkit.executor._compose import Composition, compose
 from fleetkit.executor._job_stats import JobStats, JobTally
 from fleetkit.executor._ledger import InstanceLedger, LedgerFigures
 from fleetkit.fleet import Fleet, InstanceDeleted
-from fleetkit.jobs import Job, JobResult, JobStatus, LogSink, MemoryLog, TeeLog, run_job
+from fleetkit.jobs import (
+    Job,
+    JobOptions,
+    JobResult,
+    JobStatus,
+    LogSink,
+    MemoryLog,
+    TeeLog,
+    run_job,
+)
 from fleetkit.policy import Policy, Schedule
 
 if TYPE_CHECKING:
@@ -161,7 +170,8 @@ def _tag_set(value: Iterable[str]) -> frozenset[str]:
 @attrs.define(kw_only=True, eq=False)
 class RunnerLane:
     """One runner an :class:`InstanceExecutor` serves: its fleet and connector, the
-    job options of its ``[[runners]]`` entry, and which jobs it takes.
+    job options of its ``[[runners]]`` entry (``options``, one
+    :class:`~fleetkit.jobs.JobOptions`), and which jobs it takes.
 
     A job naming a runner (``Job.runner``) goes to the lane of that ``name``; a
     job with ``tags`` to a lane whose ``tags`` include them all; a job with
@@ -175,22 +185,19 @@ class RunnerLane:
     tags: frozenset[str] = attrs.field(factory=frozenset, converter=_tag_set)
     run_untagged: bool = True
     limit: int | None = None
-    builds_dir: str = "builds"
-    variables: Mapping[str, str] = attrs.field(factory=dict)
+    options: JobOptions = attrs.field(factory=JobOptions)
     reload: Callable[[], Schedule] | None = None
-    log_internal_ip: bool = False
-    log_external_ip: bool = False
-    common_build_dir: bool = False
     isolator: Isolator | None = None
-    shell: str = "bash"
-    pre_build_script: str | None = None
-    post_build_script: str | None = None
     _slots: anyio.Semaphore | None = attrs.field(default=None, init=False, repr=False)
     _load: int = attrs.field(default=0, init=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"RunnerLane.limit must be >= 1 or None, got {self.limit}")
+        if not isinstance(self.options, JobOptions):
+            raise TypeError(
+                f"RunnerLane.options: expected a JobOptions, got {type(self.options).__name__}"
+            )
         self._slots = anyio.Semaphore(self.limit) if self.limit else None
 
     def takes(self, job: Job) -> bool:
@@ -217,20 +224,19 @@ class InstanceExecutor:
     runner's ``limit``; ``None``: no cap beyond the fleet's). ``retries`` is
     how many times an attempt ending in a system failure is tried again.
     ``log_factory`` makes each attempt's log sink (default: the last 64 KiB in
-    memory). ``builds_dir``, ``keep_build_dir`` and ``variables`` are passed to
-    :func:`~fleetkit.jobs.run_job`. ``acquire_timeout`` (seconds) bounds the
-    wait for a slot (default: the fleet's). ``reload`` gives the schedule
-    :meth:`reload` applies (``from_config`` re-reads the file).
-    ``log_internal_ip`` / ``log_external_ip`` put instance addresses in job logs;
-    ``common_build_dir`` gives all jobs on an instance one build directory.
+    memory). ``options`` (:class:`~fleetkit.jobs.JobOptions`: builds
+    directory, variables, shell, pre/post-build scripts, addresses in job
+    logs, one build directory per instance) is passed to
+    :func:`~fleetkit.jobs.run_job`; ``keep_build_dir`` keeps every job's build
+    directory whatever the options say (``fleetkit run --keep-build-dir``).
+    ``acquire_timeout`` (seconds) bounds the wait for a slot (default: the
+    fleet's). ``reload`` gives the schedule :meth:`reload` applies
+    (``from_config`` re-reads the file).
     ``isolator`` (VM isolation) runs each job in a VM of its own on its slot:
     the job's image is checked before a slot is taken (a refused or missing
     image fails the job at once), and failing to reach the nesting daemon or
     to create the VM is a system failure of the instance, retried elsewhere.
     The executor closes the isolator.
-    ``shell`` runs jobs that name no shell of their own (the runner's ``shell``,
-    GitLab's default ``bash``); ``pre_build_script`` and ``post_build_script``
-    run before and after each job's script, in that shell, as GitLab does.
 
     Several runners (GitLab Runner serves every ``[[runners]]`` of a config in
     one process): :meth:`serving` takes one :class:`RunnerLane` each, with a
@@ -247,33 +253,19 @@ class InstanceExecutor:
         concurrent: int | None = None,
         retries: int = 1,
         log_factory: LogFactory = _memory_logs,
-        builds_dir: str = "builds",
+        options: JobOptions | None = None,
         keep_build_dir: bool = False,
-        variables: Mapping[str, str] | None = None,
         acquire_timeout: DurationLike | None = None,
         reload: Callable[[], Schedule] | None = None,
-        log_internal_ip: bool = False,
-        log_external_ip: bool = False,
-        common_build_dir: bool = False,
         isolator: Isolator | None = None,
-        shell: str = "bash",
-        pre_build_script: str | None = None,
-        post_build_script: str | None = None,
     ) -> None:
         lane = RunnerLane(
             name=fleet.name,
             fleet=fleet,
             connector=connector,
-            builds_dir=builds_dir,
-            variables=dict(variables or {}),
+            options=JobOptions() if options is None else options,
             reload=reload,
-            log_internal_ip=log_internal_ip,
-            log_external_ip=log_external_ip,
-            common_build_dir=common_build_dir,
             isolator=isolator,
-            shell=shell,
-            pre_build_script=pre_build_script,
-            post_build_script=post_build_script,
         )
         self._setup(
             (lane,),
@@ -384,19 +376,24 @@ class InstanceExecutor:
         return self.lanes[0].connector
 
     @property
+    def options(self) -> JobOptions:
+        """The first runner's job options."""
+        return self.lanes[0].options
+
+    @property
     def builds_dir(self) -> str:
         """The first runner's builds directory."""
-        return self.lanes[0].builds_dir
+        return self.lanes[0].options.builds_dir
 
     @property
     def variables(self) -> Mapping[str, str]:
         """The first runner's ``environment``."""
-        return self.lanes[0].variables
+        return self.lanes[0].options.variables
 
     @property
     def common_build_dir(self) -> bool:
         """Whether the first runner's jobs share one build directory per instance."""
-        return self.lanes[0].common_build_dir
+        return self.lanes[0].options.common_build_dir
 
     @property
     def isolator(self) -> Isolator | None:
@@ -727,7 +724,7 @@ class InstanceExecutor:
             "GITLAB_CI": "true",
             "CI_JOB_ID": str(job.id),
             "CI_JOB_NAME": job.name,
-            **lane.variables,
+            **lane.options.variables,
             **job.environment(),
         }
         where = f"job {job.id} ({job.name!r})"
@@ -740,6 +737,12 @@ class InstanceExecutor:
             await log.write(f"ERROR: Job failed: {exc}\n")
         logger.warning("%s", exc, extra={"job_id": job.id})
         return self._unfinished(job, 1, queued, None, None, JobStatus.FAILED, str(exc), log)
+
+    def _options(self, lane: RunnerLane) -> JobOptions:
+        # The executor's keep_build_dir (the CLI's --keep-build-dir) wins over a lane's.
+        if self.keep_build_dir and not lane.options.keep_build_dir:
+            return attrs.evolve(lane.options, keep_build_dir=True)
+        return lane.options
 
     async def _attempt(
         self, lane: RunnerLane, job: Job, attempt: int, queued: float, image: str | None = None
@@ -771,17 +774,9 @@ class InstanceExecutor:
                             job,
                             connector,
                             log=log,
-                            builds_dir=lane.builds_dir,
-                            keep_build_dir=self.keep_build_dir,
+                            options=self._options(lane),
                             queued_at=queued,
                             attempt=attempt,
-                            variables=lane.variables,
-                            log_internal_ip=lane.log_internal_ip,
-                            log_external_ip=lane.log_external_ip,
-                            common_build_dir=lane.common_build_dir,
-                            shell=lane.shell,
-                            pre_build_script=lane.pre_build_script,
-                            post_build_script=lane.post_build_script,
                         )
                     finally:
                         self._running -= 1
@@ -924,16 +919,9 @@ def _lane(parts: Composition, *, limit: int | None) -> RunnerLane:
         tags=parts.tags,
         run_untagged=parts.run_untagged,
         limit=limit,
-        builds_dir=parts.builds_dir,
-        variables=parts.variables,
+        options=parts.options,
         reload=parts.reload,
-        log_internal_ip=parts.log_internal_ip,
-        log_external_ip=parts.log_external_ip,
-        common_build_dir=parts.common_build_dir,
         isolator=parts.isolator,
-        shell=parts.shell,
-        pre_build_script=parts.pre_build_script,
-        post_build_script=parts.post_build_script,
     )
 
 

@@ -1,7 +1,8 @@
 """Jobs: what to run on an acquired slot, running it, and what became of it.
 
-:class:`Job` and :class:`JobResult` are frozen values; :func:`run_job` runs one
-job on a slot through a connector, streaming its log (masked) to a sink;
+:class:`Job`, :class:`JobOptions` and :class:`JobResult` are frozen values;
+:func:`run_job` runs one job on a slot through a connector, with its options,
+streaming its log (masked) to a sink;
 :func:`load_jobs` reads the TOML jobs file of ``fleetkit run``.
 """
 
@@ -20,6 +21,7 @@ from fleetkit.jobs._log import MemoryLog as MemoryLog
 from fleetkit.jobs._log import TeeLog as TeeLog
 from fleetkit.jobs._mask import MASK as MASK
 from fleetkit.jobs._mask import Masker as Masker
+from fleetkit.jobs._options import JobOptions as JobOptions
 from fleetkit.jobs._run import run_job as run_job
 from fleetkit.jobs._slot import JobSlot as JobSlot
 from fleetkit.jobs._slot import LosableSlot as LosableSlot
@@ -29,6 +31,7 @@ __all__ = [
     "OUTPUT_LIMIT",
     "FileLog",
     "Job",
+    "JobOptions",
     "JobResult",
     "JobSlot",
     "JobStatus",

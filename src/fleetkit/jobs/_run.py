@@ -26,6 +26,7 @@ from fleetkit.jobs import _script
 from fleetkit.jobs._job import Job, JobResult, JobStatus
 from fleetkit.jobs._log import LogSink, TeeLog
 from fleetkit.jobs._mask import Masker
+from fleetkit.jobs._options import JobOptions
 from fleetkit.jobs._slot import ExplainsLoss, JobSlot, LosableSlot
 from fleetkit.model import ConnectInfo
 
@@ -64,56 +65,59 @@ async def run_job(
     connector: Connector,
     *,
     log: LogSink,
-    builds_dir: str = "builds",
-    keep_build_dir: bool = False,
+    options: JobOptions | None = None,
     queued_at: float | None = None,
     attempt: int = 1,
-    kill_grace: float = 5.0,
-    variables: Mapping[str, str] | None = None,
-    log_internal_ip: bool = False,
-    log_external_ip: bool = False,
-    common_build_dir: bool = False,
-    shell: str = "bash",
-    pre_build_script: str | None = None,
-    post_build_script: str | None = None,
 ) -> JobResult:
     """Run ``job`` on ``slot`` through ``connector`` and return how it ended.
 
-    The build directory is ``builds_dir/INSTANCE/SLOT/JOB_ID`` on the instance
-    (a relative ``builds_dir`` is taken from the login directory, or from
-    ``$TMPDIR/fleetkit-UID`` where that is not writable), emptied first and
-    removed afterwards unless ``keep_build_dir``. The script sees GitLab's
-    ``CI_*`` variables, ``FLEETKIT_INSTANCE_ID``/``FLEETKIT_SLOT``/``FLEETKIT_ATTEMPT``,
-    then ``variables`` (e.g. a runner's ``environment``), then the job's own.
-    Masked values are replaced by ``[MASKED]`` before the log reaches ``log``.
+    ``options`` (:class:`~fleetkit.jobs.JobOptions`; default: its defaults) says
+    how: the build directory, ``builds_dir/INSTANCE/SLOT/JOB_ID`` on the
+    instance (or ``builds_dir/INSTANCE/common`` with ``common_build_dir``),
+    emptied first and removed afterwards unless ``keep_build_dir``; the
+    ``variables`` every job sees; the addresses on the ``Dialing instance``
+    line; the ``shell`` for a job that names none; the pre- and post-build
+    scripts; the ``kill_grace``. The script sees GitLab's ``CI_*`` variables,
+    ``FLEETKIT_INSTANCE_ID``/``FLEETKIT_SLOT``/``FLEETKIT_ATTEMPT``, then
+    ``options.variables``, then the job's own. Masked values are replaced by
+    ``[MASKED]`` before the log reaches ``log``.
 
-    Past ``job.timeout`` the job's processes get TERM, and KILL ``kill_grace``
-    seconds later. When ``slot`` is a :class:`~fleetkit.jobs.LosableSlot`,
-    losing its instance ends the job as a system failure, and failing to reach
-    the instance is reported to the slot. Cancelling the caller ends the job's
-    processes and cleans up (shielded, bounded) before the cancel goes on.
-    ``queued_at`` (runtime clock) defaults to the start; ``attempt`` counts
-    tries of the same job. ``log_internal_ip`` / ``log_external_ip`` add the
-    instance's addresses to the log's ``Dialing instance ...`` line, as
-    GitLab's settings of those names do. ``common_build_dir`` gives every job
-    on the instance the same directory, ``builds_dir/INSTANCE/common``
-    (GitLab's ``use_common_build_dir``, for single-use instances and VMs).
+    Past ``job.timeout`` the job's processes get TERM, and KILL
+    ``options.kill_grace`` seconds later. When ``slot`` is a
+    :class:`~fleetkit.jobs.LosableSlot`, losing its instance ends the job as a
+    system failure, and failing to reach the instance is reported to the slot.
+    Cancelling the caller ends the job's processes and cleans up (shielded,
+    bounded) before the cancel goes on. ``queued_at`` (runtime clock) defaults
+    to the start; ``attempt`` counts tries of the same job.
 
-    ``shell`` runs a job that names no shell of its own (the runner's
-    ``shell``). ``pre_build_script`` and ``post_build_script`` run in the same
-    shell as the script, as GitLab Runner runs them: one script, pre-build
-    first, then the job's, then post-build, stopping at the first failure, so
-    a failed pre-build script fails the job before its script starts, and a
+    The pre-build script, the job's and the post-build script run as one
+    script, as GitLab Runner runs them, stopping at the first failure: a
+    failed pre-build script fails the job before its script starts, and a
     failed job skips post-build.
     """
     started = anyio.current_time()
     tee = log if isinstance(log, TeeLog) else TeeLog(log)
     log = tee
-    run = _Run(slot, job, log, builds_dir, keep_build_dir, kill_grace, attempt, variables)
-    run.shell = job.shell or shell
-    run.script = _script.user_script(job.script, pre_build_script, post_build_script)
-    run.log_ips = (log_internal_ip, log_external_ip)
-    if common_build_dir:
+    if options is None:
+        options = JobOptions()
+    elif not isinstance(options, JobOptions):
+        raise TypeError(f"run_job: options must be a JobOptions, got {type(options).__name__}")
+    run = _Run(
+        slot,
+        job,
+        log,
+        options.builds_dir,
+        options.keep_build_dir,
+        options.kill_grace,
+        attempt,
+        options.variables,
+    )
+    run.shell = job.shell or options.shell
+    run.script = _script.user_script(
+        job.script, options.pre_build_script, options.post_build_script
+    )
+    run.log_ips = (options.log_internal_ip, options.log_external_ip)
+    if options.common_build_dir:
         run.relative = _script.relative_project_dir(
             slot.instance_id, slot.number, job.id, common=True
         )
