@@ -27,7 +27,7 @@ import anyio
 import pytest
 
 from fleetkit._cgroup import available as cgroup_available
-from fleetkit._procs import wait_until
+from fleetkit._procs import end_tree, wait_until
 from fleetkit._sshd import SSHDaemon, SSHDaemonError, ensure_login_user
 from fleetkit.connector import CommandResult
 from fleetkit.connector.local import LocalConnector
@@ -40,6 +40,7 @@ from tests.integration.jobs_support import Target, job_target, processes_with
 from tests.integration.local_provider_support import (
     instance_process,
     local_group,
+    processes_under,
     require_sshd,
     running,
 )
@@ -63,6 +64,31 @@ async def target(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
 
 def _marker() -> str:
     return str(5000 + secrets.randbelow(4000))
+
+
+class _Leftovers:
+    """What a test's manager subprocess may leave: the roots its instances run
+    from and the markers its jobs' programs carry."""
+
+    def __init__(self) -> None:
+        self.roots: list[Path] = []
+        self.markers: list[str] = []
+
+
+@pytest.fixture
+async def leftovers_ended() -> AsyncIterator[_Leftovers]:
+    """After a test that runs a manager in a subprocess, end by pid what still
+    runs from the roots it names (instances' sshds and keepers) or carries its
+    markers (jobs' programs). A fixture's teardown, so it runs after the
+    test's own checks: it only stops a failed or interrupted run (a
+    ``fail_after`` under load, a timeout) from leaving instances behind,
+    reparented to init, for the rest of the machine's life."""
+    left = _Leftovers()
+    yield left
+    with anyio.CancelScope(shield=True):
+        pids = [pid for root in left.roots for pid in processes_under(root)]
+        pids += [pid for marker in left.markers for pid in processes_with(marker)]
+        await end_tree(sorted(set(pids)), grace=1)
 
 
 async def _started(marker: str) -> list[int]:
@@ -484,11 +510,14 @@ anyio.run(main)
 
 @pytest.mark.anyio
 @pytest.mark.parametrize("mode", ["sshd", "sandbox"])
-async def test_ctrl_c_at_the_terminal_leaves_instances_running(tmp_path: Path, mode: str) -> None:
+async def test_ctrl_c_at_the_terminal_leaves_instances_running(
+    tmp_path: Path, mode: str, leftovers_ended: _Leftovers
+) -> None:
     """A SIGINT to the manager's whole process group (Ctrl-C at a terminal)
     reaches no instance: each lives in a session of its own."""
     use_sshd = _use_sshd(mode)
     root = tmp_path / "root"
+    leftovers_ended.roots.append(root)
     async with await anyio.open_process(
         [sys.executable, "-c", MANAGER, str(root), "1" if use_sshd else "0"],
         stderr=subprocess.DEVNULL,
@@ -636,7 +665,9 @@ anyio.run(main)
 
 @pytest.mark.anyio
 @pytest.mark.parametrize("mode", ["sshd", "sandbox"])
-async def test_jobs_die_with_a_killed_manager(tmp_path: Path, mode: str) -> None:
+async def test_jobs_die_with_a_killed_manager(
+    tmp_path: Path, mode: str, leftovers_ended: _Leftovers
+) -> None:
     """SIGKILL of the manager ends its jobs (a detached process of theirs too)
     and removes their build directories (with `env`, which holds the job's
     variables), at once, not at the next run; with a private root too."""
@@ -648,6 +679,8 @@ async def test_jobs_die_with_a_killed_manager(tmp_path: Path, mode: str) -> None
         f"sleep {marker}2\n"
     )
     root = tmp_path / "root"  # a private root: under pytest's 0700 directory
+    leftovers_ended.roots.append(root)
+    leftovers_ended.markers.append(marker)
     async with await anyio.open_process(
         [sys.executable, "-c", JOB_MANAGER, str(root), "1" if use_sshd else "0", script],
         stderr=subprocess.DEVNULL,
