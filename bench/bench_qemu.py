@@ -4,7 +4,8 @@
 pinned): a cold boot, p50 and p95 over ``RUNS`` boots; (b) ``create`` with a
 warm pool of one to a completed ``ssh VM true``, every VM never used before
 (the pool refills between jobs, untimed), p50 and p95 over ``RUNS`` jobs;
-(c) host memory (QEMU's RSS) of one idle VM. Every line names the accelerator
+(c) eight cold boots at once, time until all eight answered a login; (d) host
+memory (QEMU's RSS) of one idle VM. Every line names the accelerator
 (``tcg`` or ``kvm``): this machine's KVM cannot boot a standard kernel, so here
 it is TCG.
 
@@ -62,6 +63,15 @@ async def _job(hypervisor: QemuHypervisor, n: int, image: Image, key: Path, work
     return elapsed
 
 
+async def _login_only(
+    hypervisor: QemuHypervisor, vm_id: str, image: Image, key: Path, work: Path
+) -> None:
+    vm = await hypervisor.create(vm_id, image.name)
+    own = work / vm_id
+    own.mkdir()
+    await anyio.to_thread.run_sync(_login, image, key, vm.addr, str(vm.host_key), own)
+
+
 def _rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -89,6 +99,15 @@ async def main() -> None:
         _report(f"qemu_{accel}_cold_boot_to_login_p50", _percentile(boots, 50), "s")
         _report(f"qemu_{accel}_cold_boot_to_login_p95", _percentile(boots, 95), "s")
         _report(f"qemu_{accel}_cold_boots", len(boots), "boots")
+
+        # Eight cold boots at once (2 cores here): time until all answer a login.
+        start = time.perf_counter()
+        async with anyio.create_task_group() as tasks:
+            for n in range(8):
+                tasks.start_soon(_login_only, cold, f"vm-8-{n}", image, work / "key", work)
+        _report(f"qemu_{accel}_eight_at_once_all_logged_in", time.perf_counter() - start, "s")
+        for n in range(8):
+            await cold.delete(f"vm-8-{n}")
 
         vm = await cold.create("vm-idle", image.name)
         await anyio.sleep(3)
