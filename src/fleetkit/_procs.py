@@ -249,9 +249,18 @@ async def end_process(process: anyio.abc.Process, *, grace: float) -> None:
     with anyio.CancelScope(shield=True):
         if process.returncode is None:
             await end_tree([process.pid], grace=grace)
-        if process.returncode is None:
-            # Only reached when end_tree could not see it (no /proc).
+        # Kill only what still runs (end_tree could not see it: no /proc). Not
+        # a zombie whose exit the loop has not heard of yet: on asyncio,
+        # kill() polls the Popen first, which reaps it in the child watcher's
+        # place, and the watcher then reports "Unknown child process pid ...,
+        # will report returncode 255" instead of the real status.
+        if process.returncode is None and (exists(process.pid) or not _proc_visible()):
             with contextlib.suppress(ProcessLookupError):
                 process.kill()
         await process.wait()
         await process.aclose()
+
+
+def _proc_visible() -> bool:
+    """Whether /proc shows this process (so that :func:`exists` can be trusted)."""
+    return exists(os.getpid())

@@ -6,6 +6,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import threading
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -169,3 +170,72 @@ async def test_freeze_tree_spares_this_process_and_its_ancestors() -> None:
     """Asked to freeze this process and its parent, freeze_tree stops nothing
     (neither them nor, through the parent, the rest of its children)."""
     assert await freeze_tree([os.getpid(), os.getppid()]) == []
+
+
+class _ReapWitness(anyio.abc.Process):
+    """A process whose ``wait()`` first lets asyncio's child watcher reap it:
+    until then the watcher is held, as a loaded machine may hold it, so the
+    process stays a zombie that only someone else's ``waitpid`` could take."""
+
+    def __init__(self, process: anyio.abc.Process, let_go: threading.Event) -> None:
+        self._process, self._let_go = process, let_go
+
+    async def wait(self) -> int:
+        self._let_go.set()
+        return await self._process.wait()
+
+    def terminate(self) -> None:
+        self._process.terminate()
+
+    def kill(self) -> None:
+        self._process.kill()
+
+    def send_signal(self, signum: signal.Signals) -> None:
+        self._process.send_signal(signum)
+
+    @property
+    def pid(self) -> int:
+        return self._process.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self._process.returncode
+
+    @property
+    def stdin(self) -> anyio.abc.ByteSendStream | None:
+        return self._process.stdin
+
+    @property
+    def stdout(self) -> anyio.abc.ByteReceiveStream | None:
+        return self._process.stdout
+
+    @property
+    def stderr(self) -> anyio.abc.ByteReceiveStream | None:
+        return self._process.stderr
+
+    async def aclose(self) -> None:
+        await self._process.aclose()
+
+
+@pytest.mark.anyio
+async def test_end_process_leaves_the_reaping_of_an_ended_process_to_its_runner(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A process that has just ended is a zombie until asyncio's watcher thread
+    reaps it. end_process must not signal it then: Popen.send_signal polls
+    first, reaps it in the watcher's place, and the watcher reports 'Unknown
+    child process pid ..., will report returncode 255' instead of its status."""
+    let_go = threading.Event()
+    real_waitpid = os.waitpid
+
+    def held_waitpid(pid: int, options: int) -> tuple[int, int]:
+        if threading.current_thread().name.startswith("asyncio-waitpid"):
+            let_go.wait(timeout=60)
+        return real_waitpid(pid, options)
+
+    monkeypatch.setattr(os, "waitpid", held_waitpid)
+    process = await anyio.open_process(["sh", "-c", "exit 3"])
+    with anyio.fail_after(30):
+        await wait_until(lambda: not exists(process.pid))  # a zombie now
+        await end_process(_ReapWitness(process, let_go), grace=1)
+    assert process.returncode == 3
