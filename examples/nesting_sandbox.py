@@ -1,8 +1,8 @@
 """Run a nesting daemon with the sandbox hypervisor, make a VM, log in to it, delete it.
 
 Run: ``python examples/nesting_sandbox.py`` (needs ``/usr/sbin/sshd`` and the
-``isolation`` extra; as root the VMs' login user is a dedicated ``fleetkit``
-user with shell /bin/sh, created on first use).
+``isolation`` extra; as root each VM logs in as a user of its own,
+``fleetkit-vN``, made on first use and reported by the daemon).
 
 The same client code works against a daemon on an instance (``fleetkit
 nesting serve --hypervisor sandbox`` there, reached through the instance's SSH
@@ -13,7 +13,6 @@ nothing: a sandbox "VM" is a directory and an sshd on this host.
 from __future__ import annotations
 
 import getpass
-import os
 import tempfile
 from pathlib import Path
 
@@ -47,7 +46,8 @@ async def main() -> None:
                 id=vm.id,
                 internal_addr=host,
                 protocol_port=int(port),
-                username="fleetkit" if os.geteuid() == 0 else getpass.getuser(),
+                # The daemon names the VM's own login user when it chose one.
+                username=vm.username or getpass.getuser(),
                 key=private_key,
                 host_key=vm.host_key,  # the daemon reported it: pinned, not trusted on first use
             )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import posixpath
+import pwd
 import sys
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -19,7 +20,8 @@ from fleetkit.connector.ssh import SSHConnector
 from fleetkit.errors import ConfigError, ImageRejected, NestingUnavailable
 from fleetkit.isolation import IsolatedVM, Isolator
 from fleetkit.jobs import Job, JobOptions, JobStatus, MemoryLog, run_job
-from fleetkit.model import ConnectInfo
+from fleetkit.model import ConnectInfo, ConnectorConfig
+from fleetkit.provider._local_isolation import is_pool_user
 from tests.integration.executor_support import wait_until
 from tests.integration.isolation_support import (
     Instance,
@@ -27,6 +29,7 @@ from tests.integration.isolation_support import (
     running_instance,
     short_dir,
 )
+from tests.support import require_root
 
 pytestmark = pytest.mark.integration
 
@@ -265,6 +268,62 @@ async def test_two_jobs_on_one_instance_get_two_vms(instance: Instance, ssh: SSH
         assert not (await second.connection.run('cat "$HOME/mine.txt"')).ok
         assert sorted(await _vms(instance)) == sorted([first.vm.id, second.vm.id])
     assert await _vms(instance) == []
+
+
+def _processes_of(uid: int) -> list[str]:
+    found = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            lines = status.read_text().splitlines()
+        except OSError:
+            continue
+        uids = next((line.split() for line in lines if line.startswith("Uid:")), [])
+        state = next((line.split() for line in lines if line.startswith("State:")), [])
+        # A zombie has ended; only its parent's reaping is left.
+        if len(uids) > 1 and int(uids[1]) == uid and state[1:2] not in (["Z"], ["X"]):
+            found.append(status.parent.name)
+    return found
+
+
+@pytest.mark.anyio
+async def test_two_vms_of_one_instance_cannot_read_each_others_build_dirs(
+    instance: Instance, ssh: SSHConnector
+) -> None:
+    """As root with no username configured, each sandbox VM has a login user of
+    its own (reported to the manager, who logs in as it): one VM's job can
+    neither list nor read the other's build directory, and what a job left
+    running, detached, ends with its VM."""
+    require_root("making the sandbox's per-VM users")
+    config = {
+        "authorized_keys": [instance.sshd.client_key.public_key],
+        "working_directory": str(instance.vm_dir),
+    }
+    async with (
+        isolator_for(
+            instance, nesting_config=config, connector_config=ConnectorConfig()
+        ) as isolator,
+        isolator.open(_Slot("inst-1", 0, instance.info()), ssh) as first,
+        isolator.open(_Slot("inst-1", 1, instance.info()), ssh) as second,
+    ):
+        users = [(await vm.connection.run("id -un")).stdout_text.strip() for vm in (first, second)]
+        assert users[0] != users[1]
+        assert all(user.startswith("fleetkit-v") and is_pool_user(user) for user in users)
+        assert [first.vm.username, second.vm.username] == users
+        home = await _home(first)
+        made = await first.connection.run(
+            'mkdir -p "$HOME/builds/project" && echo secret > "$HOME/builds/project/key"'
+            " && (setsid sleep 300 </dev/null >/dev/null 2>&1 &)"
+        )
+        assert made.ok, made.stderr_text
+        assert (await first.connection.run(f"cat {home}/builds/project/key")).ok
+        for attack in (f"cat {home}/builds/project/key", f"ls {home}", f"ls {home}/builds"):
+            stolen = await second.connection.run(attack)
+            assert not stolen.ok, attack
+            assert "secret" not in stolen.stdout_text
+        uid = pwd.getpwnam(users[0]).pw_uid
+        assert _processes_of(uid), "the detached job process runs"
+    assert await _vms(instance) == []
+    assert _processes_of(uid) == [], "nothing of the VM's user outlives its VM"
 
 
 @pytest.mark.anyio

@@ -71,7 +71,14 @@ async def test_a_vm_is_an_image_copy_behind_its_own_pinned_sshd(short_dir: Path)
         assert vm.host_key.startswith("ssh-ed25519 ")
         assert vm.host_key != other.vm.host_key, "each VM has a host key of its own"
         assert [v.host_key for v in await client.list() if v.id == vm.id] == [vm.host_key]
-        user = "fleetkit" if os.geteuid() == 0 else os.environ.get("USER", "")
+        if os.geteuid() == 0:
+            # As root each VM has a login user of its own, named by the daemon.
+            assert vm.username is not None
+            assert vm.username.startswith("fleetkit-v")
+            assert vm.username != other.vm.username
+        else:
+            assert vm.username is None
+        user = vm.username or os.environ.get("USER", "")
         async with SSHConnector(dial_timeout=10, retry_interval=0.05) as ssh:
             async with ssh.connect(_info(vm, key, user, vm.host_key)) as conn:
                 result = await conn.run('cat "$HOME/hello.txt"; echo "$HOME"; touch "$HOME/new"')

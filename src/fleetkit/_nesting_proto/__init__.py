@@ -15,14 +15,16 @@ spelled twice.
 
 fleetkit's extension, invisible to GitLab's clients: the daemon reports each
 VM's SSH host key in the trailing metadata of ``Create`` and ``List``, key
-:data:`HOST_KEY_METADATA`, one value per VM: ``"<vm id> <key type> <base64>"``.
+:data:`HOST_KEY_METADATA`, one value per VM: ``"<vm id> <key type> <base64>"``;
+and, when the hypervisor gives each VM a login user of its own, that user
+under :data:`USERNAME_METADATA`: ``"<vm id> <user name>"``.
 """
 
 from __future__ import annotations
 
 from fleetkit._nesting_proto import nesting_pb2
 
-__all__ = ["HOST_KEY_METADATA", "METHODS", "SERVICE", "nesting_pb2"]
+__all__ = ["HOST_KEY_METADATA", "METHODS", "SERVICE", "USERNAME_METADATA", "nesting_pb2"]
 
 #: The service's full name on the wire: ``nesting.Nesting``.
 SERVICE: str = nesting_pb2.DESCRIPTOR.services_by_name["Nesting"].full_name
@@ -35,3 +37,6 @@ METHODS: dict[str, str] = {
 
 #: Trailing metadata key under which fleetkit's daemon reports VM host keys.
 HOST_KEY_METADATA = "fleetkit-vm-host-key"
+
+#: Trailing metadata key under which fleetkit's daemon reports VM login users.
+USERNAME_METADATA = "fleetkit-vm-username"

@@ -398,7 +398,8 @@ class Isolator(AsyncResource):
             protocol_port=port,
             os=config.os or instance.os,
             arch=config.arch or instance.arch,
-            username=config.username or instance.username,
+            # The daemon's choice for this VM wins: only that user can log in.
+            username=vm.username or config.username or instance.username,
             password=password,
             key=key,
             keepalive=config.keepalive,

@@ -7,7 +7,8 @@ gRPC exceptions of ``grpc.aio`` stop at this module: callers see the
 
 fleetkit's daemon also reports each VM's SSH host key, in the trailing metadata
 of ``Create`` and ``List`` (key :data:`HOST_KEY_METADATA`, one value per VM:
-``"<vm id> <key type> <base64>"``). Metadata is invisible to clients that do
+``"<vm id> <key type> <base64>"``), and the VM's login user when the
+hypervisor chose one for it (:data:`USERNAME_METADATA`). Metadata is invisible to clients that do
 not look for it, so the wire stays GitLab's; with GitLab's daemon
 :attr:`VirtualMachine.host_key` is ``None``. Older daemons answered ``Create``
 with a bare ``VirtualMachine`` (and knew no slots); the client reads that too.
@@ -26,7 +27,7 @@ import grpc
 import grpc.aio
 from google.protobuf.message import DecodeError, Message
 
-from fleetkit._nesting_proto import HOST_KEY_METADATA, METHODS, nesting_pb2
+from fleetkit._nesting_proto import HOST_KEY_METADATA, METHODS, USERNAME_METADATA, nesting_pb2
 from fleetkit._resource import AsyncResource
 from fleetkit.errors import (
     AlreadyInitialized,
@@ -56,13 +57,15 @@ class VirtualMachine:
     ``name`` is the image it was made from; ``addr`` is ``host:port`` of its SSH
     server as reachable *from the instance* the daemon runs on. ``host_key`` is
     that SSH server's host key (``"ssh-ed25519 AAAA..."``) when the daemon
-    reports it (fleetkit's does), else ``None``.
+    reports it (fleetkit's does), else ``None``. ``username`` is the user to log
+    in as when the daemon chose one for this VM, else ``None``.
     """
 
     id: str
     name: str
     addr: str
     host_key: str | None = None
+    username: str | None = None
 
 
 @attrs.frozen
@@ -88,16 +91,20 @@ def _config_bytes(config: bytes | Mapping[str, Any]) -> bytes:
     return json.dumps(dict(config), separators=(",", ":")).encode()
 
 
-def _host_keys(metadata: grpc.aio.Metadata | None) -> dict[str, str]:
-    keys: dict[str, str] = {}
+# metadata key -> VM id -> value, from fleetkit's per-VM trailing metadata.
+_Reported = dict[str, dict[str, str]]
+
+
+def _reported(metadata: grpc.aio.Metadata | None) -> _Reported:
+    found: _Reported = {HOST_KEY_METADATA: {}, USERNAME_METADATA: {}}
     for key, value in metadata or ():
-        if key != HOST_KEY_METADATA:
+        if key not in found:
             continue
         text = value.decode(errors="replace") if isinstance(value, bytes) else value
         vm_id, _, line = text.partition(" ")
-        if vm_id and line:
-            keys[vm_id] = line.strip()
-    return keys
+        if vm_id and line.strip():
+            found[key][vm_id] = line.strip()
+    return found
 
 
 class NestingClient(AsyncResource):
@@ -260,7 +267,7 @@ class NestingClient(AsyncResource):
 
     async def _call(
         self, rpc: str, request: _Request, response_type: type[_Response]
-    ) -> tuple[_Response, dict[str, str]]:
+    ) -> tuple[_Response, _Reported]:
         try:
             return await self._unary(rpc, request, response_type)
         except NotInitialized:
@@ -272,7 +279,7 @@ class NestingClient(AsyncResource):
 
     async def _unary(
         self, rpc: str, request: _Request, response_type: type[_Response]
-    ) -> tuple[_Response, dict[str, str]]:
+    ) -> tuple[_Response, _Reported]:
         if self._closed:
             raise NestingUnavailable(f"nesting client for {self._target} is closed")
         method: grpc.aio.UnaryUnaryMultiCallable[_Request, _Response] = self._channel.unary_unary(
@@ -286,7 +293,7 @@ class NestingClient(AsyncResource):
             trailing = await call.trailing_metadata()
         except grpc.aio.AioRpcError as exc:
             raise self._translate(rpc, exc) from exc
-        return response, _host_keys(trailing)
+        return response, _reported(trailing)
 
     def _translate(self, rpc: str, exc: grpc.aio.AioRpcError) -> Exception:
         code = exc.code()
@@ -337,7 +344,11 @@ def _decode_create(raw: bytes) -> nesting_pb2.CreateResponse:
     return nesting_pb2.CreateResponse.FromString(raw)
 
 
-def _vm(message: nesting_pb2.VirtualMachine, host_keys: Mapping[str, str]) -> VirtualMachine:
+def _vm(message: nesting_pb2.VirtualMachine, reported: _Reported) -> VirtualMachine:
     return VirtualMachine(
-        id=message.id, name=message.name, addr=message.addr, host_key=host_keys.get(message.id)
+        id=message.id,
+        name=message.name,
+        addr=message.addr,
+        host_key=reported[HOST_KEY_METADATA].get(message.id),
+        username=reported[USERNAME_METADATA].get(message.id),
     )

@@ -24,7 +24,12 @@ from typing import Any, TypeVar
 import grpc
 import grpc.aio
 
-from fleetkit._nesting_proto import HOST_KEY_METADATA, nesting_pb2, nesting_pb2_grpc
+from fleetkit._nesting_proto import (
+    HOST_KEY_METADATA,
+    USERNAME_METADATA,
+    nesting_pb2,
+    nesting_pb2_grpc,
+)
 from fleetkit.errors import (
     ConfigError,
     HypervisorFull,
@@ -85,8 +90,11 @@ def _wire(vm: VM) -> nesting_pb2.VirtualMachine:
 
 
 def _report_host_keys(context: _Context, vms: Iterable[VM]) -> None:
+    vms = list(vms)
     keys = tuple(
         (HOST_KEY_METADATA, f"{vm.id} {vm.host_key}") for vm in vms if vm.host_key is not None
+    ) + tuple(
+        (USERNAME_METADATA, f"{vm.id} {vm.username}") for vm in vms if vm.username is not None
     )
     if keys:
         context.set_trailing_metadata(keys)

@@ -29,13 +29,17 @@ class VM:
     port forward is fine: the manager dials it through its connection to this
     host). ``host_key`` is that SSH server's public host key
     (``"ssh-ed25519 AAAA..."``): the daemon reports it to the manager, which
-    pins it. A hypervisor that cannot know it gives ``None``.
+    pins it. A hypervisor that cannot know it gives ``None``. ``username`` is
+    the user the manager must log in as when the hypervisor chose it for this
+    VM (the sandbox's ``fleetkit-vN``); ``None`` leaves the manager's own
+    setting.
     """
 
     id: str
     image: str
     addr: str
     host_key: str | None = None
+    username: str | None = None
 
 
 @runtime_checkable

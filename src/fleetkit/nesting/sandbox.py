@@ -20,9 +20,19 @@ A VM ``vm-...`` made from image ``NAME`` is:
 Config (the JSON of ``Init``; every key optional): ``image_directory`` (where
 images are), ``working_directory`` (where VM directories go; default: the
 hypervisor's state dir), ``authorized_keys`` (list of public key lines),
-``username`` (the login user; default: :func:`fleetkit._sshd.ensure_login_user`,
-a dedicated ``fleetkit`` user as root), ``address`` (a loopback address,
+``username`` (one login user for every VM; default: as root, a user of its
+own per VM, else the daemon's user), ``address`` (a loopback address,
 default ``127.0.0.1``), ``max_vms`` (default 16).
+
+As root with no ``username``, each VM gets a login user of its own,
+``fleetkit-vN`` (made once, marked as fleetkit's by its GECOS field, leased
+machine-wide so two daemons never share one; the local provider's scheme,
+:mod:`fleetkit.provider._local_isolation`). Its home is 0700 and owned by it,
+so a VM's jobs cannot read another VM's files or signal its processes; at
+delete every process of that user is ended, whatever session it made. The
+daemon reports the user to the manager (gRPC trailing metadata), which logs
+in as it. That is Unix-user separation on one kernel, still not a VM: the
+file system, network and kernel are shared.
 
 Each VM is recorded in ``STATE_DIR/vms/ID.json`` (its directory, later its
 sshd pid) before anything of it exists, so :meth:`SandboxHypervisor.recover`
@@ -41,6 +51,7 @@ import os
 import pwd
 import re
 import shutil
+import socket
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -64,6 +75,13 @@ from fleetkit.errors import (
     UnknownImage,
 )
 from fleetkit.nesting._protocol import VM
+from fleetkit.provider._local_isolation import (
+    VM_USERS,
+    end_user_processes,
+    is_pool_user,
+    lease_vm_user,
+    vm_user,
+)
 
 if TYPE_CHECKING:
     from fleetkit.nesting._protocol import HypervisorFactory
@@ -100,6 +118,15 @@ class _SandboxVM:
     vm: VM
     directory: Path
     sshd: SSHDaemon
+    user: _VMUser | None = None
+
+
+@attrs.define(eq=False)
+class _VMUser:
+    """A ``fleetkit-vN`` user leased for one VM (``lease`` held while it lives)."""
+
+    name: str
+    lease: socket.socket
 
 
 def _settings(config: Mapping[str, Any]) -> _Settings:
@@ -163,6 +190,8 @@ class SandboxHypervisor:
         self._records = self._state_dir / "vms"
         self._settings: _Settings | None = None
         self._login_user = ""
+        # As root with no configured username: a login user per VM.
+        self._user_per_vm = False
         self._vms: dict[str, _SandboxVM] = {}
         self._starting = 0  # creates under way, counted against max_vms
 
@@ -178,6 +207,9 @@ class SandboxHypervisor:
             # pid: that may be missing (killed mid-create) or reused since.
             pids = await anyio.to_thread.run_sync(_sshds_of, directory)
             await end_tree(pids, grace=_SWEEP_GRACE)
+            user = record.get("user")
+            if isinstance(user, str):
+                await anyio.to_thread.run_sync(_end_leftover_user, user)
             await anyio.to_thread.run_sync(_remove_vm_files, self._records, vm_id, directory)
         if records:
             log.warning(
@@ -202,9 +234,12 @@ class SandboxHypervisor:
                     )
                 ]
             )
+        self._user_per_vm = settings.username is None and os.geteuid() == 0
         try:
             login_user = settings.username
-            if login_user is None:
+            if self._user_per_vm:
+                login_user = "root"  # unused: each VM leases its own
+            elif login_user is None:
                 login_user = await anyio.to_thread.run_sync(ensure_login_user)
             pwd.getpwnam(login_user)
             self._login_user = login_user
@@ -250,34 +285,49 @@ class SandboxHypervisor:
         base = settings.working_directory or self._state_dir / "work"
         directory = base / vm_id
         keys = list(settings.authorized_keys)
+        user: _VMUser | None = None
+        login_user = self._login_user
         try:
             # Recorded before anything exists, so that recover() finds every
             # step of a create that a killed daemon left half done.
             await anyio.to_thread.run_sync(_write_record, self._records, vm_id, directory, None)
-            home = await anyio.to_thread.run_sync(_make_home, directory, source, self._login_user)
+            if self._user_per_vm:
+                user = await anyio.to_thread.run_sync(_lease_user)
+                login_user = user.name
+                await anyio.to_thread.run_sync(
+                    _write_record, self._records, vm_id, directory, None, login_user
+                )
+            home = await anyio.to_thread.run_sync(_make_home, directory, source, login_user)
             keys += await anyio.to_thread.run_sync(_image_keys, source)
             env = {"SetEnv": f'"HOME={home}" "TMPDIR={home}"'} if home is not None else {}
             sshd = await SSHDaemon.start(
                 directory / "sshd",
                 address=settings.address,
-                login_user=self._login_user,
+                login_user=login_user,
                 authorized_keys=keys,
                 extra_config=env,
                 sshd_path=SSHD_PATH,
             )
-        except (OSError, SSHDaemonError) as exc:
+        except (OSError, SSHDaemonError, HypervisorFull) as exc:
+            if user is not None:
+                await anyio.to_thread.run_sync(_release_user, user)
             await anyio.to_thread.run_sync(_remove_vm_files, self._records, vm_id, directory)
+            if isinstance(exc, HypervisorFull):
+                raise
             raise HypervisorError(
                 f"sandbox VM {vm_id} from {image!r} failed to start: {exc}"
             ) from exc
-        await anyio.to_thread.run_sync(_write_record, self._records, vm_id, directory, sshd.pid)
+        await anyio.to_thread.run_sync(
+            _write_record, self._records, vm_id, directory, sshd.pid, login_user
+        )
         vm = VM(
             id=vm_id,
             image=image,
             addr=f"{_host(sshd.address)}:{sshd.port}",
             host_key=sshd.host_public_key,
+            username=login_user if user is not None else None,
         )
-        self._vms[vm_id] = _SandboxVM(vm=vm, directory=directory, sshd=sshd)
+        self._vms[vm_id] = _SandboxVM(vm=vm, directory=directory, sshd=sshd, user=user)
         return vm
 
     async def delete(self, vm_id: str) -> None:
@@ -287,6 +337,10 @@ class SandboxHypervisor:
             return
         with anyio.CancelScope(shield=True):
             await sandbox.sshd.stop()
+            if sandbox.user is not None:
+                # What the VM's jobs left, in any session or group: that user
+                # is only ever this VM's.
+                await anyio.to_thread.run_sync(_release_user, sandbox.user)
             await anyio.to_thread.run_sync(
                 _remove_vm_files, self._records, vm_id, sandbox.directory
             )
@@ -357,10 +411,52 @@ def _image_keys(source: Path | None) -> list[str]:
     ]
 
 
-def _write_record(records: Path, vm_id: str, directory: Path, pid: int | None) -> None:
+def _lease_user() -> _VMUser:
+    """Lease the first ``fleetkit-vN`` no other VM (of any daemon) holds, make it
+    if missing, and end whatever a VM that had it before left running."""
+    for number in range(1, VM_USERS + 1):
+        lease = lease_vm_user(number)
+        if lease is None:
+            continue
+        try:
+            name = vm_user(number)
+            end_user_processes(name)
+        except BaseException:
+            lease.close()
+            raise
+        return _VMUser(name=name, lease=lease)
+    raise HypervisorFull(f"all {VM_USERS} sandbox VM users are in use on this machine")
+
+
+def _release_user(user: _VMUser) -> None:
+    try:
+        end_user_processes(user.name)
+    finally:
+        user.lease.close()
+
+
+def _end_leftover_user(name: str) -> None:
+    """End what a killed daemon's VM user left, unless another daemon leased
+    that user since (its VM's processes are not ours to end)."""
+    match = re.fullmatch(r"fleetkit-v(\d+)", name)
+    if match is None or not is_pool_user(name):
+        return
+    lease = lease_vm_user(int(match.group(1)))
+    if lease is None:
+        return
+    try:
+        end_user_processes(name)
+    finally:
+        lease.close()
+
+
+def _write_record(
+    records: Path, vm_id: str, directory: Path, pid: int | None, user: str | None = None
+) -> None:
     path = records / f"{vm_id}.json"
     temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps({"id": vm_id, "directory": str(directory), "pid": pid}) + "\n")
+    record = {"id": vm_id, "directory": str(directory), "pid": pid, "user": user}
+    temporary.write_text(json.dumps(record) + "\n")
     temporary.replace(path)
 
 

@@ -22,6 +22,10 @@ instance", which :func:`end_user_processes` ends (``kill -KILL -1`` run as
 that user, which signals every process of that user and nothing else) when
 the instance starts and when it is removed, whatever sessions or process
 groups its jobs made.
+
+The ``sandbox`` nesting hypervisor reuses the same scheme for its VMs:
+``fleetkit-vN`` (:func:`vm_user`, GECOS :data:`VM_COMMENT`), leased
+machine-wide by :func:`lease_vm_user` so two daemons never share one.
 """
 
 from __future__ import annotations
@@ -38,25 +42,44 @@ from fleetkit._sshd import SSHDaemonError, ensure_login_user
 
 __all__ = [
     "POOL_COMMENT",
+    "VM_COMMENT",
     "end_user_processes",
     "is_pool_user",
     "lease_host",
+    "lease_vm_user",
     "pool_user",
     "port_free",
+    "vm_user",
 ]
 
 #: The GECOS field that marks a user as one of fleetkit's instance users.
 POOL_COMMENT = "fleetkit local instance"
 _POOL_NAME = re.compile(r"fleetkit-i\d{1,3}\Z")
+#: The GECOS field that marks a user as one of the sandbox hypervisor's VM users.
+VM_COMMENT = "fleetkit sandbox vm"
+_VM_NAME = re.compile(r"fleetkit-v\d{1,3}\Z")
+#: How many VM users there can be (``fleetkit-v1`` ... ``fleetkit-v999``).
+VM_USERS = 999
 _KILL_ROUNDS = 5
+_SETPRIV = "/usr/bin/setpriv"  # util-linux, essential on Debian
 
 
 def lease_host(host: int) -> socket.socket | None:
     """Hold host number ``host`` machine-wide; ``None`` when another holds it.
     Close the socket to give it back."""
+    return _lease(f"fleetkit-local-host-{host}")
+
+
+def lease_vm_user(number: int) -> socket.socket | None:
+    """Hold VM user ``fleetkit-vNUMBER`` machine-wide (as :func:`lease_host`);
+    ``None`` when another daemon holds it."""
+    return _lease(f"fleetkit-sandbox-vm-user-{number}")
+
+
+def _lease(name: str) -> socket.socket | None:
     lease = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        lease.bind(f"\0fleetkit-local-host-{host}")
+        lease.bind(f"\0{name}")
     except OSError:
         lease.close()
         return None
@@ -84,15 +107,29 @@ def pool_user(host: int) -> str:
     return name
 
 
+def vm_user(number: int) -> str:
+    """The sandbox VM user ``fleetkit-vNUMBER``, made if missing. Blocking.
+
+    Raises :class:`~fleetkit._sshd.SSHDaemonError` as :func:`pool_user` does."""
+    name = f"fleetkit-v{number}"
+    ensure_login_user(name, comment=VM_COMMENT)
+    return name
+
+
 def is_pool_user(name: str) -> bool:
-    """Whether ``name`` is one of fleetkit's instance users (name and GECOS mark)."""
-    if not _POOL_NAME.match(name):
+    """Whether ``name`` is one of fleetkit's instance or sandbox VM users (name
+    and GECOS mark)."""
+    if _POOL_NAME.match(name):
+        comment = POOL_COMMENT
+    elif _VM_NAME.match(name):
+        comment = VM_COMMENT
+    else:
         return False
     try:
         entry = pwd.getpwnam(name)
     except KeyError:
         return False
-    return entry.pw_uid != 0 and entry.pw_gecos == POOL_COMMENT
+    return entry.pw_uid != 0 and entry.pw_gecos == comment
 
 
 def _uid_running(uid: int) -> bool:
@@ -123,11 +160,20 @@ def end_user_processes(name: str) -> None:
     for _round in range(_KILL_ROUNDS):
         if not _uid_running(entry.pw_uid):
             return
+        # setpriv drops to the user, not subprocess's user=: with user= Python
+        # forks (no vfork), and a fork of a process running gRPC threads (the
+        # nesting daemon, an isolating manager) can crash in the child.
         subprocess.run(
-            ["/bin/sh", "-c", "kill -KILL -1"],
-            user=entry.pw_uid,
-            group=entry.pw_gid,
-            extra_groups=[],
+            [
+                _SETPRIV,
+                f"--reuid={entry.pw_uid}",
+                f"--regid={entry.pw_gid}",
+                "--clear-groups",
+                "--",
+                "/bin/sh",
+                "-c",
+                "kill -KILL -1",
+            ],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
