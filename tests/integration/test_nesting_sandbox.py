@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import subprocess
 import sys
 from pathlib import Path
@@ -194,3 +195,44 @@ def _leftover(state: Path, vm_dir: Path) -> None:
     (state / "vms").mkdir(parents=True)
     record = {"id": vm_dir.name, "directory": str(vm_dir), "pid": None}
     (state / "vms" / f"{vm_dir.name}.json").write_text(json.dumps(record))
+
+
+@pytest.mark.anyio
+async def test_recovery_ends_what_a_vm_user_left_running(short_dir: Path) -> None:
+    """As root each VM has its own user; after a killed daemon, the next one's
+    recovery ends every process of that user, even one its job detached."""
+    require_root("the sandbox's per-VM users")
+    state = short_dir / "state"
+    killed = SandboxHypervisor(state)
+    await killed.init({"working_directory": str(short_dir / "work")})
+    vm = await killed.create("vm-0123456789ab", "default")
+    assert vm.username is not None
+    entry = pwd.getpwnam(vm.username)
+    detached = await anyio.open_process(
+        [
+            "/usr/bin/setpriv",
+            f"--reuid={entry.pw_uid}",
+            f"--regid={entry.pw_gid}",
+            "--clear-groups",
+            "--",
+            "sleep",
+            "300",
+        ],
+        start_new_session=True,
+    )
+    try:
+        with anyio.fail_after(30):
+            await wait_until(lambda: _uid(detached.pid) == entry.pw_uid)
+        # What the kernel does for a killed daemon: its lease on the user goes.
+        held = killed._vms[vm.id].user
+        assert held is not None
+        held.lease.close()
+        assert await SandboxHypervisor(state).recover() == [vm.id]
+        with anyio.fail_after(30):
+            await detached.wait()
+        assert not (short_dir / "work" / vm.id).exists()
+    finally:
+        if detached.returncode is None:
+            detached.kill()
+            await detached.wait()
+        await killed.delete(vm.id)  # reaps the sshd recovery ended
