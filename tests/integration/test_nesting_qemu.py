@@ -19,7 +19,9 @@ import pytest
 
 from fleetkit._procs import wait_until
 from fleetkit.errors import FleetkitError, HypervisorError
+from fleetkit.executor import InstanceExecutor
 from fleetkit.isolation import NestingClient
+from fleetkit.jobs import Job, JobStatus
 from fleetkit.nesting import NestingDaemon, _cpio
 from fleetkit.nesting.qemu import QemuHypervisor
 from tests.integration.qemu_support import (
@@ -250,6 +252,7 @@ async def _wait_for(condition: object) -> None:
         await wait_until(condition)
 
 
+@pytest.mark.timeout(300)
 def test_the_local_qemu_example_runs_each_job_in_a_vm(
     qemu_image: BuiltImage, short_dir: Path
 ) -> None:
@@ -282,3 +285,70 @@ def test_the_local_qemu_example_runs_each_job_in_a_vm(
     assert output.count(f"kernel {qemu_image.image.kernel_version}") == 2
     assert platform.release() not in output
     assert "the host at 10.0.2.2 is out of reach" in output
+
+
+@pytest.mark.timeout(300)  # boots four VMs or more: the job's, its retry's, the pools'
+@pytest.mark.anyio
+async def test_a_vm_that_dies_mid_job_makes_the_job_a_system_failure(
+    qemu_image: BuiltImage, short_dir: Path
+) -> None:
+    images = short_dir / "data" / "fleetkit" / "images"
+    shutil.copytree(qemu_image.image.directory, images / "default")
+    meta = json.loads((images / "default" / "image.json").read_text())
+    (images / "default" / "image.json").write_text(json.dumps({**meta, "name": "default"}))
+    examples = Path(__file__).parents[2] / "examples"
+    text = (examples / "local-qemu.toml").read_text()
+    config = short_dir / "config.toml"
+    config.write_text(
+        text.replace(
+            '      nesting = "qemu"', f'      root = "{short_dir / "i"}"\n      nesting = "qemu"'
+        )
+    )
+    os.chmod(short_dir, 0o755)  # the instance's login user reaches its daemon's socket
+    os.environ["XDG_DATA_HOME"] = str(short_dir / "data")  # the daemons' image directory
+    killed: list[int] = []
+
+    async def kill_the_job_vm() -> None:
+        # Once the manager's SSH connection to a handed-out VM is up, its QEMU dies.
+        with anyio.fail_after(240):
+            await wait_until(lambda: _connected_vm(short_dir / "i") is not None, interval=0.05)
+        pid = _connected_vm(short_dir / "i")
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        killed.append(pid)
+
+    try:
+        async with (
+            InstanceExecutor.from_config(config) as executor,
+            anyio.create_task_group() as tasks,
+        ):
+            tasks.start_soon(kill_the_job_vm)
+            result = await executor.run(Job(id=1, name="doomed", shell="bash", script="sleep 6"))
+    finally:
+        del os.environ["XDG_DATA_HOME"]
+    assert killed
+    # Retried once (the executor's default) in another, fresh VM, which succeeds.
+    assert result.status is JobStatus.SUCCESS, result.message
+    (lost,) = result.earlier
+    assert lost.status is JobStatus.SYSTEM_FAILURE, lost.message
+    assert qemu_processes_under(short_dir) == []
+
+
+def _connected_vm(root: Path) -> int | None:
+    """The QEMU of a handed-out VM under ``root`` with an established TCP
+    connection to its forwarded SSH port, or None."""
+    established = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[3] == "01":  # ESTABLISHED
+            established.add(int(fields[1].rsplit(":", 1)[1], 16))
+    for vm_id in root.rglob("q/*/id"):
+        for pid in qemu_processes_under(vm_id.parent):
+            try:
+                args = Path(f"/proc/{pid}/cmdline").read_bytes().decode()
+            except OSError:
+                continue
+            port = args.split("hostfwd=tcp:127.0.0.1:", 1)[1].split("-", 1)[0]
+            if int(port) in established:
+                return pid
+    return None
