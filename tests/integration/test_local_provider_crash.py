@@ -22,6 +22,7 @@ from tests.integration.local_provider_support import (
     require_sshd,
     running,
 )
+from tests.support import require_root
 
 OWNER = "crashy"
 
@@ -30,6 +31,7 @@ MANAGER = """
 import sys, anyio
 from fleetkit._procs import descendants
 from fleetkit.provider.local import LocalInstanceGroup
+from tests.support import require_root
 
 async def main() -> None:
     group = LocalInstanceGroup(root=sys.argv[1], owner=sys.argv[2], use_sshd=sys.argv[3] == "1")
@@ -134,3 +136,34 @@ async def test_sweep_spares_processes_that_are_not_ours(tmp_path: Path) -> None:
         finally:
             unrelated.kill()
             neighbour.kill()
+
+
+@pytest.mark.anyio
+async def test_a_sweep_spares_the_user_of_a_host_another_fleet_holds(tmp_path: Path) -> None:
+    """A dead manager's host lease goes with it, so another fleet may lease that
+    host, and run an instance as its pool user, before the sweep of the dead
+    one's leftovers. The sweep then ends what runs from the leftover sandbox,
+    not every process of that user."""
+    require_root("pool users")
+    from fleetkit.provider import _local_isolation, local
+
+    leases = [_local_isolation.lease_host(h) for h in range(254, 200, -1)]
+    try:
+        host = next(254 - n for n, lease in enumerate(leases) if lease is not None)
+        user = await anyio.to_thread.run_sync(_local_isolation.pool_user, host)
+        owner_dir = tmp_path / "root" / OWNER
+        sandbox = owner_dir / "local-0123456789ab"
+        sandbox.mkdir(mode=0o700, parents=True)
+        (sandbox / "instance.json").write_text(json.dumps({"user": user}))
+        # The live fleet's instance: runs as that user, from elsewhere.
+        async with await anyio.open_process(["sleep", "3600.424242"], user=user, cwd="/") as other:
+            try:
+                await local._sweep(owner_dir)
+                assert running(other.pid), "the sweep ended another fleet's instance"
+                assert not sandbox.exists()
+            finally:
+                other.kill()
+    finally:
+        for lease in leases:
+            if lease is not None:
+                lease.close()

@@ -1067,10 +1067,26 @@ async def _sweep(owner_dir: Path) -> None:
     for sandbox in sandboxes:
         record = await anyio.to_thread.run_sync(_read_record, sandbox)
         user, work, group = record.get("user"), record.get("work"), record.get("cgroup")
-        await _end_instance(
-            sandbox,
-            Path(work) if isinstance(work, str) else None,
-            user if isinstance(user, str) else None,
-            Path(group) if isinstance(group, str) and _cgroup.valid_path(group) else None,
-        )
+        # The dead manager's host lease went with it: another live fleet may
+        # hold that host, and run an instance as its user, by now. Every
+        # process of the user is this sweep's only while it holds the lease.
+        lease = _user_lease(user) if isinstance(user, str) else None
+        try:
+            await _end_instance(
+                sandbox,
+                Path(work) if isinstance(work, str) else None,
+                user if lease is not None else None,
+                Path(group) if isinstance(group, str) and _cgroup.valid_path(group) else None,
+            )
+        finally:
+            if lease is not None:
+                lease.close()
         await anyio.to_thread.run_sync(_remove_tree, sandbox)
+
+
+def _user_lease(user: str) -> socket.socket | None:
+    """The host lease of pool user ``user`` (``fleetkit-iN``: host N), or None
+    when another fleet holds it or ``user`` is no pool user."""
+    if not is_pool_user(user):
+        return None
+    return lease_host(int(user.removeprefix("fleetkit-i")))
