@@ -67,6 +67,7 @@ async def test_jobs_run_in_separate_vms_that_reach_nothing(
             first = (await client.create("test")).vm
             second = (await client.create("test")).vm
             assert first.addr != second.addr
+            assert first.username == second.username == qemu_image.image.user
             assert first.host_key
             assert second.host_key
             assert first.host_key != second.host_key

@@ -305,7 +305,19 @@ class QemuHypervisor:
         self._vms[vm_id] = vm
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync((vm.directory / "id").write_text, vm_id + "\n")
-        return VM(id=vm_id, image=vm.image.name, addr=vm.addr, host_key=vm.host_key)
+        return self._reported(vm_id, vm)
+
+    def _reported(self, vm_id: str, vm: QemuVM) -> VM:
+        # The login user is the image's (or config.username): told to the
+        # manager, which would otherwise log in as the instance's user.
+        settings = self._ready()
+        return VM(
+            id=vm_id,
+            image=vm.image.name,
+            addr=vm.addr,
+            host_key=vm.host_key,
+            username=settings.username or vm.image.user,
+        )
 
     async def _evict_for_room(self, settings: _Settings) -> None:
         """A cold boot must not take the VM count past ``max_vms``: drop a
@@ -339,11 +351,7 @@ class QemuHypervisor:
 
     async def list(self) -> list[VM]:
         """The handed-out VMs whose QEMU runs."""
-        return [
-            VM(id=i, image=vm.image.name, addr=vm.addr, host_key=vm.host_key)
-            for i, vm in self._vms.items()
-            if vm.alive()
-        ]
+        return [self._reported(i, vm) for i, vm in self._vms.items() if vm.alive()]
 
     async def status(self, vm_id: str) -> str:
         """QMP's run state of VM ``vm_id`` (``running``...; ``stopped`` once
