@@ -91,11 +91,13 @@ async def leftovers_ended() -> AsyncIterator[_Leftovers]:
         await end_tree(sorted(set(pids)), grace=1)
 
 
-async def _started(marker: str) -> list[int]:
-    """The pids of the processes with ``marker`` in their command line, once there are any."""
-    with anyio.fail_after(10):
-        await wait_until(lambda: bool(processes_with(marker)))
-    return processes_with(marker)
+async def _started(command: str) -> list[int]:
+    """The pids of the processes with ``command`` (``sleep MARKER``) in their
+    command line, once its program itself runs: the shells that start it carry
+    it in their arguments too and come first, so a snapshot taken at the first
+    of them missed the program (and the victim check then failed)."""
+    await _started_program(command.split()[0], command)
+    return processes_with(command)
 
 
 # --- item 4: timeout and cancel never depend on what the job can write ---------
