@@ -51,3 +51,22 @@ def test_the_floor_covers_in_use_and_waiting_first() -> None:
     # Bounded by max_instances like any demand.
     capped = plan(empty, Policy(), Limits(max_instances=3), 0.0, demand_floor=100)
     assert capped.figures.desired_instances == 3
+
+
+def test_over_max_instances_the_floor_removes_what_the_reactive_plan_removes() -> None:
+    """Over a lowered max_instances, the idle instance the floor would keep goes as the
+    reactive plan removes it, rather than the trim taking a booting one instead (found by
+    hypothesis: the forecast removed the booting i0, the reactive plan the idle i1)."""
+    from fleetkit.model import Instance, InstanceState
+
+    instances = (
+        Instance(id="i0", state=InstanceState.CREATING, created_at=0.0),
+        Instance(id="i1", state=InstanceState.READY, created_at=0.0, ready_at=0.0),
+    )
+    snapshot = Snapshot(instances=instances, pending=(), reservations=(), requested=0)
+    policy = Policy(idle_count=0, idle_time=0.0)
+    limits = Limits(capacity_per_instance=1, max_instances=1)
+    reactive = plan(snapshot, policy, limits, 0.0)
+    forecast = plan(snapshot, policy, limits, 0.0, demand_floor=2)
+    assert [d.instance_id for d in reactive.deprovisions] == ["i1"]
+    assert [d.instance_id for d in forecast.deprovisions] == ["i1"]

@@ -281,6 +281,7 @@ def plan(
     after = max(counted, required if ceiling is None else min(required, ceiling))
     free_ready.sort()
     allowed: set[str] | None = None
+    reactive_after = reactive_demand = 0
     if target > reactive:
         # What the reactive policy alone would remove: the floor may keep more, never less.
         reactive_demand = demand - target + reactive
@@ -296,9 +297,25 @@ def plan(
                 free_ready, now, idle_time, idle, reserved, reactive_after, reactive_demand, cap
             )[0]
         }
+    before_idle, before_demand = idle, demand
     expired, (after, demand, idle, lost_total) = _idle_removals(
         free_ready, now, idle_time, idle, reserved, after, demand, cap, allowed
     )
+    if allowed is not None and max_instances and counted - len(expired) > max_instances:
+        # max_instances outranks the floor: what the floor kept must go first, as the
+        # reactive plan removes it, or the trim below would pick another instance and
+        # the forecast would remove one the reactive policy keeps.
+        expired, (_, _, idle, lost_total) = _idle_removals(
+            free_ready,
+            now,
+            idle_time,
+            before_idle,
+            reserved,
+            reactive_after,
+            reactive_demand,
+            cap,
+        )
+        demand = before_demand - lost_total
     removals += expired
     counted -= len(expired)
     unavailable -= lost_total
