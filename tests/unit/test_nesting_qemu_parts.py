@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -11,12 +10,11 @@ import pytest
 from fleetkit.errors import ConfigError
 from fleetkit.nesting import _cpio
 from fleetkit.nesting.qemu import QemuHypervisor, choose_accel
+from tests.support import require_executable
 
 
 def test_the_cpio_archive_lists_with_busybox(tmp_path: Path) -> None:
-    busybox = shutil.which("busybox")
-    if busybox is None:
-        pytest.skip("busybox is missing")
+    busybox = require_executable("busybox", "apt-get install busybox-static")
     archive = _cpio.newc(
         [
             _cpio.directory("etc"),

@@ -108,7 +108,6 @@ def interruptible(
         except KeyboardInterrupt:
             return INTERRUPTED
 
-    run.__doc__ = body.__doc__
     return run
 
 
@@ -192,3 +191,21 @@ def fleetkit_error(exc: BaseException) -> FleetkitError | None:
         if found and all(f is not None for f in found):
             return found[0]
     return None
+
+
+def reporting_errors(
+    command: str, body: Callable[[argparse.Namespace], int]
+) -> Callable[[argparse.Namespace], int]:
+    """``body`` as a command's ``run``: a fleetkit error (bare or in a group) it
+    raises becomes one line on stderr and exit 1; anything else propagates."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return body(args)
+        except (FleetkitError, BaseExceptionGroup) as exc:
+            error = fleetkit_error(exc)
+            if error is None:
+                raise
+            return fail(command, error, 1)
+
+    return run

@@ -20,7 +20,12 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fleetkit.cli._common import fail, fleetkit_error, instant, interruptible, runner_choice
+from fleetkit.cli._common import (
+    instant,
+    interruptible,
+    reporting_errors,
+    runner_choice,
+)
 
 if TYPE_CHECKING:
     from fleetkit.simulate import Figures
@@ -117,19 +122,6 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
     )
     parser.add_argument("--plain", action="store_true", help="a plain table even on a terminal")
     parser.set_defaults(run=interruptible(run))
-
-
-def run(args: argparse.Namespace) -> int:
-    """Simulate and print the comparison."""
-    from fleetkit.errors import FleetkitError
-
-    try:
-        return _run(args)
-    except (FleetkitError, BaseExceptionGroup) as exc:
-        error = fleetkit_error(exc)
-        if error is None:
-            raise
-        return fail("simulate", error, 1)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -264,3 +256,7 @@ def _print_table(head: str, figures: list[Figures], price: float, *, plain: bool
         print(
             f"{label:<{width}}" + "".join(f"  {c:>{w}}" for c, w in zip(cells, cols, strict=True))
         )
+
+
+#: Simulate and print the comparison.
+run = reporting_errors("simulate", _run)

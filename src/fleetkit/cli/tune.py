@@ -19,7 +19,11 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fleetkit.cli._common import fail, fleetkit_error, interruptible, runner_choice
+from fleetkit.cli._common import (
+    interruptible,
+    reporting_errors,
+    runner_choice,
+)
 
 if TYPE_CHECKING:
     from fleetkit.simulate import Figures
@@ -69,19 +73,6 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
     )
     grid.add_argument("--day-idle-counts", metavar="N,...", default="2,4,8,12")
     parser.set_defaults(run=interruptible(run))
-
-
-def run(args: argparse.Namespace) -> int:
-    """Tune and print the result."""
-    from fleetkit.errors import FleetkitError
-
-    try:
-        return _run(args)
-    except (FleetkitError, BaseExceptionGroup) as exc:
-        error = fleetkit_error(exc)
-        if error is None:
-            raise
-        return fail("tune", error, 1)
 
 
 def _problem(where: str, what: str) -> Exception:
@@ -266,3 +257,7 @@ def _report(result: TuneResult) -> int:
     print("\n# paste into [runners.autoscaler] in place of its policy blocks:")
     print(policy_blocks(best.candidate.policies), end="")
     return 0
+
+
+#: Tune and print the result.
+run = reporting_errors("tune", _run)
