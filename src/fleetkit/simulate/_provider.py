@@ -26,6 +26,7 @@ from anyio.lowlevel import checkpoint
 from fleetkit.errors import InstanceNotFound
 from fleetkit.model import ConnectInfo, ProviderState
 from fleetkit.provider import InstanceStatus, ProviderInfo
+from fleetkit.provider._timeline import scheduled_state
 from fleetkit.simulate._boot import BootTime
 
 __all__ = ["CloudFaults", "CloudGroup", "Life", "ReadyUp"]
@@ -102,13 +103,12 @@ class Life:
         return change
 
     def state(self, now: float) -> ProviderState:
-        if now >= self.gone_at or now >= self.deleted_at:
-            return ProviderState.DELETED
-        if now >= self.delete_at:
-            return ProviderState.DELETING
-        if now >= self.running_at:
-            return ProviderState.RUNNING
-        return ProviderState.CREATING
+        return scheduled_state(
+            now,
+            running_at=self.running_at,
+            delete_at=self.delete_at,
+            gone_at=min(self.gone_at, self.deleted_at),
+        )
 
 
 class CloudGroup:

@@ -28,6 +28,7 @@ from anyio.lowlevel import checkpoint
 from fleetkit.errors import InstanceNotFound, ProviderError, RetryLater, Throttled
 from fleetkit.model import ConnectInfo, ProviderState
 from fleetkit.provider._protocol import InstanceStatus, ProviderInfo
+from fleetkit.provider._timeline import scheduled_state
 
 __all__ = ["Call", "Delay", "Faults", "SimulatedGroup"]
 
@@ -105,13 +106,12 @@ class _Sim:
     reported_gone: bool = False
 
     def state(self, now: float) -> ProviderState:
-        if now >= self.deleted_at or now >= self.dies_at:
-            return ProviderState.DELETED
-        if now >= self.delete_at:
-            return ProviderState.DELETING
-        if now >= self.running_at:
-            return ProviderState.RUNNING
-        return ProviderState.CREATING
+        return scheduled_state(
+            now,
+            running_at=self.running_at,
+            delete_at=self.delete_at,
+            gone_at=min(self.deleted_at, self.dies_at),
+        )
 
 
 class SimulatedGroup:
